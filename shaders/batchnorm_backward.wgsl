@@ -1,0 +1,66 @@
+// batchnorm_backward: per channel c, over the M = N*H*W values of that channel, with
+//   xhat = (inp - mean[c]) * rstd[c]:
+//   dbias[c] = sum(dout),  dweight[c] = sum(dout * xhat),
+//   dinp = weight[c] * rstd[c] / M * (M * dout - dbias[c] - xhat * dweight[c]).
+// Shapes: inp, dout, dinp [N,C,H,W]; weight, mean, rstd, dweight, dbias [C].
+// Overwrites dinp, dweight, dbias. One workgroup of WG invocations per channel; fixed-order reductions.
+// CPU twin: reference::batchnorm_backward. Dispatch: grid(C).
+
+struct Params { n: u32, c: u32, hw: u32, _unused: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dweight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(3) var<storage, read> dout: array<f32>;
+@group(0) @binding(4) var<storage, read> inp: array<f32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<storage, read> mean: array<f32>;
+@group(0) @binding(7) var<storage, read> rstd: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
+
+override WG: u32 = 256;
+var<workgroup> partial: array<f32, WG>;
+
+fn workgroup_sum(t: u32, v: f32) -> f32 {
+    partial[t] = v;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if (t < half) { partial[t] += partial[t + half]; }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn at(c: u32, i: u32) -> u32 {
+    return ((i / params.hw) * params.c + c) * params.hw + i % params.hw;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c = wid.x + wid.y * nwg.x;
+    if (c >= params.c) { return; }
+    let m = params.n * params.hw;
+    let mu = mean[c];
+    let r = rstd[c];
+    var sd = 0.0;
+    var sdx = 0.0;
+    for (var i = t; i < m; i += WG) {
+        let j = at(c, i);
+        sd += dout[j];
+        sdx = fma(dout[j], (inp[j] - mu) * r, sdx);
+    }
+    let db = workgroup_sum(t, sd);
+    let dw = workgroup_sum(t, sdx);
+    let k = weight[c] * r / f32(m);
+    for (var i = t; i < m; i += WG) {
+        let j = at(c, i);
+        dinp[j] = k * (f32(m) * dout[j] - db - (inp[j] - mu) * r * dw);
+    }
+    if (t == 0u) {
+        dweight[c] = dw;
+        dbias[c] = db;
+    }
+}

@@ -1,0 +1,67 @@
+// batchnorm_forward_train: per channel c, over the M = N*H*W values x of that channel,
+//   mean[c] = sum(x) / M,  var = sum((x - mean)^2) / M (biased),  rstd[c] = 1 / sqrt(var + eps),
+//   out = (x - mean) * rstd * weight[c] + bias[c],
+//   running_mean = (1 - momentum) * running_mean + momentum * mean,
+//   running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1) (unbiased), as PyTorch.
+// Shapes: inp, out [N,C,H,W]; weight, bias, mean, rstd, running_mean, running_var [C].
+// Overwrites out, mean, rstd; updates running_mean and running_var in place.
+// One workgroup of WG invocations per channel; fixed-order tree reductions, two passes for the variance.
+// CPU twin: reference::batchnorm_forward_train. Dispatch: grid(C) (workgroups folded into y past 65,535).
+
+struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(5) var<storage, read> inp: array<f32>;
+@group(0) @binding(6) var<storage, read> weight: array<f32>;
+@group(0) @binding(7) var<storage, read> bias: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
+
+override WG: u32 = 256;
+var<workgroup> partial: array<f32, WG>;
+
+// Sum of every invocation's v, the same bits every time.
+fn workgroup_sum(t: u32, v: f32) -> f32 {
+    partial[t] = v;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if (t < half) { partial[t] += partial[t + half]; }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Index of the i-th value (i < M) of channel c.
+fn at(c: u32, i: u32) -> u32 {
+    return ((i / params.hw) * params.c + c) * params.hw + i % params.hw;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c = wid.x + wid.y * nwg.x;
+    if (c >= params.c) { return; }
+    let m = params.n * params.hw;
+    var s = 0.0;
+    for (var i = t; i < m; i += WG) { s += inp[at(c, i)]; }
+    let mu = workgroup_sum(t, s) / f32(m);
+    var ss = 0.0;
+    for (var i = t; i < m; i += WG) { let d = inp[at(c, i)] - mu; ss = fma(d, d, ss); }
+    let variance = workgroup_sum(t, ss) / f32(m);
+    let r = inverseSqrt(variance + params.eps);
+    let scale = r * weight[c];
+    let shift = bias[c] - mu * scale;
+    for (var i = t; i < m; i += WG) { let j = at(c, i); out[j] = fma(inp[j], scale, shift); }
+    if (t == 0u) {
+        mean[c] = mu;
+        rstd[c] = r;
+        let unbiased = variance * f32(m) / f32(max(m, 2u) - 1u);
+        running_mean[c] = (1.0 - params.momentum) * running_mean[c] + params.momentum * mu;
+        running_var[c] = (1.0 - params.momentum) * running_var[c] + params.momentum * unbiased;
+    }
+}

@@ -1,0 +1,95 @@
+// conv2d_backward_input: dinp[n,c,h,w] = sum_{k,r,s} weight[k,c,r,s] * dout[n,k,p,q]
+//   over the (p,q) with p*stride+r-pad = h and q*stride+s-pad = w.
+// Shapes: dout [N,K,P,Q], weight [K,C,R,S], dinp [N,C,H,W]. Overwrites dinp; fixed summation order.
+// Implicit GEMM, no col2im buffer: rows m = c (C of them), columns j = (n,h,w) (N*H*W), reduction
+// e = (k,r,s) (K*R*S); each output gathers its terms, so no atomics are needed. Tiling as in
+// conv2d_forward: WG_M x WG_N invocations, (WG_M*TM) x (WG_N*TN) outputs, BK-deep slices.
+// CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (WG_N*TN)), ceil(C / (WG_M*TM)), 1).
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, r: u32, s: u32, p: u32,
+    q: u32, stride: u32, pad: u32, _unused: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+override WG_M: u32 = 16;
+override WG_N: u32 = 16;
+override BK: u32 = 8;
+const TM: u32 = 4;
+const TN: u32 = 4;
+
+var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
+var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
+
+// A[m, e] = weight[k, c, r, s] with m = c, e = (k, r, s)
+fn load_a(m: u32, e: u32) -> f32 {
+    let rs = params.r * params.s;
+    if (m >= params.c || e >= params.k * rs) { return 0.0; }
+    return weight[((e / rs) * params.c + m) * rs + e % rs];
+}
+
+// B[e, j] = dout[n, k, p, q] where h = p*stride+r-pad and w = q*stride+s-pad, else zero
+fn load_b(e: u32, j: u32) -> f32 {
+    let rs = params.r * params.s;
+    let hw = params.h * params.w;
+    if (e >= params.k * rs || j >= params.n * hw) { return 0.0; }
+    let k = e / rs;
+    let r = (e % rs) / params.s;
+    let s = e % params.s;
+    let n = j / hw;
+    let h = (j % hw) / params.w;
+    let w = j % params.w;
+    let ph = i32(h + params.pad) - i32(r);
+    let qw = i32(w + params.pad) - i32(s);
+    let st = i32(params.stride);
+    if (ph < 0 || qw < 0 || ph % st != 0 || qw % st != 0) { return 0.0; }
+    let p = u32(ph / st);
+    let q = u32(qw / st);
+    if (p >= params.p || q >= params.q) { return 0.0; }
+    return dout[((n * params.k + k) * params.p + p) * params.q + q];
+}
+
+fn store(m: u32, j: u32, v: f32) {
+    let hw = params.h * params.w;
+    if (m >= params.c || j >= params.n * hw) { return; }
+    dinp[((j / hw) * params.c + m) * hw + j % hw] = v;
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let bm = WG_M * TM;
+    let bn = WG_N * TN;
+    let m0 = wid.y * bm;
+    let j0 = wid.x * bn;
+    let t = lid.y * WG_N + lid.x;
+    let threads = WG_M * WG_N;
+    let depth = params.k * params.r * params.s;
+    var acc: array<f32, TM * TN>;
+    for (var e0 = 0u; e0 < depth; e0 += BK) {
+        for (var i = t; i < BK * bm; i += threads) {
+            a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK);
+        }
+        for (var i = t; i < BK * bn; i += threads) {
+            b_tile[(i / bn) * bn + i % bn] = load_b(e0 + i / bn, j0 + i % bn);
+        }
+        workgroupBarrier();
+        for (var e = 0u; e < BK; e++) {
+            var a: array<f32, TM>;
+            var b: array<f32, TN>;
+            for (var i = 0u; i < TM; i++) { a[i] = a_tile[e * bm + lid.y + i * WG_M]; }
+            for (var j = 0u; j < TN; j++) { b[j] = b_tile[e * bn + lid.x + j * WG_N]; }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < TN; j++) { acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]); }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+    }
+}

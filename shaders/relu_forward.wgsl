@@ -1,0 +1,17 @@
+// relu_forward: out[i] = max(inp[i], 0). Any shape, LEN elements. Overwrites out.
+// One invocation per element. CPU twin: reference::relu_forward. Dispatch: grid(ceil(LEN / WG)).
+
+struct Params { len: u32, _unused: u32, _unused2: u32, _unused3: u32 }
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+override WG: u32 = 256;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= params.len) { return; }
+    out[i] = max(inp[i], 0.0);
+}

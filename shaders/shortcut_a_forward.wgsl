@@ -1,0 +1,30 @@
+// shortcut_a_forward: the paper's option-A shortcut (no parameters): take even rows and columns,
+// pad zero channels equally before and after. With lo = (K - C) / 2:
+//   out[n,k,p,q] = inp[n,k-lo,2p,2q] if lo <= k < lo + C, else 0.
+// Shapes: inp [N,C,H,W], out [N,K,P,Q] with P = ceil(H/2), Q = ceil(W/2). Overwrites out.
+// One invocation per output element. CPU twin: reference::shortcut_a_forward.
+// Dispatch: grid(ceil(N*K*P*Q / WG)).
+
+struct Params { n: u32, c: u32, h: u32, w: u32, k: u32, p: u32, q: u32, _unused: u32 }
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+override WG: u32 = 256;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= params.n * params.k * params.p * params.q) { return; }
+    let q = i % params.q;
+    let p = (i / params.q) % params.p;
+    let k = (i / (params.p * params.q)) % params.k;
+    let n = i / (params.k * params.p * params.q);
+    let lo = (params.k - params.c) / 2u;
+    var v = 0.0;
+    if (k >= lo && k < lo + params.c) {
+        v = inp[((n * params.c + k - lo) * params.h + 2u * p) * params.w + 2u * q];
+    }
+    out[i] = v;
+}

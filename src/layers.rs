@@ -1,0 +1,692 @@
+//! One function per kernel: checks the tensors' shapes at plan time and prepares the dispatch.
+//!
+//! Arguments follow the kernel's bindings (outputs first, then inputs); the `*Params` structs
+//! mirror each shader's uniform and are also what the CPU twins in `reference` take.
+
+use anyhow::{Result, bail, ensure};
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::{Dispatch, Kernel, grid};
+
+/// Batch norm's constants, as PyTorch's defaults.
+pub const BN_MOMENTUM: f32 = 0.1;
+pub const BN_EPS: f32 = 1e-5;
+/// Invocations per workgroup of the one-invocation-per-element kernels (their `WG` override).
+const WG: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ConvParams {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub k: u32,
+    pub r: u32,
+    pub s: u32,
+    pub p: u32,
+    pub q: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub _unused: u32,
+}
+
+impl ConvParams {
+    /// The convolution of `inp` [N,C,H,W] by `weight` [K,C,R,S]; the output is [N,K,P,Q].
+    pub fn new(inp: &[usize], weight: &[usize], stride: usize, pad: usize) -> Result<Self> {
+        let (&[n, c, h, w], &[k, wc, r, s]) = (inp, weight) else {
+            bail!(
+                "conv2d takes an input [N,C,H,W] and a weight [K,C,R,S], got {inp:?} and {weight:?}"
+            );
+        };
+        ensure!(
+            wc == c,
+            "conv2d weight {weight:?} expects {wc} input channels, the input {inp:?} has {c}"
+        );
+        ensure!(stride > 0, "conv2d stride must be positive");
+        ensure!(
+            h + 2 * pad >= r && w + 2 * pad >= s,
+            "conv2d kernel {r}x{s} is larger than the padded input {inp:?} (pad {pad})"
+        );
+        let p = (h + 2 * pad - r) / stride + 1;
+        let q = (w + 2 * pad - s) / stride + 1;
+        let u = |x: usize| x as u32;
+        Ok(Self {
+            n: u(n),
+            c: u(c),
+            h: u(h),
+            w: u(w),
+            k: u(k),
+            r: u(r),
+            s: u(s),
+            p: u(p),
+            q: u(q),
+            stride: u(stride),
+            pad: u(pad),
+            _unused: 0,
+        })
+    }
+
+    pub fn out_shape(&self) -> Vec<usize> {
+        [self.n, self.k, self.p, self.q]
+            .map(|x| x as usize)
+            .to_vec()
+    }
+}
+
+/// Tile of the conv kernels: workgroups of WG_M x WG_N invocations with 4x4 outputs each.
+const CONV_TILE: usize = 64;
+
+fn check(name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {
+    ensure!(
+        tensor.shape == shape,
+        "{name} has shape {:?}, expected {shape:?}",
+        tensor.shape
+    );
+    Ok(())
+}
+
+fn conv_grid(gpu: &Gpu, columns: usize, rows: usize) -> Result<[u32; 3]> {
+    let (x, y) = (columns.div_ceil(CONV_TILE), rows.div_ceil(CONV_TILE));
+    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    ensure!(
+        x <= limit && y <= limit,
+        "conv2d needs {x} x {y} workgroups, the adapter allows {limit} per dimension; use a smaller batch"
+    );
+    Ok([x as u32, y as u32, 1])
+}
+
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    out: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Dispatch> {
+    let params = ConvParams::new(&inp.shape, &weight.shape, stride, pad)?;
+    check("conv2d output", out, &params.out_shape())?;
+    let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
+    gpu.dispatch(
+        Kernel::Conv2dForward,
+        &[],
+        &[out, inp, weight],
+        &params,
+        conv_grid(gpu, n * p * q, k)?,
+    )
+}
+
+pub fn conv2d_backward_input(
+    gpu: &Gpu,
+    dinp: &Tensor,
+    dout: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Dispatch> {
+    let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
+    check("conv2d output gradient", dout, &params.out_shape())?;
+    let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
+    gpu.dispatch(
+        Kernel::Conv2dBackwardInput,
+        &[],
+        &[dinp, dout, weight],
+        &params,
+        conv_grid(gpu, n * h * w, c)?,
+    )
+}
+
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    dweight: &Tensor,
+    dout: &Tensor,
+    inp: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Dispatch> {
+    let params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
+    check("conv2d output gradient", dout, &params.out_shape())?;
+    let [c, k, r, s] = [params.c, params.k, params.r, params.s].map(|x| x as usize);
+    gpu.dispatch(
+        Kernel::Conv2dBackwardWeight,
+        &[],
+        &[dweight, dout, inp],
+        &params,
+        conv_grid(gpu, c * r * s, k)?,
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct BatchnormParams {
+    pub n: u32,
+    pub c: u32,
+    pub hw: u32,
+    pub _unused: u32,
+    pub momentum: f32,
+    pub eps: f32,
+    pub _unused2: [u32; 2],
+}
+
+impl BatchnormParams {
+    fn new(inp: &Tensor, channel_tensors: &[(&str, &Tensor)]) -> Result<Self> {
+        let &[n, c, h, w] = inp.shape.as_slice() else {
+            bail!("batch norm takes an input [N,C,H,W], got {:?}", inp.shape);
+        };
+        for (name, t) in channel_tensors {
+            check(name, t, &[c])?;
+        }
+        Ok(Self {
+            n: n as u32,
+            c: c as u32,
+            hw: (h * w) as u32,
+            momentum: BN_MOMENTUM,
+            eps: BN_EPS,
+            ..Default::default()
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_forward_train(
+    gpu: &Gpu,
+    out: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<Dispatch> {
+    let channels = [
+        ("mean", mean),
+        ("rstd", rstd),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ];
+    let params = BatchnormParams::new(inp, &channels)?;
+    check("batch norm output", out, &inp.shape)?;
+    let tensors = [
+        out,
+        mean,
+        rstd,
+        running_mean,
+        running_var,
+        inp,
+        weight,
+        bias,
+    ];
+    gpu.dispatch(
+        Kernel::BatchnormForwardTrain,
+        &[],
+        &tensors,
+        &params,
+        grid(params.c as usize),
+    )
+}
+
+pub fn batchnorm_forward_eval(
+    gpu: &Gpu,
+    out: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+) -> Result<Dispatch> {
+    let channels = [
+        ("weight", weight),
+        ("bias", bias),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ];
+    let params = BatchnormParams::new(inp, &channels)?;
+    check("batch norm output", out, &inp.shape)?;
+    let tensors = [out, inp, weight, bias, running_mean, running_var];
+    gpu.dispatch(
+        Kernel::BatchnormForwardEval,
+        &[],
+        &tensors,
+        &params,
+        grid(inp.len().div_ceil(WG)),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward(
+    gpu: &Gpu,
+    dinp: &Tensor,
+    dweight: &Tensor,
+    dbias: &Tensor,
+    dout: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+) -> Result<Dispatch> {
+    let channels = [
+        ("dweight", dweight),
+        ("dbias", dbias),
+        ("weight", weight),
+        ("mean", mean),
+        ("rstd", rstd),
+    ];
+    let params = BatchnormParams::new(inp, &channels)?;
+    check("batch norm input gradient", dinp, &inp.shape)?;
+    check("batch norm output gradient", dout, &inp.shape)?;
+    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd];
+    gpu.dispatch(
+        Kernel::BatchnormBackward,
+        &[],
+        &tensors,
+        &params,
+        grid(params.c as usize),
+    )
+}
+
+/// The uniform of the elementwise kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LenParams {
+    pub len: u32,
+    pub _unused: [u32; 3],
+}
+
+fn elementwise(gpu: &Gpu, kernel: Kernel, tensors: &[&Tensor]) -> Result<Dispatch> {
+    for t in &tensors[1..] {
+        check(kernel.name(), t, &tensors[0].shape)?;
+    }
+    let len = tensors[0].len();
+    gpu.dispatch(
+        kernel,
+        &[],
+        tensors,
+        &LenParams {
+            len: len as u32,
+            ..Default::default()
+        },
+        grid(len.div_ceil(WG)),
+    )
+}
+
+pub fn relu_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    elementwise(gpu, Kernel::ReluForward, &[out, inp])
+}
+
+pub fn relu_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    elementwise(gpu, Kernel::ReluBackward, &[dinp, dout, inp])
+}
+
+pub fn add(gpu: &Gpu, out: &Tensor, inp: &Tensor, other: &Tensor) -> Result<Dispatch> {
+    elementwise(gpu, Kernel::Add, &[out, inp, other])
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct ShortcutParams {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub k: u32,
+    pub p: u32,
+    pub q: u32,
+    pub _unused: u32,
+}
+
+impl ShortcutParams {
+    /// Option A from `inp` [N,C,H,W] to `out` [N,K,ceil(H/2),ceil(W/2)], K - C even and >= 0.
+    pub fn new(inp: &[usize], out: &[usize]) -> Result<Self> {
+        let (&[n, c, h, w], &[n2, k, p, q]) = (inp, out) else {
+            bail!("the option-A shortcut maps [N,C,H,W] to [N,K,P,Q], got {inp:?} and {out:?}");
+        };
+        ensure!(
+            n == n2 && k >= c && (k - c) % 2 == 0 && p == h.div_ceil(2) && q == w.div_ceil(2),
+            "the option-A shortcut cannot map {inp:?} to {out:?}: it halves H and W and pads channels equally on both sides"
+        );
+        let u = |x: usize| x as u32;
+        Ok(Self {
+            n: u(n),
+            c: u(c),
+            h: u(h),
+            w: u(w),
+            k: u(k),
+            p: u(p),
+            q: u(q),
+            _unused: 0,
+        })
+    }
+}
+
+pub fn shortcut_a_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    let params = ShortcutParams::new(&inp.shape, &out.shape)?;
+    gpu.dispatch(
+        Kernel::ShortcutAForward,
+        &[],
+        &[out, inp],
+        &params,
+        grid(out.len().div_ceil(WG)),
+    )
+}
+
+pub fn shortcut_a_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor) -> Result<Dispatch> {
+    let params = ShortcutParams::new(&dinp.shape, &dout.shape)?;
+    gpu.dispatch(
+        Kernel::ShortcutABackward,
+        &[],
+        &[dinp, dout],
+        &params,
+        grid(dinp.len().div_ceil(WG)),
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct PoolParams {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub p: u32,
+    pub q: u32,
+    pub size: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub _unused: [u32; 3],
+}
+
+impl PoolParams {
+    pub fn new(inp: &[usize], size: usize, stride: usize, pad: usize) -> Result<Self> {
+        let &[n, c, h, w] = inp else {
+            bail!("max pool takes an input [N,C,H,W], got {inp:?}")
+        };
+        ensure!(
+            stride > 0 && pad < size && h + 2 * pad >= size && w + 2 * pad >= size,
+            "max pool {size}x{size}/{stride} pad {pad} does not fit input {inp:?}"
+        );
+        let u = |x: usize| x as u32;
+        let (p, q) = (
+            (h + 2 * pad - size) / stride + 1,
+            (w + 2 * pad - size) / stride + 1,
+        );
+        Ok(Self {
+            n: u(n),
+            c: u(c),
+            h: u(h),
+            w: u(w),
+            p: u(p),
+            q: u(q),
+            size: u(size),
+            stride: u(stride),
+            pad: u(pad),
+            _unused: [0; 3],
+        })
+    }
+
+    pub fn out_shape(&self) -> Vec<usize> {
+        [self.n, self.c, self.p, self.q]
+            .map(|x| x as usize)
+            .to_vec()
+    }
+}
+
+pub fn maxpool_forward(
+    gpu: &Gpu,
+    out: &Tensor,
+    indices: &Tensor,
+    inp: &Tensor,
+    size: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<Dispatch> {
+    let params = PoolParams::new(&inp.shape, size, stride, pad)?;
+    check("max pool output", out, &params.out_shape())?;
+    check("max pool indices", indices, &params.out_shape())?;
+    gpu.dispatch(
+        Kernel::MaxpoolForward,
+        &[],
+        &[out, indices, inp],
+        &params,
+        grid(out.len().div_ceil(WG)),
+    )
+}
+
+pub fn maxpool_backward(
+    gpu: &Gpu,
+    dinp: &Tensor,
+    dout: &Tensor,
+    indices: &Tensor,
+    size: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<Dispatch> {
+    let params = PoolParams::new(&dinp.shape, size, stride, pad)?;
+    check("max pool output gradient", dout, &params.out_shape())?;
+    check("max pool indices", indices, &params.out_shape())?;
+    gpu.dispatch(
+        Kernel::MaxpoolBackward,
+        &[],
+        &[dinp, dout, indices],
+        &params,
+        grid(dinp.len().div_ceil(WG)),
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AvgpoolParams {
+    pub nc: u32,
+    pub hw: u32,
+    pub _unused: [u32; 2],
+}
+
+impl AvgpoolParams {
+    pub fn new(inp: &[usize], out: &[usize]) -> Result<Self> {
+        let (&[n, c, h, w], &[n2, c2]) = (inp, out) else {
+            bail!("global average pool maps [N,C,H,W] to [N,C], got {inp:?} and {out:?}");
+        };
+        ensure!(
+            n == n2 && c == c2,
+            "global average pool cannot map {inp:?} to {out:?}"
+        );
+        Ok(Self {
+            nc: (n * c) as u32,
+            hw: (h * w) as u32,
+            _unused: [0; 2],
+        })
+    }
+}
+
+pub fn avgpool_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    let params = AvgpoolParams::new(&inp.shape, &out.shape)?;
+    gpu.dispatch(
+        Kernel::AvgpoolForward,
+        &[],
+        &[out, inp],
+        &params,
+        grid(out.len().div_ceil(WG)),
+    )
+}
+
+pub fn avgpool_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor) -> Result<Dispatch> {
+    let params = AvgpoolParams::new(&dinp.shape, &dout.shape)?;
+    gpu.dispatch(
+        Kernel::AvgpoolBackward,
+        &[],
+        &[dinp, dout],
+        &params,
+        grid(dinp.len().div_ceil(WG)),
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LinearParams {
+    pub n: u32,
+    pub c: u32,
+    pub k: u32,
+    pub _unused: u32,
+}
+
+impl LinearParams {
+    /// `inp` [N,C] times `weight` [K,C] transposed.
+    pub fn new(inp: &[usize], weight: &[usize]) -> Result<Self> {
+        let (&[n, c], &[k, c2]) = (inp, weight) else {
+            bail!("linear takes an input [N,C] and a weight [K,C], got {inp:?} and {weight:?}");
+        };
+        ensure!(
+            c == c2,
+            "linear weight {weight:?} expects {c2} input features, the input {inp:?} has {c}"
+        );
+        Ok(Self {
+            n: n as u32,
+            c: c as u32,
+            k: k as u32,
+            _unused: 0,
+        })
+    }
+}
+
+pub fn linear_forward(
+    gpu: &Gpu,
+    out: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<Dispatch> {
+    let params = LinearParams::new(&inp.shape, &weight.shape)?;
+    check("linear output", out, &[inp.shape[0], weight.shape[0]])?;
+    check("linear bias", bias, &[weight.shape[0]])?;
+    gpu.dispatch(
+        Kernel::LinearForward,
+        &[],
+        &[out, inp, weight, bias],
+        &params,
+        grid(out.len().div_ceil(WG)),
+    )
+}
+
+pub fn linear_backward_input(
+    gpu: &Gpu,
+    dinp: &Tensor,
+    dout: &Tensor,
+    weight: &Tensor,
+) -> Result<Dispatch> {
+    let params = LinearParams::new(&dinp.shape, &weight.shape)?;
+    check(
+        "linear output gradient",
+        dout,
+        &[dinp.shape[0], weight.shape[0]],
+    )?;
+    gpu.dispatch(
+        Kernel::LinearBackwardInput,
+        &[],
+        &[dinp, dout, weight],
+        &params,
+        grid(dinp.len().div_ceil(WG)),
+    )
+}
+
+pub fn linear_backward_weight(
+    gpu: &Gpu,
+    dweight: &Tensor,
+    dbias: &Tensor,
+    dout: &Tensor,
+    inp: &Tensor,
+) -> Result<Dispatch> {
+    let params = LinearParams::new(&inp.shape, &dweight.shape)?;
+    check(
+        "linear output gradient",
+        dout,
+        &[inp.shape[0], dweight.shape[0]],
+    )?;
+    check("linear bias gradient", dbias, &[dweight.shape[0]])?;
+    let groups = (params.k as usize * (params.c as usize + 1)).div_ceil(WG);
+    gpu.dispatch(
+        Kernel::LinearBackwardWeight,
+        &[],
+        &[dweight, dbias, dout, inp],
+        &params,
+        grid(groups),
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LossParams {
+    pub n: u32,
+    pub k: u32,
+    pub _unused: [u32; 2],
+}
+
+/// Mean softmax cross-entropy of `logits` [N,K] against `labels` [N] (u32): writes `dlogits`,
+/// `loss` [1] and the number of `correct` top-1 predictions [1] (u32).
+pub fn softmax_cross_entropy(
+    gpu: &Gpu,
+    dlogits: &Tensor,
+    loss: &Tensor,
+    correct: &Tensor,
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<Dispatch> {
+    let &[n, k] = logits.shape.as_slice() else {
+        bail!("the loss takes logits [N,K], got {:?}", logits.shape)
+    };
+    check("logit gradient", dlogits, &logits.shape)?;
+    check("labels", labels, &[n])?;
+    check("loss", loss, &[1])?;
+    check("correct count", correct, &[1])?;
+    let params = LossParams {
+        n: n as u32,
+        k: k as u32,
+        _unused: [0; 2],
+    };
+    gpu.dispatch(
+        Kernel::SoftmaxCrossEntropy,
+        &[],
+        &[dlogits, loss, correct, logits, labels],
+        &params,
+        [1, 1, 1],
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SgdParams {
+    pub len: u32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+/// One SGD step over every element of `weight` (typically the whole parameter arena). Rewrite the
+/// learning rate of the prepared dispatch with `Gpu::update_params`.
+pub fn sgd(
+    gpu: &Gpu,
+    weight: &Tensor,
+    velocity: &Tensor,
+    grad: &Tensor,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+) -> Result<Dispatch> {
+    check("velocity", velocity, &weight.shape)?;
+    check("gradient", grad, &weight.shape)?;
+    let params = SgdParams {
+        len: weight.len() as u32,
+        lr,
+        momentum,
+        weight_decay,
+    };
+    gpu.dispatch(
+        Kernel::Sgd,
+        &[],
+        &[weight, velocity, grad],
+        &params,
+        grid(weight.len().div_ceil(WG)),
+    )
+}
