@@ -6,7 +6,7 @@
 // Overwrites dinp, dweight, dbias. One workgroup of WG invocations per channel; fixed-order reductions.
 // CPU twin: reference::batchnorm_backward. Dispatch: grid(C).
 
-struct Params { n: u32, c: u32, hw: u32, _unused: u32 }
+struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dweight: array<f32>;

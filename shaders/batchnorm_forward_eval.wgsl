@@ -4,7 +4,7 @@
 // One invocation per element. CPU twin: reference::batchnorm_forward_eval.
 // Dispatch: grid(ceil(N*C*H*W / WG)).
 
-struct Params { n: u32, c: u32, hw: u32, _unused: u32, eps: f32, _unused2: u32, _unused3: u32, _unused4: u32 }
+struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;

@@ -318,7 +318,7 @@ impl Gpu {
     }
 
     /// Rewrites the uniform of a prepared dispatch (e.g. the learning rate of the next step).
-    pub fn updateparams<P: bytemuck::Pod>(&self, dispatch: &Dispatch, params: &P) {
+    pub fn update_params<P: bytemuck::Pod>(&self, dispatch: &Dispatch, params: &P) {
         self.queue
             .write_buffer(&dispatch.params, 0, bytemuck::bytes_of(params));
     }

@@ -11,12 +11,14 @@ use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 pub fn gpus() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
-        let backends = std::env::var("RESNET_WGPU_TEST_BACKENDS").unwrap_or_else(|_| "vulkan,gl".into());
+        let backends =
+            std::env::var("RESNET_WGPU_TEST_BACKENDS").unwrap_or_else(|_| "vulkan,gl".into());
         backends
             .split(',')
             .map(|backend| {
-                let gpu = Gpu::new(&AdapterChoice::backend(backend))
-                    .unwrap_or_else(|e| panic!("GPU tests need an adapter on backend {backend}: {e:#}"));
+                let gpu = Gpu::new(&AdapterChoice::backend(backend)).unwrap_or_else(|e| {
+                    panic!("GPU tests need an adapter on backend {backend}: {e:#}")
+                });
                 eprintln!("testing on {}", gpu.describe());
                 gpu
             })
@@ -59,12 +61,24 @@ pub fn f64s(v: &[f32]) -> Vec<f64> {
 
 /// Asserts |gpu - cpu| <= atol + rtol * |cpu| everywhere, naming the first element that is off.
 pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: {} values from the GPU, {} from the CPU", gpu.len(), cpu.len());
+    assert_eq!(
+        gpu.len(),
+        cpu.len(),
+        "{what}: {} values from the GPU, {} from the CPU",
+        gpu.len(),
+        cpu.len()
+    );
     let mut worst = 0.0f64;
     for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
         let err = (g as f64 - c).abs();
-        assert!(err <= atol + rtol * c.abs(), "{what}: element {i} is {g} on the GPU, {c} on the CPU (bound {atol} + {rtol}*|cpu|)");
+        assert!(
+            err <= atol + rtol * c.abs(),
+            "{what}: element {i} is {g} on the GPU, {c} on the CPU (bound {atol} + {rtol}*|cpu|)"
+        );
         worst = worst.max(err);
     }
-    assert!(gpu.iter().all(|x| x.is_finite()), "{what}: non-finite GPU output");
+    assert!(
+        gpu.iter().all(|x| x.is_finite()),
+        "{what}: non-finite GPU output"
+    );
 }
