@@ -1,1 +1,499 @@
-fn main() {}
+//! Times every WGSL kernel on representative ResNet shapes and prints a Markdown table of the
+//! median milliseconds per dispatch with GFLOP/s (conv, linear) or GB/s (memory-bound kernels).
+//!
+//!     cargo bench --bench kernels                       # wgpu's default adapter
+//!     RESNET_WGPU_BACKEND=gl cargo bench --bench kernels
+//!     RESNET_WGPU_ADAPTER=1 cargo bench --bench kernels # an index or a substring of the name
+//!     RESNET_WGPU_BENCH_FILTER=conv2d cargo bench --bench kernels
+//!
+//! Each dispatch is recorded alone in one compute pass, submitted, and waited for. Time is taken
+//! from GPU timestamps written at the pass boundaries when the adapter offers TIMESTAMP_QUERY,
+//! otherwise from the wall clock around submit + wait. The conv kernels are checked against their
+//! CPU twins first, so a wrong kernel cannot post a number.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor};
+use resnet_wgpu::kernels::{Dispatch, Kernel};
+use resnet_wgpu::layers::{self, ConvParams};
+use resnet_wgpu::reference;
+
+const WARMUP: usize = 3;
+const ITERATIONS: usize = 15;
+
+/// Deterministic values in [-1, 1) (xorshift64*), so runs see the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+                bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+}
+
+/// What a kernel does per dispatch, for the throughput column.
+enum Work {
+    Flops(f64),
+    /// Bytes of every tensor the kernel reads or writes, each counted once.
+    Bytes(f64),
+}
+
+fn bytes(elements: usize) -> Work {
+    Work::Bytes(4.0 * elements as f64)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+struct Bench<'a> {
+    gpu: &'a Gpu,
+    rng: Rng,
+    filter: Option<String>,
+    timestamps: bool,
+}
+
+impl Bench<'_> {
+    fn random(&mut self, shape: &[usize]) -> Result<Tensor> {
+        let data = self.rng.vec(shape.iter().product());
+        self.gpu.upload("bench input", shape, &data)
+    }
+
+    /// Positive values (variances, running statistics, rstd) in [0.5, 1.5).
+    fn positive(&mut self, shape: &[usize]) -> Result<Tensor> {
+        let data: Vec<f32> = self
+            .rng
+            .vec(shape.iter().product())
+            .iter()
+            .map(|x| 1.0 + 0.5 * x)
+            .collect();
+        self.gpu.upload("bench input", shape, &data)
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        self.gpu.zeros("bench output", shape)
+    }
+
+    /// Prepares the dispatch (unless the filter excludes `kernel`), times it, prints one row.
+    fn run(
+        &self,
+        kernel: Kernel,
+        shape: &str,
+        work: Work,
+        prepare: impl FnOnce() -> Result<Dispatch>,
+    ) -> Result<()> {
+        if let Some(filter) = &self.filter
+            && !kernel.name().contains(filter.as_str())
+        {
+            return Ok(());
+        }
+        let dispatch = prepare().with_context(|| format!("preparing {}", kernel.name()))?;
+        assert_eq!(
+            dispatch.kernel, kernel,
+            "the bench row names the wrong kernel"
+        );
+        let ms = median(self.measure(&dispatch)?);
+        let (gflops, gbs) = match work {
+            Work::Flops(flops) => (format!("{:.2}", flops / ms / 1e6), "-".to_string()),
+            Work::Bytes(bytes) => ("-".to_string(), format!("{:.2}", bytes / ms / 1e6)),
+        };
+        println!(
+            "| {} | {shape} | {ms:.3} | {gflops} | {gbs} |",
+            kernel.name()
+        );
+        Ok(())
+    }
+
+    /// Milliseconds of each timed run of `dispatch`, alone in its own pass and submission.
+    fn measure(&self, dispatch: &Dispatch) -> Result<Vec<f64>> {
+        let gpu = self.gpu;
+        // Two timestamps per timed run: the beginning and the end of its pass.
+        let query_set = self.timestamps.then(|| {
+            gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("bench timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * ITERATIONS as u32,
+            })
+        });
+        let mut wall = Vec::with_capacity(ITERATIONS);
+        for i in 0..WARMUP + ITERATIONS {
+            let timed = i.checked_sub(WARMUP).map(|j| j as u32);
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            {
+                let timestamp_writes = query_set.as_ref().zip(timed).map(|(query_set, j)| {
+                    wgpu::ComputePassTimestampWrites {
+                        query_set,
+                        beginning_of_pass_write_index: Some(2 * j),
+                        end_of_pass_write_index: Some(2 * j + 1),
+                    }
+                });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(dispatch.kernel.name()),
+                    timestamp_writes,
+                });
+                dispatch.record(&mut pass);
+            }
+            let start = Instant::now();
+            gpu.queue.submit([encoder.finish()]);
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .context("waiting for the GPU")?;
+            if timed.is_some() {
+                wall.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        match query_set {
+            Some(query_set) => self.read_timestamps(&query_set),
+            None => Ok(wall),
+        }
+    }
+
+    /// Resolves the query set and turns each begin/end pair into milliseconds.
+    fn read_timestamps(&self, query_set: &wgpu::QuerySet) -> Result<Vec<f64>> {
+        let gpu = self.gpu;
+        let size = 8 * 2 * ITERATIONS as u64;
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamp resolve"),
+            size,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamp readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.resolve_query_set(query_set, 0..2 * ITERATIONS as u32, &resolve, 0);
+        encoder.copy_buffer_to_buffer(&resolve, 0, &staging, 0, size);
+        gpu.queue.submit([encoder.finish()]);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = sender.send(result);
+        });
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .context("waiting for the GPU")?;
+        receiver.recv()?.context("mapping the timestamp buffer")?;
+        let view = staging
+            .get_mapped_range(..)
+            .context("reading the timestamp buffer")?;
+        let ticks: &[u64] = bytemuck::cast_slice(&view);
+        let ns_per_tick = gpu.queue.get_timestamp_period() as f64;
+        Ok(ticks
+            .chunks(2)
+            .map(|pair| pair[1].saturating_sub(pair[0]) as f64 * ns_per_tick / 1e6)
+            .collect())
+    }
+}
+
+/// Runs the three conv kernels on small awkward shapes and panics if any disagrees with its CPU
+/// twin in `reference`.
+fn check_conv(gpu: &Gpu) -> Result<()> {
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    // (N, C, H, W, K, R, stride, pad)
+    for (case, &[n, c, h, w, k, r, stride, pad]) in
+        [[2, 5, 7, 6, 6, 3, 2, 1], [3, 17, 5, 5, 9, 1, 1, 0]]
+            .iter()
+            .enumerate()
+    {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + case as u64);
+        let params = ConvParams::new(&[n, c, h, w], &[k, c, r, r], stride, pad)?;
+        let out_shape = params.out_shape();
+        let inp_v = rng.vec(n * c * h * w);
+        let weight_v = rng.vec(k * c * r * r);
+        let dout_v = rng.vec(out_shape.iter().product());
+        let inp = gpu.upload("check inp", &[n, c, h, w], &inp_v)?;
+        let weight = gpu.upload("check weight", &[k, c, r, r], &weight_v)?;
+        let dout = gpu.upload("check dout", &out_shape, &dout_v)?;
+        let out = gpu.zeros("check out", &out_shape)?;
+        let dinp = gpu.zeros("check dinp", &inp.shape)?;
+        let dweight = gpu.zeros("check dweight", &weight.shape)?;
+        gpu.run(&[
+            &layers::conv2d_forward(gpu, &out, &inp, &weight, stride, pad)?,
+            &layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad)?,
+            &layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad)?,
+        ])?;
+
+        let (inp_v, weight_v, dout_v) = (f64s(&inp_v), f64s(&weight_v), f64s(&dout_v));
+        let mut want_out = vec![0.0; out.len()];
+        let mut want_dinp = vec![0.0; dinp.len()];
+        let mut want_dweight = vec![0.0; dweight.len()];
+        reference::conv2d_forward(&mut want_out, &inp_v, &weight_v, &params);
+        reference::conv2d_backward_input(&mut want_dinp, &dout_v, &weight_v, &params);
+        reference::conv2d_backward_weight(&mut want_dweight, &dout_v, &inp_v, &params);
+        for (name, tensor, want) in [
+            ("conv2d_forward", &out, want_out),
+            ("conv2d_backward_input", &dinp, want_dinp),
+            ("conv2d_backward_weight", &dweight, want_dweight),
+        ] {
+            let got: Vec<f32> = gpu.read(tensor)?;
+            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                    "{name} on {} disagrees with reference::{name} for input [{n},{c},{h},{w}], \
+                     weight [{k},{c},{r},{r}], stride {stride}, pad {pad}: element {i} is {g}, \
+                     expected {e}; refusing to benchmark a wrong kernel",
+                    gpu.info.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// conv2d_forward, conv2d_backward_input and conv2d_backward_weight of one layer; each does
+/// 2*N*K*P*Q*C*R*S flops.
+fn conv(b: &mut Bench, name: &str, inp: [usize; 4], k: usize, r: usize, pad: usize) -> Result<()> {
+    let [n, c, h, w] = inp;
+    let params = ConvParams::new(&inp, &[k, c, r, r], 1, pad)?;
+    let (p, q) = (params.p as usize, params.q as usize);
+    let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
+    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s1 p{pad}");
+    let (x, weight, y) = (
+        b.random(&inp)?,
+        b.random(&[k, c, r, r])?,
+        b.random(&params.out_shape())?,
+    );
+    let gpu = b.gpu;
+    b.run(Kernel::Conv2dForward, &shape, flops, || {
+        layers::conv2d_forward(gpu, &y, &x, &weight, 1, pad)
+    })?;
+    let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
+    b.run(Kernel::Conv2dBackwardInput, &shape, flops, || {
+        layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad)
+    })?;
+    let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
+    b.run(Kernel::Conv2dBackwardWeight, &shape, flops, || {
+        layers::conv2d_backward_weight(gpu, &weight, &y, &x, 1, pad)
+    })
+}
+
+/// The three batch norm kernels on an activation of `shape`.
+fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
+    let (c, len) = (shape[1], shape.iter().product::<usize>());
+    let label = format!("{name}: {shape:?}");
+    let (inp, dout, out, dinp) = (
+        b.random(&shape)?,
+        b.random(&shape)?,
+        b.zeros(&shape)?,
+        b.zeros(&shape)?,
+    );
+    let (weight, bias, mean, rstd) = (
+        b.random(&[c])?,
+        b.random(&[c])?,
+        b.random(&[c])?,
+        b.positive(&[c])?,
+    );
+    let (running_mean, running_var, dweight, dbias) = (
+        b.random(&[c])?,
+        b.positive(&[c])?,
+        b.zeros(&[c])?,
+        b.zeros(&[c])?,
+    );
+    let gpu = b.gpu;
+    // Reads inp (three passes, counted once), weight, bias, running_mean, running_var; writes
+    // out, mean, rstd, running_mean, running_var.
+    b.run(
+        Kernel::BatchnormForwardTrain,
+        &label,
+        bytes(2 * len + 8 * c),
+        || {
+            layers::batchnorm_forward_train(
+                gpu,
+                &out,
+                &mean,
+                &rstd,
+                &running_mean,
+                &running_var,
+                &inp,
+                &weight,
+                &bias,
+            )
+        },
+    )?;
+    // Reads dout and inp (two passes, counted once), weight, mean, rstd; writes dinp, dweight, dbias.
+    b.run(
+        Kernel::BatchnormBackward,
+        &label,
+        bytes(3 * len + 5 * c),
+        || {
+            layers::batchnorm_backward(
+                gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd,
+            )
+        },
+    )?;
+    b.run(
+        Kernel::BatchnormForwardEval,
+        &label,
+        bytes(2 * len + 4 * c),
+        || {
+            layers::batchnorm_forward_eval(
+                gpu,
+                &out,
+                &inp,
+                &weight,
+                &bias,
+                &running_mean,
+                &running_var,
+            )
+        },
+    )
+}
+
+fn main() -> Result<()> {
+    let choice = AdapterChoice {
+        backend: std::env::var("RESNET_WGPU_BACKEND").ok(),
+        adapter: std::env::var("RESNET_WGPU_ADAPTER").ok(),
+    };
+    let gpu = Gpu::new(&choice)?;
+    let timestamps = gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    println!("adapter: {}", gpu.describe());
+    println!(
+        "timer: {}; {WARMUP} warmup runs, median of {ITERATIONS} timed runs, one dispatch per submit",
+        if timestamps {
+            "GPU timestamp queries at compute pass boundaries"
+        } else {
+            "wall clock around submit + poll (adapter has no TIMESTAMP_QUERY)"
+        }
+    );
+    println!(
+        "GB/s counts every tensor a kernel reads or writes once, even where it reads one twice"
+    );
+    check_conv(&gpu)?;
+    println!("self-check: the three conv kernels match their CPU twins on two small shapes");
+    println!();
+    println!("| kernel | shape | median ms | GFLOP/s | GB/s |");
+    println!("|---|---|---:|---:|---:|");
+
+    let mut b = Bench {
+        gpu: &gpu,
+        rng: Rng(0x2545_f491_4f6c_dd1d),
+        filter: std::env::var("RESNET_WGPU_BENCH_FILTER").ok(),
+        timestamps,
+    };
+    let gpu = &gpu;
+
+    conv(&mut b, "ResNet-20", [32, 16, 32, 32], 16, 3, 1)?;
+    conv(&mut b, "ResNet-50 3x3", [8, 64, 56, 56], 64, 3, 1)?;
+    conv(&mut b, "ResNet-50 1x1", [8, 256, 56, 56], 64, 1, 0)?;
+
+    batchnorm(&mut b, "ResNet-20", [32, 16, 32, 32])?;
+    batchnorm(&mut b, "ResNet-50", [8, 64, 56, 56])?;
+
+    // Elementwise kernels on a ResNet-20 activation.
+    let act = [32, 16, 32, 32];
+    let (len, label) = (act.iter().product::<usize>(), format!("ResNet-20: {act:?}"));
+    let (x, y, z) = (b.random(&act)?, b.random(&act)?, b.zeros(&act)?);
+    b.run(Kernel::ReluForward, &label, bytes(2 * len), || {
+        layers::relu_forward(gpu, &z, &x)
+    })?;
+    b.run(Kernel::ReluBackward, &label, bytes(3 * len), || {
+        layers::relu_backward(gpu, &z, &y, &x)
+    })?;
+    b.run(Kernel::Add, &label, bytes(3 * len), || {
+        layers::add(gpu, &z, &x, &y)
+    })?;
+
+    // Option-A shortcut of ResNet-20's first downsampling block: [32,16,32,32] -> [32,32,16,16].
+    // It reads only the even rows and columns of inp (N*C*P*Q values) and writes N*K*P*Q.
+    let half = [32, 32, 16, 16];
+    let (small, big) = (32 * 16 * 16 * 16, half.iter().product::<usize>());
+    let label = format!("ResNet-20: {act:?} -> {half:?}");
+    let (dhalf, dx) = (b.random(&half)?, b.zeros(&act)?);
+    let out = b.zeros(&half)?;
+    b.run(Kernel::ShortcutAForward, &label, bytes(small + big), || {
+        layers::shortcut_a_forward(gpu, &out, &x)
+    })?;
+    // Reads the dout channels that map to inp (N*C*P*Q values), writes all of dinp.
+    b.run(
+        Kernel::ShortcutABackward,
+        &label,
+        bytes(small + len),
+        || layers::shortcut_a_backward(gpu, &dx, &dhalf),
+    )?;
+
+    // ImageNet stem max pool 3x3/2 pad 1: [8,64,112,112] -> [8,64,56,56].
+    let (stem, pooled) = ([8, 64, 112, 112], [8, 64, 56, 56]);
+    let (big, small) = (stem.iter().product(), pooled.iter().product::<usize>());
+    let label = format!("ResNet-50 stem: {stem:?} 3x3 s2 p1");
+    let (inp, dinp) = (b.random(&stem)?, b.zeros(&stem)?);
+    let (out, indices, dout) = (b.zeros(&pooled)?, b.zeros(&pooled)?, b.random(&pooled)?);
+    // Reads inp, writes out and indices. Runs before the backward, which needs its indices.
+    b.run(
+        Kernel::MaxpoolForward,
+        &label,
+        bytes(big + 2 * small),
+        || layers::maxpool_forward(gpu, &out, &indices, &inp, 3, 2, 1),
+    )?;
+    b.run(
+        Kernel::MaxpoolBackward,
+        &label,
+        bytes(2 * small + big),
+        || layers::maxpool_backward(gpu, &dinp, &dout, &indices, 3, 2, 1),
+    )?;
+
+    // ResNet-50 head: global average pool [8,2048,7,7] -> [8,2048].
+    let (feat, pooled) = ([8, 2048, 7, 7], [8, 2048]);
+    let (big, small) = (feat.iter().product(), 8 * 2048);
+    let label = format!("ResNet-50 head: {feat:?} -> {pooled:?}");
+    let (inp, dinp) = (b.random(&feat)?, b.zeros(&feat)?);
+    let (out, dout) = (b.zeros(&pooled)?, b.random(&pooled)?);
+    b.run(Kernel::AvgpoolForward, &label, bytes(big + small), || {
+        layers::avgpool_forward(gpu, &out, &inp)
+    })?;
+    b.run(Kernel::AvgpoolBackward, &label, bytes(small + big), || {
+        layers::avgpool_backward(gpu, &dinp, &dout)
+    })?;
+
+    // ResNet-50 fc: N=8, 2048 -> 1000; each kernel does 2*N*K*C flops.
+    let (n, c, k) = (8, 2048, 1000);
+    let flops = || Work::Flops((2 * n * k * c) as f64);
+    let label = format!("ResNet-50 fc: N{n} {c}->{k}");
+    let (inp, weight, bias) = (b.random(&[n, c])?, b.random(&[k, c])?, b.random(&[k])?);
+    let (out, dout, dinp) = (b.zeros(&[n, k])?, b.random(&[n, k])?, b.zeros(&[n, c])?);
+    let (dweight, dbias) = (b.zeros(&[k, c])?, b.zeros(&[k])?);
+    b.run(Kernel::LinearForward, &label, flops(), || {
+        layers::linear_forward(gpu, &out, &inp, &weight, &bias)
+    })?;
+    b.run(Kernel::LinearBackwardInput, &label, flops(), || {
+        layers::linear_backward_input(gpu, &dinp, &dout, &weight)
+    })?;
+    b.run(Kernel::LinearBackwardWeight, &label, flops(), || {
+        layers::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp)
+    })?;
+
+    // CIFAR-10 loss on a batch of 128: reads logits and labels, writes dlogits, loss and correct.
+    let (n, k) = (128, 10);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % k as u32).collect();
+    let labels = gpu.upload("bench labels", &[n], &labels)?;
+    let logits = b.random(&[n, k])?;
+    let (dlogits, loss, correct) = (b.zeros(&[n, k])?, b.zeros(&[1])?, b.zeros(&[1])?);
+    let label = format!("CIFAR-10: logits [{n},{k}]");
+    b.run(
+        Kernel::SoftmaxCrossEntropy,
+        &label,
+        bytes(2 * n * k + n + 2),
+        || layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels),
+    )?;
+
+    // One SGD step over ResNet-20's 272,474 parameters: reads weight, velocity, grad; writes
+    // weight and velocity.
+    let len = 272_474;
+    let (weight, velocity, grad) = (b.random(&[len])?, b.random(&[len])?, b.random(&[len])?);
+    let label = format!("ResNet-20 params: [{len}]");
+    b.run(Kernel::Sgd, &label, bytes(5 * len), || {
+        layers::sgd(gpu, &weight, &velocity, &grad, 0.1, 0.9, 5e-4)
+    })?;
+    Ok(())
+}

@@ -9,3 +9,5 @@ pub mod kernels;
 pub mod layers;
 /// CPU twin (f64) of every kernel, for tests and self-checks.
 pub mod reference;
+/// The CIFAR ResNets: parameter arenas and the planned training step.
+pub mod resnet;
