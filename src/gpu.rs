@@ -67,7 +67,8 @@ impl Tensor {
     }
 }
 
-fn backends_from_name(name: &str) -> Result<wgpu::Backends> {
+/// `vulkan`, `metal`, `dx12`, `gl`, or a comma-separated list of them.
+pub fn backends_from_name(name: &str) -> Result<wgpu::Backends> {
     let mut backends = wgpu::Backends::empty();
     for part in name.split(',').map(|s| s.trim().to_lowercase()) {
         backends |= match part.as_str() {
