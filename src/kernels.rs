@@ -132,6 +132,8 @@ pub(crate) struct PipelineCache {
 /// A kernel with its bindings and workgroup count, ready to be recorded into any number of passes.
 pub struct Dispatch {
     pub kernel: Kernel,
+    /// The layer this dispatch belongs to (`layer2.0.conv1`), for per-layer timings.
+    pub label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
@@ -310,10 +312,11 @@ impl Gpu {
         }
         Ok(Dispatch {
             kernel,
+            label: kernel.name().to_string(),
             pipeline: pipeline.clone(),
             bind_group,
             workgroups,
-            params: params,
+            params,
         })
     }
 

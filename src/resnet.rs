@@ -1,10 +1,11 @@
-//! The paper's CIFAR ResNets (6n+2 layers) and their plain twins, as GPU plans.
+//! ResNets as GPU plans: the paper's CIFAR networks (6n+2 layers, and their plain twins) and
+//! torchvision's ImageNet ResNet-18/34/50/101/152.
 //!
 //! Parameters live in one arena with torchvision's `state_dict` names (`layer2.0.bn1.weight`),
 //! gradients and SGD velocity in two more arenas of the same layout, so the optimizer is one
-//! dispatch; BN running statistics are kept apart in a fourth. A `TrainStep` is planned once for a
-//! batch size: every buffer, bind group and dispatch is created up front, and a step only writes
-//! the batch and submits one command buffer.
+//! dispatch; BN running statistics are kept apart in a fourth. A plan (`TrainStep`, `EvalStep`) is
+//! built once for a batch size: every buffer, bind group and dispatch is created up front, and a
+//! step only writes the batch and submits one command buffer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,36 +16,82 @@ use crate::gpu::{Gpu, Tensor};
 use crate::kernels::Dispatch;
 use crate::layers::{self, SgdParams};
 
-/// How a residual block adds its input back.
+/// How a residual block adds its input back when the shapes differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shortcut {
-    /// The paper's option A: identity, or at a downsampling block even rows/columns plus zero channels.
+    /// The paper's option A: even rows and columns, zero channels padded on both sides.
     A,
-    /// Option B: identity, or at a downsampling block a 1x1 conv (stride 2) and BN (`downsample.0/1`).
+    /// Option B: a 1x1 conv with the block's stride and a BN (`downsample.0`, `downsample.1`).
     B,
     /// No shortcut at all: the plain networks of the paper's Figure 6.
     Plain,
 }
 
-/// A CIFAR ResNet: 3x3 conv 16 + BN + ReLU, three stages of `n` basic blocks at widths 16/32/64
-/// (stride 2 at the first block of stages 2 and 3), global average pool, fc `classes`.
-#[derive(Clone, Copy, Debug)]
-pub struct Arch {
-    pub n: usize,
-    pub shortcut: Shortcut,
-    pub classes: usize,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// 3x3, 3x3 (CIFAR ResNets, ResNet-18/34).
+    Basic,
+    /// 1x1, 3x3 (with the stride, torchvision's "V1.5"), 1x1 with 4x the width (ResNet-50/101/152).
+    Bottleneck,
 }
 
-const WIDTHS: [usize; 3] = [16, 32, 64];
+/// A network's shape; `Arch::parse` knows the paper's and torchvision's models.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arch {
+    pub name: String,
+    /// ImageNet stem (7x7/2 conv, BN, ReLU, 3x3/2 max pool) rather than CIFAR's 3x3 conv 16.
+    pub imagenet: bool,
+    pub block: BlockKind,
+    /// (blocks, width) per stage; the first block of every stage but the first has stride 2.
+    pub stages: Vec<(usize, usize)>,
+    pub shortcut: Shortcut,
+    pub classes: usize,
+    /// Input images are `image` x `image` RGB.
+    pub image: usize,
+}
+
+/// ImageNet depths and their blocks per stage (the paper's Table 1).
+const IMAGENET: [(usize, BlockKind, [usize; 4]); 5] = [
+    (18, BlockKind::Basic, [2, 2, 2, 2]),
+    (34, BlockKind::Basic, [3, 4, 6, 3]),
+    (50, BlockKind::Bottleneck, [3, 4, 6, 3]),
+    (101, BlockKind::Bottleneck, [3, 4, 23, 3]),
+    (152, BlockKind::Bottleneck, [3, 8, 36, 3]),
+];
 
 impl Arch {
-    /// `resnet20`, `resnet56`, `plain110`, ... (any depth 6n+2), with option-A or -B shortcuts.
+    /// `resnet18|34|50|101|152` are torchvision's ImageNet models; any other `resnetD` or `plainD`
+    /// with D = 6n+2 (20, 32, 44, 56, 110, ...) is a CIFAR network with `shortcut` (option A or B).
+    pub fn parse(name: &str, shortcut: Shortcut) -> Result<Self> {
+        if let Some(&(_, block, blocks)) =
+            IMAGENET.iter().find(|(d, ..)| name == format!("resnet{d}"))
+        {
+            let stages = blocks
+                .iter()
+                .zip([64, 128, 256, 512])
+                .map(|(&b, w)| (b, w))
+                .collect();
+            return Ok(Self {
+                name: name.into(),
+                imagenet: true,
+                block,
+                stages,
+                shortcut: Shortcut::B,
+                classes: 1000,
+                image: 224,
+            });
+        }
+        Self::cifar(name, shortcut)
+    }
+
+    /// A CIFAR network: 3x3 conv 16 + BN + ReLU, three stages of n basic blocks at widths
+    /// 16/32/64, global average pool, fc 10. `resnetD` or `plainD`, D = 6n+2.
     pub fn cifar(name: &str, shortcut: Shortcut) -> Result<Self> {
         let (plain, depth) = match (name.strip_prefix("resnet"), name.strip_prefix("plain")) {
             (Some(d), _) => (false, d),
             (_, Some(d)) => (true, d),
             _ => bail!(
-                "unknown model {name:?}: expected resnetD or plainD with D = 6n+2 (20, 32, 44, 56, 110)"
+                "unknown model {name:?}: expected resnet18/34/50/101/152 (ImageNet), or resnetD or plainD with D = 6n+2 (CIFAR)"
             ),
         };
         let depth: usize = depth
@@ -54,42 +101,97 @@ impl Arch {
             depth >= 8 && (depth - 2) % 6 == 0,
             "model {name:?}: CIFAR depths are 6n+2 (8, 14, 20, 32, 44, 56, 110)"
         );
+        let n = (depth - 2) / 6;
         Ok(Self {
-            n: (depth - 2) / 6,
+            name: name.into(),
+            imagenet: false,
+            block: BlockKind::Basic,
+            stages: vec![(n, 16), (n, 32), (n, 64)],
             shortcut: if plain { Shortcut::Plain } else { shortcut },
             classes: 10,
+            image: 32,
         })
     }
 
-    /// Whether block `i` of stage `s` (both from 0) changes resolution and width.
-    fn downsamples(s: usize, i: usize) -> bool {
-        s > 0 && i == 0
+    fn stem_width(&self) -> usize {
+        if self.imagenet { 64 } else { 16 }
     }
 
-    /// Every parameter's name and shape, in arena order.
-    pub fn parameters(&self) -> Vec<(String, Vec<usize>)> {
-        let mut params = vec![("conv1.weight".into(), vec![16, 3, 3, 3])];
-        let bn = |params: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
-            params.push((format!("{name}.weight"), vec![c]));
-            params.push((format!("{name}.bias"), vec![c]));
-        };
-        bn(&mut params, "bn1", 16);
-        let mut c = 16;
-        for (s, &k) in WIDTHS.iter().enumerate() {
-            for i in 0..self.n {
-                let block = format!("layer{}.{i}", s + 1);
-                params.push((format!("{block}.conv1.weight"), vec![k, c, 3, 3]));
-                bn(&mut params, &format!("{block}.bn1"), k);
-                params.push((format!("{block}.conv2.weight"), vec![k, k, 3, 3]));
-                bn(&mut params, &format!("{block}.bn2"), k);
-                if self.shortcut == Shortcut::B && Self::downsamples(s, i) {
-                    params.push((format!("{block}.downsample.0.weight"), vec![k, c, 1, 1]));
-                    bn(&mut params, &format!("{block}.downsample.1"), k);
-                }
-                c = k;
+    /// Every block in order: (name `layerS.I`, input channels, stride, its convs as
+    /// (kernel, stride, output channels), whether it has a `downsample` projection).
+    fn blocks(&self) -> Vec<BlockSpec> {
+        let mut c = self.stem_width();
+        let mut specs = Vec::new();
+        for (s, &(count, width)) in self.stages.iter().enumerate() {
+            for i in 0..count {
+                let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                let convs = match self.block {
+                    BlockKind::Basic => vec![(3, stride, width), (3, 1, width)],
+                    BlockKind::Bottleneck => {
+                        vec![(1, 1, width), (3, stride, width), (1, 1, 4 * width)]
+                    }
+                };
+                let out = convs.last().unwrap().2;
+                let reshapes = stride != 1 || c != out;
+                specs.push(BlockSpec {
+                    name: format!("layer{}.{i}", s + 1),
+                    inp: c,
+                    convs,
+                    shortcut: match self.shortcut {
+                        Shortcut::Plain => ShortcutSpec::None,
+                        _ if !reshapes => ShortcutSpec::Identity,
+                        Shortcut::A => ShortcutSpec::A,
+                        Shortcut::B => ShortcutSpec::B { stride },
+                    },
+                });
+                c = out;
             }
         }
-        params.push(("fc.weight".into(), vec![self.classes, 64]));
+        specs
+    }
+
+    fn features(&self) -> usize {
+        let (_, width) = *self.stages.last().unwrap();
+        if self.block == BlockKind::Bottleneck {
+            4 * width
+        } else {
+            width
+        }
+    }
+
+    /// Every parameter's name and shape, in torchvision's `state_dict` order.
+    pub fn parameters(&self) -> Vec<(String, Vec<usize>)> {
+        let mut params = Vec::new();
+        let mut conv_bn = |conv: String, bn: String, shape: Vec<usize>| {
+            params.push((conv, shape.clone()));
+            params.push((format!("{bn}.weight"), vec![shape[0]]));
+            params.push((format!("{bn}.bias"), vec![shape[0]]));
+        };
+        let k = if self.imagenet { 7 } else { 3 };
+        conv_bn(
+            "conv1.weight".into(),
+            "bn1".into(),
+            vec![self.stem_width(), 3, k, k],
+        );
+        for block in self.blocks() {
+            let mut c = block.inp;
+            for (j, &(r, _, width)) in block.convs.iter().enumerate() {
+                conv_bn(
+                    format!("{}.conv{}.weight", block.name, j + 1),
+                    format!("{}.bn{}", block.name, j + 1),
+                    vec![width, c, r, r],
+                );
+                c = width;
+            }
+            if let ShortcutSpec::B { .. } = block.shortcut {
+                conv_bn(
+                    format!("{}.downsample.0.weight", block.name),
+                    format!("{}.downsample.1", block.name),
+                    vec![c, block.inp, 1, 1],
+                );
+            }
+        }
+        params.push(("fc.weight".into(), vec![self.classes, self.features()]));
         params.push(("fc.bias".into(), vec![self.classes]));
         params
     }
@@ -98,22 +200,36 @@ impl Arch {
     pub fn buffers(&self) -> Vec<(String, Vec<usize>)> {
         self.parameters()
             .into_iter()
-            .filter_map(|(name, shape)| {
-                let bn = name
-                    .strip_suffix(".bias")
-                    .filter(|_| shape.len() == 1 && !name.starts_with("fc"))?;
-                Some([
+            .filter(|(name, _)| name.ends_with(".bias") && name != "fc.bias")
+            .flat_map(|(name, shape)| {
+                let bn = name.trim_end_matches(".bias");
+                [
                     (format!("{bn}.running_mean"), shape.clone()),
                     (format!("{bn}.running_var"), shape),
-                ])
+                ]
             })
-            .flatten()
             .collect()
     }
 }
 
+struct BlockSpec {
+    name: String,
+    inp: usize,
+    /// (kernel size, stride, output channels) of conv1, conv2[, conv3].
+    convs: Vec<(usize, usize, usize)>,
+    shortcut: ShortcutSpec,
+}
+
+enum ShortcutSpec {
+    None,
+    Identity,
+    A,
+    B { stride: usize },
+}
+
 /// Named tensors in one GPU buffer.
 pub struct Arena {
+    /// The whole buffer as one flat tensor (what the optimizer walks).
     pub all: Tensor,
     pub names: Vec<String>,
     pub tensors: Vec<Tensor>,
@@ -150,9 +266,13 @@ impl Arena {
             .unwrap_or_else(|| panic!("the model has no tensor named {name}"));
         &self.tensors[*i]
     }
+
+    pub fn find(&self, name: &str) -> Option<&Tensor> {
+        self.index.get(name).map(|&i| &self.tensors[i])
+    }
 }
 
-/// A CIFAR ResNet's parameters, gradients, velocity and running statistics, resident on the GPU.
+/// A ResNet's parameters, gradients, velocity and running statistics, resident on the GPU.
 pub struct ResNet {
     pub arch: Arch,
     pub params: Arena,
@@ -162,7 +282,7 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// Allocates the model with zero parameters and running statistics mean 0, variance 1.
+    /// Allocates the model with zero parameters and velocity, running statistics mean 0, variance 1.
     pub fn new(gpu: &Gpu, arch: Arch) -> Result<Self> {
         let specs = arch.parameters();
         let buffers = Arena::new(gpu, "running statistics", &arch.buffers())?;
@@ -172,23 +292,26 @@ impl ResNet {
             }
         }
         Ok(Self {
-            arch,
             params: Arena::new(gpu, "parameters", &specs)?,
             grads: Arena::new(gpu, "gradients", &specs)?,
             velocity: Arena::new(gpu, "velocity", &specs)?,
             buffers,
+            arch,
         })
+    }
+
+    /// The parameter or running statistic of that name.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.params.find(name).or_else(|| self.buffers.find(name))
     }
 
     /// Overwrites the named parameters and running statistics; shapes are checked, names not in
     /// `values` keep their contents.
     pub fn load(&self, gpu: &Gpu, values: &HashMap<String, Vec<f32>>) -> Result<()> {
         for (name, data) in values {
-            let tensor = match (self.params.index.get(name), self.buffers.index.get(name)) {
-                (Some(&i), _) => &self.params.tensors[i],
-                (_, Some(&i)) => &self.buffers.tensors[i],
-                _ => bail!("the model {:?} has no tensor named {name}", self.arch),
-            };
+            let tensor = self.tensor(name).with_context(|| {
+                format!("the model {} has no tensor named {name}", self.arch.name)
+            })?;
             ensure!(
                 data.len() == tensor.len(),
                 "{name}: {} values given, shape {:?} holds {}",
@@ -202,7 +325,15 @@ impl ResNet {
     }
 }
 
-/// Tensors one conv + BN pair saves in the forward for its backward.
+/// Whether BN normalises with the batch's statistics (and updates the running ones) or with the
+/// running statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// One conv + BN pair and what its backward needs (`mean`, `rstd` only in training mode).
 struct ConvBn {
     conv: String,
     bn: String,
@@ -215,39 +346,68 @@ struct ConvBn {
     rstd: Tensor,
 }
 
-/// A planned training step at a fixed batch size: forward, loss, backward and SGD, in order.
-pub struct TrainStep {
-    /// [N,3,32,32], normalised images; written by the caller before `run`.
-    pub input: Tensor,
-    /// [N] u32 class indices.
-    pub labels: Tensor,
-    /// [N,classes]
-    pub logits: Tensor,
-    /// [1] mean cross-entropy, [1] u32 number of correct top-1 predictions.
-    pub loss: Tensor,
-    pub correct: Tensor,
-    pub sgd: SgdParams,
-    dispatches: Vec<Dispatch>,
+/// What a residual block saves for its backward.
+struct Block {
+    name: String,
+    inp: Tensor,
+    /// conv1/bn1, conv2/bn2[, conv3/bn3]; a ReLU follows every pair but the last.
+    layers: Vec<ConvBn>,
+    shortcut: SavedShortcut,
+    /// Branch plus shortcut, before the block's final ReLU.
+    sum: Tensor,
 }
 
-/// Records dispatches while allocating each intermediate tensor once.
-struct Planner<'a> {
+enum SavedShortcut {
+    None,
+    Identity,
+    A,
+    B(ConvBn),
+}
+
+/// The forward's tensors: input, what backward needs, and the logits.
+struct Forward {
+    input: Tensor,
+    stem: ConvBn,
+    /// The ImageNet stem's max pool: its input and saved indices.
+    maxpool: Option<(Tensor, Tensor)>,
+    blocks: Vec<Block>,
+    /// The last block's output, [N, features, h, w].
+    last: Tensor,
+    pooled: Tensor,
+    logits: Tensor,
+}
+
+/// Records dispatches in order while allocating each intermediate tensor once.
+pub struct Planner<'a> {
     gpu: &'a Gpu,
     model: &'a ResNet,
-    dispatches: Vec<Dispatch>,
+    mode: Mode,
+    pub dispatches: Vec<Dispatch>,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    fn new(gpu: &'a Gpu, model: &'a ResNet, mode: Mode) -> Self {
+        Self {
+            gpu,
+            model,
+            mode,
+            dispatches: Vec::new(),
+        }
+    }
+
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.gpu.zeros(name, shape)
     }
 
-    fn push(&mut self, dispatch: Result<Dispatch>) -> Result<()> {
-        self.dispatches.push(dispatch?);
+    /// Adds a dispatch, labelled with the layer it belongs to.
+    fn push(&mut self, label: &str, dispatch: Result<Dispatch>) -> Result<()> {
+        let mut dispatch = dispatch?;
+        dispatch.label = label.to_string();
+        self.dispatches.push(dispatch);
         Ok(())
     }
 
-    /// out = bn(conv(inp)) in training mode.
+    /// out = bn(conv(inp)).
     fn conv_bn(
         &mut self,
         inp: &Tensor,
@@ -265,25 +425,38 @@ impl Planner<'_> {
             self.tensor(&format!("{bn} mean"), &[k])?,
             self.tensor(&format!("{bn} rstd"), &[k])?,
         );
-        self.push(layers::conv2d_forward(
-            gpu, &conv_out, inp, weight, stride, pad,
-        ))?;
+        self.push(
+            conv,
+            layers::conv2d_forward(gpu, &conv_out, inp, weight, stride, pad),
+        )?;
         let (running_mean, running_var) = (
             b.get(&format!("{bn}.running_mean")),
             b.get(&format!("{bn}.running_var")),
         );
         let (bn_weight, bn_bias) = (p.get(&format!("{bn}.weight")), p.get(&format!("{bn}.bias")));
-        self.push(layers::batchnorm_forward_train(
-            gpu,
-            &out,
-            &mean,
-            &rstd,
-            running_mean,
-            running_var,
-            &conv_out,
-            bn_weight,
-            bn_bias,
-        ))?;
+        let dispatch = match self.mode {
+            Mode::Train => layers::batchnorm_forward_train(
+                gpu,
+                &out,
+                &mean,
+                &rstd,
+                running_mean,
+                running_var,
+                &conv_out,
+                bn_weight,
+                bn_bias,
+            ),
+            Mode::Eval => layers::batchnorm_forward_eval(
+                gpu,
+                &out,
+                &conv_out,
+                bn_weight,
+                bn_bias,
+                running_mean,
+                running_var,
+            ),
+        };
+        self.push(bn, dispatch)?;
         Ok(ConvBn {
             conv: conv.into(),
             bn: bn.into(),
@@ -310,220 +483,289 @@ impl Planner<'_> {
         let dconv_out = self.tensor(&format!("d {bn}"), &saved.conv_out.shape)?;
         let (dweight, dbias) = (g.get(&format!("{bn}.weight")), g.get(&format!("{bn}.bias")));
         let bn_weight = p.get(&format!("{bn}.weight"));
-        self.push(layers::batchnorm_backward(
-            gpu,
-            &dconv_out,
-            dweight,
-            dbias,
-            dout,
-            &saved.conv_out,
-            bn_weight,
-            &saved.mean,
-            &saved.rstd,
-        ))?;
+        self.push(
+            bn,
+            layers::batchnorm_backward(
+                gpu,
+                &dconv_out,
+                dweight,
+                dbias,
+                dout,
+                &saved.conv_out,
+                bn_weight,
+                &saved.mean,
+                &saved.rstd,
+            ),
+        )?;
         let weight_name = format!("{conv}.weight");
-        self.push(layers::conv2d_backward_weight(
-            gpu,
-            g.get(&weight_name),
-            &dconv_out,
-            &saved.inp,
-            saved.stride,
-            saved.pad,
-        ))?;
+        self.push(
+            conv,
+            layers::conv2d_backward_weight(
+                gpu,
+                g.get(&weight_name),
+                &dconv_out,
+                &saved.inp,
+                saved.stride,
+                saved.pad,
+            ),
+        )?;
         if !dinp_needed {
             return Ok(None);
         }
         let dinp = self.tensor(&format!("d {conv} input"), &saved.inp.shape)?;
-        self.push(layers::conv2d_backward_input(
-            gpu,
-            &dinp,
-            &dconv_out,
-            p.get(&weight_name),
-            saved.stride,
-            saved.pad,
-        ))?;
+        self.push(
+            conv,
+            layers::conv2d_backward_input(
+                gpu,
+                &dinp,
+                &dconv_out,
+                p.get(&weight_name),
+                saved.stride,
+                saved.pad,
+            ),
+        )?;
         Ok(Some(dinp))
     }
 
     fn relu(&mut self, inp: &Tensor, name: &str) -> Result<Tensor> {
         let out = self.tensor(name, &inp.shape)?;
-        self.push(layers::relu_forward(self.gpu, &out, inp))?;
+        self.push(name, layers::relu_forward(self.gpu, &out, inp))?;
         Ok(out)
     }
 
     fn relu_backward(&mut self, dout: &Tensor, inp: &Tensor, name: &str) -> Result<Tensor> {
         let dinp = self.tensor(name, &inp.shape)?;
-        self.push(layers::relu_backward(self.gpu, &dinp, dout, inp))?;
+        self.push(name, layers::relu_backward(self.gpu, &dinp, dout, inp))?;
         Ok(dinp)
     }
 
     fn add(&mut self, inp: &Tensor, other: &Tensor, name: &str) -> Result<Tensor> {
         let out = self.tensor(name, &inp.shape)?;
-        self.push(layers::add(self.gpu, &out, inp, other))?;
+        self.push(name, layers::add(self.gpu, &out, inp, other))?;
         Ok(out)
     }
-}
 
-/// What a basic block saves for its backward.
-struct Block {
-    name: String,
-    inp: Tensor,
-    bn1: ConvBn,
-    bn2: ConvBn,
-    downsample: Option<ConvBn>,
-    sum: Tensor,
-}
-
-impl TrainStep {
-    /// Plans forward, loss, backward and the SGD update for batches of `batch` 32x32 images.
-    pub fn new(gpu: &Gpu, model: &ResNet, batch: usize, sgd: SgdParams) -> Result<Self> {
-        let arch = model.arch;
-        let mut plan = Planner {
-            gpu,
-            model,
-            dispatches: Vec::new(),
-        };
-        let input = plan.tensor("input", &[batch, 3, 32, 32])?;
-        let labels = plan.tensor("labels", &[batch])?;
-
-        // Forward. Stem: conv 3x3 16, BN, ReLU.
-        let stem = plan.conv_bn(&input, "conv1", "bn1", 1, 1)?;
-        let mut x = plan.relu(&stem.out, "stem relu")?;
-        let mut blocks = Vec::new();
-        for s in 0..3 {
-            for i in 0..arch.n {
-                let name = format!("layer{}.{i}", s + 1);
-                let stride = if Arch::downsamples(s, i) { 2 } else { 1 };
-                let bn1 = plan.conv_bn(
-                    &x,
-                    &format!("{name}.conv1"),
-                    &format!("{name}.bn1"),
-                    stride,
-                    1,
-                )?;
-                let relu1 = plan.relu(&bn1.out, &format!("{name} relu1"))?;
-                let bn2 = plan.conv_bn(
-                    &relu1,
-                    &format!("{name}.conv2"),
-                    &format!("{name}.bn2"),
-                    1,
-                    1,
-                )?;
-                let mut downsample = None;
-                let sum = match (arch.shortcut, stride) {
-                    (Shortcut::Plain, _) => bn2.out.clone(),
-                    (_, 1) => plan.add(&bn2.out, &x, &format!("{name} sum"))?,
-                    (Shortcut::A, _) => {
-                        let shortcut = plan.tensor(&format!("{name} shortcut"), &bn2.out.shape)?;
-                        plan.push(layers::shortcut_a_forward(gpu, &shortcut, &x))?;
-                        plan.add(&bn2.out, &shortcut, &format!("{name} sum"))?
-                    }
-                    (Shortcut::B, _) => {
-                        let projection = plan.conv_bn(
-                            &x,
-                            &format!("{name}.downsample.0"),
-                            &format!("{name}.downsample.1"),
-                            2,
-                            0,
-                        )?;
-                        let sum = plan.add(&bn2.out, &projection.out, &format!("{name} sum"))?;
-                        downsample = Some(projection);
-                        sum
-                    }
-                };
-                let out = plan.relu(&sum, &format!("{name} out"))?;
-                blocks.push(Block {
-                    name,
-                    inp: x,
-                    bn1,
-                    bn2,
-                    downsample,
-                    sum,
-                });
-                x = out;
-            }
+    /// The network from the image batch to the logits.
+    fn forward(&mut self, batch: usize) -> Result<Forward> {
+        let arch = &self.model.arch;
+        let input = self.tensor("input", &[batch, 3, arch.image, arch.image])?;
+        // Stem: CIFAR 3x3 conv 16; ImageNet 7x7/2 conv 64 and a 3x3/2 max pool after the ReLU.
+        let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };
+        let stem = self.conv_bn(&input, "conv1", "bn1", stride, pad)?;
+        let mut x = self.relu(&stem.out, "relu")?;
+        let mut maxpool = None;
+        if arch.imagenet {
+            let shape = layers::PoolParams::new(&x.shape, 3, 2, 1)?.out_shape();
+            let (out, indices) = (
+                self.tensor("maxpool", &shape)?,
+                self.tensor("maxpool indices", &shape)?,
+            );
+            self.push(
+                "maxpool",
+                layers::maxpool_forward(self.gpu, &out, &indices, &x, 3, 2, 1),
+            )?;
+            maxpool = Some((x, indices));
+            x = out;
         }
-        let pooled = plan.tensor("pooled", &[batch, 64])?;
-        plan.push(layers::avgpool_forward(gpu, &pooled, &x))?;
-        let logits = plan.tensor("logits", &[batch, arch.classes])?;
-        let (p, g) = (&model.params, &model.grads);
-        plan.push(layers::linear_forward(
-            gpu,
-            &logits,
-            &pooled,
-            p.get("fc.weight"),
-            p.get("fc.bias"),
-        ))?;
-        let (dlogits, loss, correct) = (
-            plan.tensor("dlogits", &logits.shape)?,
-            plan.tensor("loss", &[1])?,
-            plan.tensor("correct", &[1])?,
-        );
-        plan.push(layers::softmax_cross_entropy(
-            gpu, &dlogits, &loss, &correct, &logits, &labels,
-        ))?;
 
-        // Backward: the same calls in reverse.
-        plan.push(layers::linear_backward_weight(
-            gpu,
-            g.get("fc.weight"),
-            g.get("fc.bias"),
-            &dlogits,
-            &pooled,
-        ))?;
-        let dpooled = plan.tensor("dpooled", &pooled.shape)?;
-        plan.push(layers::linear_backward_input(
-            gpu,
-            &dpooled,
-            &dlogits,
-            p.get("fc.weight"),
-        ))?;
-        let mut dx = plan.tensor("d last block out", &x.shape)?;
-        plan.push(layers::avgpool_backward(gpu, &dx, &dpooled))?;
-        for block in blocks.iter().rev() {
+        let mut blocks = Vec::new();
+        for spec in arch.blocks() {
+            let name = spec.name;
+            let mut layers_saved = Vec::new();
+            let mut y = x.clone();
+            for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
+                let pair = self.conv_bn(
+                    &y,
+                    &format!("{name}.conv{}", j + 1),
+                    &format!("{name}.bn{}", j + 1),
+                    stride,
+                    r / 2,
+                )?;
+                y = if j + 1 < spec.convs.len() {
+                    self.relu(&pair.out, &format!("{name}.relu{}", j + 1))?
+                } else {
+                    pair.out.clone()
+                };
+                layers_saved.push(pair);
+            }
+            let (shortcut, sum) = match spec.shortcut {
+                ShortcutSpec::None => (SavedShortcut::None, y),
+                ShortcutSpec::Identity => (
+                    SavedShortcut::Identity,
+                    self.add(&y, &x, &format!("{name}.add"))?,
+                ),
+                ShortcutSpec::A => {
+                    let shortcut = self.tensor(&format!("{name}.shortcut"), &y.shape)?;
+                    self.push(
+                        &format!("{name}.shortcut"),
+                        layers::shortcut_a_forward(self.gpu, &shortcut, &x),
+                    )?;
+                    (
+                        SavedShortcut::A,
+                        self.add(&y, &shortcut, &format!("{name}.add"))?,
+                    )
+                }
+                ShortcutSpec::B { stride } => {
+                    let projection = self.conv_bn(
+                        &x,
+                        &format!("{name}.downsample.0"),
+                        &format!("{name}.downsample.1"),
+                        stride,
+                        0,
+                    )?;
+                    let sum = self.add(&y, &projection.out, &format!("{name}.add"))?;
+                    (SavedShortcut::B(projection), sum)
+                }
+            };
+            let out = self.relu(&sum, &format!("{name}.relu"))?;
+            blocks.push(Block {
+                name,
+                inp: x,
+                layers: layers_saved,
+                shortcut,
+                sum,
+            });
+            x = out;
+        }
+
+        let (gpu, p) = (self.gpu, &self.model.params);
+        let pooled = self.tensor("avgpool", &[batch, arch.features()])?;
+        self.push("avgpool", layers::avgpool_forward(gpu, &pooled, &x))?;
+        let logits = self.tensor("logits", &[batch, arch.classes])?;
+        self.push(
+            "fc",
+            layers::linear_forward(gpu, &logits, &pooled, p.get("fc.weight"), p.get("fc.bias")),
+        )?;
+        Ok(Forward {
+            input,
+            stem,
+            maxpool,
+            blocks,
+            last: x,
+            pooled,
+            logits,
+        })
+    }
+
+    /// The forward's calls in reverse: every parameter gradient from the logits' gradient.
+    fn backward(&mut self, fwd: &Forward, dlogits: &Tensor) -> Result<()> {
+        let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
+        self.push(
+            "fc",
+            layers::linear_backward_weight(
+                gpu,
+                g.get("fc.weight"),
+                g.get("fc.bias"),
+                dlogits,
+                &fwd.pooled,
+            ),
+        )?;
+        let dpooled = self.tensor("d avgpool", &fwd.pooled.shape)?;
+        self.push(
+            "fc",
+            layers::linear_backward_input(gpu, &dpooled, dlogits, p.get("fc.weight")),
+        )?;
+        let mut dx = self.tensor("d last block", &fwd.last.shape)?;
+        self.push("avgpool", layers::avgpool_backward(gpu, &dx, &dpooled))?;
+
+        for block in fwd.blocks.iter().rev() {
             let name = &block.name;
-            let dsum = plan.relu_backward(&dx, &block.sum, &format!("d {name} sum"))?;
-            // sum = bn2 + shortcut: dsum reaches both unchanged.
-            let drelu1 = plan
-                .conv_bn_backward(&block.bn2, &dsum, true)?
-                .expect("dinp requested");
-            let dbn1 = plan.relu_backward(&drelu1, &block.bn1.out, &format!("d {name} bn1"))?;
-            let dbranch = plan
-                .conv_bn_backward(&block.bn1, &dbn1, true)?
-                .expect("dinp requested");
-            // The block input's gradient: the branch's (written `=` above) plus the shortcut's.
-            dx = match (arch.shortcut, &block.downsample, block.bn1.stride) {
-                (Shortcut::Plain, _, _) => dbranch,
-                (_, None, 1) => plan.add(&dbranch, &dsum, &format!("d {name} input"))?,
-                (_, Some(projection), _) => {
-                    let dshortcut = plan
+            let dsum = self.relu_backward(&dx, &block.sum, &format!("{name}.relu"))?;
+            // sum = branch + shortcut: dsum reaches both unchanged.
+            let mut d = dsum.clone();
+            for (j, pair) in block.layers.iter().enumerate().rev() {
+                if j + 1 < block.layers.len() {
+                    d = self.relu_backward(&d, &pair.out, &format!("{name}.relu{}", j + 1))?;
+                }
+                d = self
+                    .conv_bn_backward(pair, &d, true)?
+                    .expect("dinp requested");
+            }
+            // The block input's gradient: the branch's (written `=` by conv1's backward) plus the
+            // shortcut's, summed by `add` into a new tensor.
+            let add = format!("{name}.add");
+            dx = match &block.shortcut {
+                SavedShortcut::None => d,
+                SavedShortcut::Identity => self.add(&d, &dsum, &add)?,
+                SavedShortcut::A => {
+                    let dshortcut = self.tensor(&format!("d {name}.shortcut"), &block.inp.shape)?;
+                    self.push(
+                        &format!("{name}.shortcut"),
+                        layers::shortcut_a_backward(gpu, &dshortcut, &dsum),
+                    )?;
+                    self.add(&d, &dshortcut, &add)?
+                }
+                SavedShortcut::B(projection) => {
+                    let dshortcut = self
                         .conv_bn_backward(projection, &dsum, true)?
                         .expect("dinp requested");
-                    plan.add(&dbranch, &dshortcut, &format!("d {name} input"))?
-                }
-                (_, None, _) => {
-                    let dshortcut = plan.tensor(&format!("d {name} shortcut"), &block.inp.shape)?;
-                    plan.push(layers::shortcut_a_backward(gpu, &dshortcut, &dsum))?;
-                    plan.add(&dbranch, &dshortcut, &format!("d {name} input"))?
+                    self.add(&d, &dshortcut, &add)?
                 }
             };
         }
-        let dstem = plan.relu_backward(&dx, &stem.out, "d stem bn")?;
-        plan.conv_bn_backward(&stem, &dstem, false)?;
 
-        plan.push(layers::sgd(
-            gpu,
-            &model.params.all,
-            &model.velocity.all,
-            &model.grads.all,
-            sgd.lr,
-            sgd.momentum,
-            sgd.weight_decay,
-        ))?;
+        if let Some((relu_out, indices)) = &fwd.maxpool {
+            let dpool_in = self.tensor("d maxpool", &relu_out.shape)?;
+            self.push(
+                "maxpool",
+                layers::maxpool_backward(gpu, &dpool_in, &dx, indices, 3, 2, 1),
+            )?;
+            dx = dpool_in;
+        }
+        let dstem = self.relu_backward(&dx, &fwd.stem.out, "relu")?;
+        self.conv_bn_backward(&fwd.stem, &dstem, false)?;
+        Ok(())
+    }
+}
+
+/// A planned training step at a fixed batch size: forward, loss, backward and SGD, in order.
+pub struct TrainStep {
+    /// [N,3,H,W] normalised images; written by the caller before `run`.
+    pub input: Tensor,
+    /// [N] u32 class indices.
+    pub labels: Tensor,
+    /// [N,classes]
+    pub logits: Tensor,
+    /// [1] mean cross-entropy of the batch.
+    pub loss: Tensor,
+    /// [1] u32 number of correct top-1 predictions.
+    pub correct: Tensor,
+    pub sgd: SgdParams,
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl TrainStep {
+    pub fn new(gpu: &Gpu, model: &ResNet, batch: usize, sgd: SgdParams) -> Result<Self> {
+        let mut plan = Planner::new(gpu, model, Mode::Train);
+        let fwd = plan.forward(batch)?;
+        let labels = plan.tensor("labels", &[batch])?;
+        let (dlogits, loss, correct) = (
+            plan.tensor("d logits", &fwd.logits.shape)?,
+            plan.tensor("loss", &[1])?,
+            plan.tensor("correct", &[1])?,
+        );
+        plan.push(
+            "loss",
+            layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels),
+        )?;
+        plan.backward(&fwd, &dlogits)?;
+        let m = &model;
+        plan.push(
+            "sgd",
+            layers::sgd(
+                gpu,
+                &m.params.all,
+                &m.velocity.all,
+                &m.grads.all,
+                sgd.lr,
+                sgd.momentum,
+                sgd.weight_decay,
+            ),
+        )?;
         Ok(Self {
-            input,
+            input: fwd.input,
             labels,
-            logits,
+            logits: fwd.logits,
             loss,
             correct,
             sgd,
@@ -531,7 +773,7 @@ impl TrainStep {
         })
     }
 
-    /// Submits the whole step as one command buffer. `lr` rewrites the SGD dispatch's learning rate.
+    /// Submits the whole step as one command buffer, with learning rate `lr`.
     pub fn run(&mut self, gpu: &Gpu, lr: f32) -> Result<()> {
         if lr != self.sgd.lr {
             self.sgd.lr = lr;
@@ -540,6 +782,45 @@ impl TrainStep {
                 &self.sgd,
             );
         }
+        gpu.run(&self.dispatches.iter().collect::<Vec<_>>())
+    }
+}
+
+/// A planned inference pass with the running statistics, plus the loss and correct count.
+pub struct EvalStep {
+    pub input: Tensor,
+    pub labels: Tensor,
+    pub logits: Tensor,
+    pub loss: Tensor,
+    pub correct: Tensor,
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl EvalStep {
+    pub fn new(gpu: &Gpu, model: &ResNet, batch: usize) -> Result<Self> {
+        let mut plan = Planner::new(gpu, model, Mode::Eval);
+        let fwd = plan.forward(batch)?;
+        let labels = plan.tensor("labels", &[batch])?;
+        let (dlogits, loss, correct) = (
+            plan.tensor("d logits", &fwd.logits.shape)?,
+            plan.tensor("loss", &[1])?,
+            plan.tensor("correct", &[1])?,
+        );
+        plan.push(
+            "loss",
+            layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels),
+        )?;
+        Ok(Self {
+            input: fwd.input,
+            labels,
+            logits: fwd.logits,
+            loss,
+            correct,
+            dispatches: plan.dispatches,
+        })
+    }
+
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
         gpu.run(&self.dispatches.iter().collect::<Vec<_>>())
     }
 }

@@ -67,5 +67,9 @@ fn unknown_models_are_refused() {
         Arch::cifar("plain56", Shortcut::A).unwrap().shortcut,
         Shortcut::Plain
     );
-    assert_eq!(Arch::cifar("resnet110", Shortcut::B).unwrap().n, 18);
+    assert_eq!(
+        Arch::cifar("resnet110", Shortcut::B).unwrap().stages,
+        [(18, 16), (18, 32), (18, 64)]
+    );
+    assert!(Arch::parse("resnet50", Shortcut::A).unwrap().imagenet);
 }

@@ -61,7 +61,7 @@ fn resnet8_training_step_matches_pytorch() {
     };
     for gpu in gpus() {
         let arch = Arch::cifar("resnet8", Shortcut::A).unwrap();
-        let model = ResNet::new(gpu, arch).unwrap();
+        let model = ResNet::new(gpu, arch.clone()).unwrap();
         let names = arch.parameters();
         assert_eq!(
             names.len(),
