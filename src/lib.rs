@@ -9,5 +9,13 @@ pub mod kernels;
 pub mod layers;
 /// CPU twin (f64) of every kernel, for tests and self-checks.
 pub mod reference;
-/// The CIFAR ResNets: parameter arenas and the planned training step.
+/// ResNets (CIFAR and ImageNet): parameter arenas, planned training and evaluation steps.
 pub mod resnet;
+/// Datasets and inputs: CIFAR-10, downloads, photos.
+pub mod data;
+/// PNG plots of training curves.
+pub mod plot;
+/// PyTorch `.pth` checkpoints (zip + pickle) read without Python.
+pub mod pth;
+/// A seeded generator whose state fits in a checkpoint.
+pub mod rng;
