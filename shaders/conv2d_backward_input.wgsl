@@ -17,6 +17,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
+// SHARED stages operand tiles in workgroup memory (fast on GPUs); without it every invocation
+// reads its operands from storage directly, which avoids barriers (fast on CPU adapters such as lavapipe).
+override SHARED: bool = true;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
@@ -60,17 +63,14 @@ fn store(m: u32, j: u32, v: f32) {
     dinp[((j / hw) * params.c + m) * hw + j % hw] = v;
 }
 
-@compute @workgroup_size(WG_N, WG_M)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory.
+fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     let bm = WG_M * TM;
     let bn = WG_N * TN;
-    let m0 = wid.y * bm;
-    let j0 = wid.x * bn;
     let t = lid.y * WG_N + lid.x;
     let threads = WG_M * WG_N;
-    let depth = params.k * params.r * params.s;
     var acc: array<f32, TM * TN>;
-    for (var e0 = 0u; e0 < depth; e0 += BK) {
+    for (var e0 = 0u; e0 < params.k * params.r * params.s; e0 += BK) {
         for (var i = t; i < BK * bm; i += threads) {
             a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK);
         }
@@ -89,6 +89,64 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         workgroupBarrier();
     }
+    return acc;
+}
+
+// Direct path: no workgroup memory and no barriers; each invocation walks the reduction in
+// (k, r, s) order with its 4 rows' weight offsets and 4 columns' coordinates computed once,
+// accumulating in four vec4 registers (row i of the 4x4 block is acc[i], its columns the lanes).
+fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
+    let rs = params.r * params.s;
+    let hw = params.h * params.w;
+    let pq = params.p * params.q;
+    let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.c - 1u)) * rs;
+    let cols = min(vec4(j0 + lid.x) + vec4(0u, 1u, 2u, 3u) * WG_N, vec4(params.n * hw - 1u));
+    let base = (cols / hw) * params.k * pq;
+    let hp = vec4<i32>((cols % hw) / params.w + params.pad);
+    let wp = vec4<i32>(cols % params.w + params.pad);
+    let st = vec4(i32(params.stride));
+    let size = vec4(i32(params.p), i32(params.q), 0, 0);
+    var acc = array<vec4<f32>, 4>();
+    for (var k = 0u; k < params.k; k++) {
+        let wk = k * params.c * rs;
+        let plane = base + k * pq;
+        for (var r = 0u; r < params.r; r++) {
+            let ph = hp - i32(r);
+            let p = ph / st;
+            for (var s = 0u; s < params.s; s++) {
+                let qw = wp - i32(s);
+                let q = qw / st;
+                let e = wk + r * params.s + s;
+                let a = vec4(weight[rows.x + e], weight[rows.y + e], weight[rows.z + e], weight[rows.w + e]);
+                let inside = ph >= vec4(0) & qw >= vec4(0) & ph % st == vec4(0) & qw % st == vec4(0)
+                    & p < vec4(size.x) & q < vec4(size.y);
+                let at = plane + vec4<u32>(max(p, vec4(0))) * params.q + vec4<u32>(max(q, vec4(0)));
+                let b = select(vec4(0.0), vec4(dout[at.x], dout[at.y], dout[at.z], dout[at.w]), inside);
+                acc[0] = fma(vec4(a.x), b, acc[0]);
+                acc[1] = fma(vec4(a.y), b, acc[1]);
+                acc[2] = fma(vec4(a.z), b, acc[2]);
+                acc[3] = fma(vec4(a.w), b, acc[3]);
+            }
+        }
+    }
+    return unpack(acc);
+}
+
+// The 4x4 block of vec4 rows as the flat accumulator array the store loop reads.
+fn unpack(acc: array<vec4<f32>, 4>) -> array<f32, TM * TN> {
+    var flat: array<f32, TM * TN>;
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) { flat[i * TN + j] = acc[i][j]; }
+    }
+    return flat;
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let m0 = wid.y * WG_M * TM;
+    let j0 = wid.x * WG_N * TN;
+    var acc: array<f32, TM * TN>;
+    if (SHARED) { acc = tiled(lid, m0, j0); } else { acc = direct(lid, m0, j0); }
     for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
     }

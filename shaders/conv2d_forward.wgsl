@@ -1,5 +1,10 @@
-// conv2d_forward: out[n,k,p,q] = sum_{c,r,s} weight[k,c,r,s] * inp[n,c,p*stride+r-pad,q*stride+s-pad]
-// Shapes: inp [N,C,H,W], weight [K,C,R,S], out [N,K,P,Q]. Overwrites out; fixed summation order.
+// conv2d_forward: out[n,k,p,q] = act(sum_{c,r,s} weight[k,c,r,s] * inp[n,c,p*stride+r-pad,q*stride+s-pad]
+//                                   + bias[k] (if BIAS) + residual[n,k,p,q] (if RESIDUAL)), act = ReLU if RELU.
+// The epilogue serves inference with batch norm folded into weight and bias, and the block's
+// residual add and ReLU fused into its last conv; training uses the plain conv (all three off,
+// bias and residual bound to a placeholder).
+// Shapes: inp [N,C,H,W], weight [K,C,R,S], bias [K], residual and out [N,K,P,Q]. Overwrites out;
+// fixed summation order.
 // Implicit GEMM, no im2col buffer: rows m = k (K of them), columns j = (n,p,q) (N*P*Q), reduction
 // e = (c,r,s) (C*R*S). A workgroup of WG_M x WG_N invocations computes a tile of
 // (WG_M*TM) x (WG_N*TN) outputs, staging BK-deep slices of both operands in workgroup memory; each
@@ -15,8 +20,16 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
 
+override BIAS: bool = false;
+override RESIDUAL: bool = false;
+override RELU: bool = false;
+// SHARED stages operand tiles in workgroup memory (fast on GPUs); without it every invocation
+// reads its operands from storage directly, which avoids barriers (fast on CPU adapters such as lavapipe).
+override SHARED: bool = true;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
@@ -50,23 +63,25 @@ fn load_b(e: u32, j: u32) -> f32 {
     return inp[((n * params.c + c) * params.h + u32(h)) * params.w + u32(w)];
 }
 
-fn store(m: u32, j: u32, v: f32) {
+fn store(m: u32, j: u32, acc: f32) {
     let pq = params.p * params.q;
     if (m >= params.k || j >= params.n * pq) { return; }
-    out[((j / pq) * params.k + m) * pq + j % pq] = v;
+    let i = ((j / pq) * params.k + m) * pq + j % pq;
+    var v = acc;
+    if (BIAS) { v += bias[m]; }
+    if (RESIDUAL) { v += residual[i]; }
+    if (RELU) { v = max(v, 0.0); }
+    out[i] = v;
 }
 
-@compute @workgroup_size(WG_N, WG_M)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory.
+fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     let bm = WG_M * TM;
     let bn = WG_N * TN;
-    let m0 = wid.y * bm;
-    let j0 = wid.x * bn;
     let t = lid.y * WG_N + lid.x;
     let threads = WG_M * WG_N;
-    let depth = params.c * params.r * params.s;
     var acc: array<f32, TM * TN>;
-    for (var e0 = 0u; e0 < depth; e0 += BK) {
+    for (var e0 = 0u; e0 < params.c * params.r * params.s; e0 += BK) {
         for (var i = t; i < BK * bm; i += threads) {
             a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK);
         }
@@ -85,6 +100,60 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         workgroupBarrier();
     }
+    return acc;
+}
+
+// Direct path: no workgroup memory and no barriers; each invocation walks the reduction in
+// (c, r, s) order with its 4 rows' weight offsets and 4 columns' input origins computed once,
+// accumulating in four vec4 registers (row i of the 4x4 block is acc[i], its columns the lanes).
+fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
+    let crs = params.c * params.r * params.s;
+    let pq = params.p * params.q;
+    let hw = params.h * params.w;
+    let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.k - 1u)) * crs;
+    let cols = min(vec4(j0 + lid.x) + vec4(0u, 1u, 2u, 3u) * WG_N, vec4(params.n * pq - 1u));
+    let base = (cols / pq) * params.c * hw;
+    let h0 = vec4<i32>(((cols % pq) / params.q) * params.stride) - i32(params.pad);
+    let w0 = vec4<i32>((cols % params.q) * params.stride) - i32(params.pad);
+    let size = vec4(i32(params.h), i32(params.w), 0, 0);
+    var acc = array<vec4<f32>, 4>();
+    var e = 0u;
+    for (var c = 0u; c < params.c; c++) {
+        let plane = base + c * hw;
+        for (var r = 0u; r < params.r; r++) {
+            let h = h0 + i32(r);
+            for (var s = 0u; s < params.s; s++) {
+                let w = w0 + i32(s);
+                let a = vec4(weight[rows.x + e], weight[rows.y + e], weight[rows.z + e], weight[rows.w + e]);
+                let inside = h >= vec4(0) & w >= vec4(0) & h < vec4(size.x) & w < vec4(size.y);
+                let at = plane + vec4<u32>(max(h, vec4(0))) * params.w + vec4<u32>(max(w, vec4(0)));
+                let b = select(vec4(0.0), vec4(inp[at.x], inp[at.y], inp[at.z], inp[at.w]), inside);
+                acc[0] = fma(vec4(a.x), b, acc[0]);
+                acc[1] = fma(vec4(a.y), b, acc[1]);
+                acc[2] = fma(vec4(a.z), b, acc[2]);
+                acc[3] = fma(vec4(a.w), b, acc[3]);
+                e++;
+            }
+        }
+    }
+    return unpack(acc);
+}
+
+// The 4x4 block of vec4 rows as the flat accumulator array the store loop reads.
+fn unpack(acc: array<vec4<f32>, 4>) -> array<f32, TM * TN> {
+    var flat: array<f32, TM * TN>;
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) { flat[i * TN + j] = acc[i][j]; }
+    }
+    return flat;
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let m0 = wid.y * WG_M * TM;
+    let j0 = wid.x * WG_N * TN;
+    var acc: array<f32, TM * TN>;
+    if (SHARED) { acc = tiled(lid, m0, j0); } else { acc = direct(lid, m0, j0); }
     for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
     }

@@ -33,6 +33,12 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub(crate) pipelines: Mutex<PipelineCache>,
+    /// A 4-byte tensor bound where a kernel's optional input is switched off by an override.
+    pub(crate) placeholder: Tensor,
+    /// Whether the conv kernels stage tiles in workgroup memory (their `SHARED` override): yes on
+    /// GPUs, no on CPU adapters, where barriers cost more than the loads they save. The variable
+    /// `RESNET_WGPU_SHARED_TILES=0|1` overrides the choice.
+    pub shared_tiles: bool,
 }
 
 /// A view of `len` 4-byte elements (f32, or u32 for labels and indices) at `offset` bytes into a
@@ -117,33 +123,22 @@ const NO_ADAPTER_HELP: &str = "install a GPU driver, or on Linux a software one 
 
 impl AdapterChoice {
     pub fn backend(name: &str) -> Self {
-        Self {
-            backend: Some(name.into()),
-            adapter: None,
-        }
+        Self { backend: Some(name.into()), adapter: None }
     }
 
     /// The adapter this choice names, or an error listing what exists.
     pub fn select(&self) -> Result<wgpu::Adapter> {
-        let backend = self
-            .backend
-            .clone()
-            .or_else(|| std::env::var("WGPU_BACKEND").ok());
+        let backend = self.backend.clone().or_else(|| std::env::var("WGPU_BACKEND").ok());
         let backends = match &backend {
             Some(name) => backends_from_name(name)?,
             None => wgpu::Backends::all(),
         };
         let mut adapters = enumerate_adapters(backends);
         if adapters.is_empty() {
-            let on = backend
-                .map(|b| format!(" on backend {b}"))
-                .unwrap_or_default();
+            let on = backend.map(|b| format!(" on backend {b}")).unwrap_or_default();
             bail!("no GPU adapter found{on}: {NO_ADAPTER_HELP}");
         }
-        let wanted = self
-            .adapter
-            .clone()
-            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let wanted = self.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let Some(wanted) = wanted else {
             // wgpu lists Vulkan/Metal/DX12 before GL; prefer discrete, then integrated GPUs.
             let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
@@ -163,19 +158,9 @@ impl AdapterChoice {
             .collect();
         let found = match wanted.parse::<usize>() {
             Ok(index) => (index < adapters.len()).then_some(index),
-            Err(_) => adapters.iter().position(|a| {
-                a.get_info()
-                    .name
-                    .to_lowercase()
-                    .contains(&wanted.to_lowercase())
-            }),
+            Err(_) => adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&wanted.to_lowercase())),
         };
-        let index = found.ok_or_else(|| {
-            anyhow!(
-                "no adapter matches {wanted:?}; available: {}",
-                names.join("; ")
-            )
-        })?;
+        let index = found.ok_or_else(|| anyhow!("no adapter matches {wanted:?}; available: {}", names.join("; ")))?;
         Ok(adapters.swap_remove(index))
     }
 }
@@ -194,36 +179,19 @@ impl Gpu {
         let offered = adapter.limits();
         let needed = wgpu::Limits::downlevel_defaults();
         for (what, need, have) in [
-            (
-                "max_storage_buffers_per_shader_stage",
-                8,
-                offered.max_storage_buffers_per_shader_stage,
-            ),
-            (
-                "max_compute_workgroup_storage_size",
-                8192,
-                offered.max_compute_workgroup_storage_size,
-            ),
-            (
-                "max_compute_invocations_per_workgroup",
-                256,
-                offered.max_compute_invocations_per_workgroup,
-            ),
+            ("max_storage_buffers_per_shader_stage", 8, offered.max_storage_buffers_per_shader_stage),
+            ("max_compute_workgroup_storage_size", 8192, offered.max_compute_workgroup_storage_size),
+            ("max_compute_invocations_per_workgroup", 256, offered.max_compute_invocations_per_workgroup),
         ] {
             if have < need {
-                bail!(
-                    "adapter {} offers {what} = {have}, resnet-wgpu needs {need}",
-                    info.name
-                );
+                bail!("adapter {} offers {what} = {have}, resnet-wgpu needs {need}", info.name);
             }
         }
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: offered.max_storage_buffer_binding_size,
             max_buffer_size: offered.max_buffer_size,
             max_storage_buffers_per_shader_stage: 8,
-            max_compute_workgroup_storage_size: offered
-                .max_compute_workgroup_storage_size
-                .min(32768),
+            max_compute_workgroup_storage_size: offered.max_compute_workgroup_storage_size.min(32768),
             max_compute_invocations_per_workgroup: 256,
             max_compute_workgroup_size_x: 256,
             max_compute_workgroup_size_y: 256,
@@ -239,14 +207,36 @@ impl Gpu {
             ..Default::default()
         }))
         .with_context(|| format!("could not open a device on adapter {}", info.name))?;
-        Ok(Self {
-            device,
-            queue,
-            info,
-            limits,
-            features,
+        let placeholder = Tensor {
+            buffer: Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("placeholder"),
+                size: 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })),
+            offset: 0,
+            shape: vec![1],
+        };
+        let shared_tiles = match std::env::var("RESNET_WGPU_SHARED_TILES").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => !is_software(&info),
+        };
+        Ok(Self { device, queue, info, limits, features, pipelines: Mutex::default(), placeholder, shared_tiles })
+    }
+
+    /// The same device with the other conv variant (tests and benchmarks compare both).
+    pub fn with_shared_tiles(&self, shared_tiles: bool) -> Self {
+        Self {
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            info: self.info.clone(),
+            limits: self.limits.clone(),
+            features: self.features,
             pipelines: Mutex::default(),
-        })
+            placeholder: self.placeholder.clone(),
+            shared_tiles,
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -268,27 +258,19 @@ impl Gpu {
         Ok(())
     }
 
-    fn storage_buffer(
-        &self,
-        name: &str,
-        bytes: u64,
-        contents: Option<&[u8]>,
-    ) -> Result<Arc<wgpu::Buffer>> {
+    fn storage_buffer(&self, name: &str, bytes: u64, contents: Option<&[u8]>) -> Result<Arc<wgpu::Buffer>> {
         self.check_fits(name, bytes)?;
-        let usage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let bytes = bytes.max(4).next_multiple_of(4);
         Ok(Arc::new(match contents {
             Some(data) => {
                 let mut padded = data.to_vec();
                 padded.resize(bytes as usize, 0);
-                self.device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(name),
-                        contents: &padded,
-                        usage,
-                    })
+                self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(name),
+                    contents: &padded,
+                    usage,
+                })
             }
             None => self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),
@@ -302,27 +284,15 @@ impl Gpu {
     /// A new zero-filled tensor in a buffer of its own.
     pub fn zeros(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let bytes = 4 * shape.iter().product::<usize>() as u64;
-        Ok(Tensor {
-            buffer: self.storage_buffer(name, bytes, None)?,
-            offset: 0,
-            shape: shape.to_vec(),
-        })
+        Ok(Tensor { buffer: self.storage_buffer(name, bytes, None)?, offset: 0, shape: shape.to_vec() })
     }
 
     /// A new tensor holding `data` (f32 or u32), in a buffer of its own.
-    pub fn upload<T: bytemuck::Pod>(
-        &self,
-        name: &str,
-        shape: &[usize],
-        data: &[T],
-    ) -> Result<Tensor> {
+    pub fn upload<T: bytemuck::Pod>(&self, name: &str, shape: &[usize], data: &[T]) -> Result<Tensor> {
         assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
         let len: usize = shape.iter().product();
         if data.len() != len {
-            bail!(
-                "{name}: {} values given for shape {shape:?} ({len} expected)",
-                data.len()
-            );
+            bail!("{name}: {} values given for shape {shape:?} ({len} expected)", data.len());
         }
         let bytes = bytemuck::cast_slice(data);
         Ok(Tensor {
@@ -333,11 +303,7 @@ impl Gpu {
     }
 
     /// One buffer holding one tensor per shape, each starting on a 256-byte boundary.
-    pub fn arena(
-        &self,
-        name: &str,
-        shapes: &[Vec<usize>],
-    ) -> Result<(Arc<wgpu::Buffer>, Vec<Tensor>)> {
+    pub fn arena(&self, name: &str, shapes: &[Vec<usize>]) -> Result<(Arc<wgpu::Buffer>, Vec<Tensor>)> {
         let mut offset = 0;
         let mut offsets = Vec::with_capacity(shapes.len());
         for shape in shapes {
@@ -348,11 +314,7 @@ impl Gpu {
         let views = shapes
             .iter()
             .zip(offsets)
-            .map(|(shape, offset)| Tensor {
-                buffer: buffer.clone(),
-                offset,
-                shape: shape.clone(),
-            })
+            .map(|(shape, offset)| Tensor { buffer: buffer.clone(), offset, shape: shape.clone() })
             .collect();
         Ok((buffer, views))
     }
@@ -366,8 +328,7 @@ impl Gpu {
             data.len(),
             tensor.shape
         );
-        self.queue
-            .write_buffer(&tensor.buffer, tensor.offset, bytemuck::cast_slice(data));
+        self.queue.write_buffer(&tensor.buffer, tensor.offset, bytemuck::cast_slice(data));
     }
 
     /// Copies a tensor back to the CPU, waiting for all submitted work.
@@ -386,13 +347,9 @@ impl Gpu {
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .context("waiting for the GPU")?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
         receiver.recv()?.context("mapping a readback buffer")?;
-        let view = staging
-            .get_mapped_range(..)
-            .context("reading a mapped buffer")?;
+        let view = staging.get_mapped_range(..).context("reading a mapped buffer")?;
         let mut values: Vec<T> = bytemuck::cast_slice(&view).to_vec();
         values.truncate(tensor.len());
         Ok(values)

@@ -56,25 +56,11 @@ kernels! {
 
 /// Parses and validates a kernel's WGSL with naga.
 pub fn validate(kernel: Kernel) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
-    let module = naga::front::wgsl::parse_str(kernel.source()).map_err(|e| {
-        anyhow!(
-            "{}.wgsl: {}",
-            kernel.name(),
-            e.emit_to_string(kernel.source())
-        )
-    })?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    )
-    .validate(&module)
-    .map_err(|e| {
-        anyhow!(
-            "{}.wgsl: {}",
-            kernel.name(),
-            e.emit_to_string(kernel.source())
-        )
-    })?;
+    let module = naga::front::wgsl::parse_str(kernel.source())
+        .map_err(|e| anyhow!("{}.wgsl: {}", kernel.name(), e.emit_to_string(kernel.source())))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+        .validate(&module)
+        .map_err(|e| anyhow!("{}.wgsl: {}", kernel.name(), e.emit_to_string(kernel.source())))?;
     Ok((module, info))
 }
 
@@ -93,16 +79,11 @@ pub fn slots(kernel: Kernel) -> Result<Vec<Slot>> {
         .iter()
         .filter_map(|(_, var)| {
             let binding = var.binding.as_ref()?;
-            assert_eq!(
-                binding.group,
-                0,
-                "{}.wgsl: all bindings live in group 0",
-                kernel.name()
-            );
+            assert_eq!(binding.group, 0, "{}.wgsl: all bindings live in group 0", kernel.name());
             let slot = match var.space {
-                naga::AddressSpace::Storage { access } => Slot::Storage {
-                    read_only: !access.contains(naga::StorageAccess::STORE),
-                },
+                naga::AddressSpace::Storage { access } => {
+                    Slot::Storage { read_only: !access.contains(naga::StorageAccess::STORE) }
+                }
                 naga::AddressSpace::Uniform => Slot::Uniform,
                 other => panic!("{}.wgsl: unexpected address space {other:?}", kernel.name()),
             };
@@ -111,12 +92,7 @@ pub fn slots(kernel: Kernel) -> Result<Vec<Slot>> {
         .collect();
     slots.sort_by_key(|(binding, _)| *binding);
     for (i, (binding, _)) in slots.iter().enumerate() {
-        assert_eq!(
-            *binding as usize,
-            i,
-            "{}.wgsl: bindings must be numbered 0, 1, 2, ...",
-            kernel.name()
-        );
+        assert_eq!(*binding as usize, i, "{}.wgsl: bindings must be numbered 0, 1, 2, ...", kernel.name());
     }
     Ok(slots.into_iter().map(|(_, slot)| slot).collect())
 }
@@ -154,11 +130,7 @@ impl Dispatch {
 /// the 65,535-per-dimension limit. Shaders rebuild the index as `wid.x + wid.y * nwg.x`.
 pub fn grid(groups: usize) -> [u32; 3] {
     let groups = groups.max(1) as u32;
-    if groups <= 65535 {
-        [groups, 1, 1]
-    } else {
-        [65535, groups.div_ceil(65535), 1]
-    }
+    if groups <= 65535 { [groups, 1, 1] } else { [65535, groups.div_ceil(65535), 1] }
 }
 
 impl Gpu {
@@ -167,13 +139,7 @@ impl Gpu {
         kernel: Kernel,
         overrides: &[(&str, f64)],
     ) -> Result<Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout, Vec<Slot>)>> {
-        let key = (
-            kernel,
-            overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_bits()))
-                .collect(),
-        );
+        let key = (kernel, overrides.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect());
         if let Some(found) = self.pipelines.lock().unwrap().pipelines.get(&key) {
             return Ok(found.clone());
         }
@@ -186,9 +152,7 @@ impl Gpu {
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
                     ty: match *slot {
-                        Slot::Storage { read_only } => {
-                            wgpu::BufferBindingType::Storage { read_only }
-                        }
+                        Slot::Storage { read_only } => wgpu::BufferBindingType::Storage { read_only },
                         Slot::Uniform => wgpu::BufferBindingType::Uniform,
                     },
                     has_dynamic_offset: false,
@@ -197,52 +161,39 @@ impl Gpu {
                 count: None,
             })
             .collect();
+        // Driver failures (e.g. too much workgroup memory) arrive as internal errors.
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(kernel.name()),
-                entries: &entries,
-            });
-        let pipeline_layout = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(kernel.name()),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.name()),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: overrides,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        if let Some(error) = pollster::block_on(scope.pop()) {
-            return Err(anyhow!(
-                "building kernel {} with {overrides:?} on {}: {error}",
-                kernel.name(),
-                self.info.name
-            ));
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(kernel.name()),
+            entries: &entries,
+        });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(kernel.name()),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.name()),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: overrides,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let errors = [pollster::block_on(scope.pop()), pollster::block_on(internal.pop())];
+        if let Some(error) = errors.into_iter().flatten().next() {
+            return Err(anyhow!("building kernel {} with {overrides:?} on {}: {error}", kernel.name(), self.info.name));
         }
         let entry = Arc::new((pipeline, layout, slots));
-        self.pipelines
-            .lock()
-            .unwrap()
-            .pipelines
-            .insert(key, entry.clone());
+        self.pipelines.lock().unwrap().pipelines.insert(key, entry.clone());
         Ok(entry)
     }
 
@@ -274,11 +225,7 @@ impl Gpu {
                 let overlap = Arc::ptr_eq(&a.buffer, &b.buffer)
                     && a.offset < b.offset + b.bytes().max(4)
                     && b.offset < a.offset + a.bytes().max(4);
-                assert!(
-                    !(writes && overlap),
-                    "{}: bindings {i} and {j} overlap and one is written",
-                    kernel.name()
-                );
+                assert!(!(writes && overlap), "{}: bindings {i} and {j} overlap and one is written", kernel.name());
             }
         }
         let params = wgpu::util::DeviceExt::create_buffer_init(
@@ -297,10 +244,7 @@ impl Gpu {
                 resource: wgpu::BindingResource::Buffer(t.binding()),
             })
             .collect();
-        entries.push(wgpu::BindGroupEntry {
-            binding: tensors.len() as u32,
-            resource: params.as_entire_binding(),
-        });
+        entries.push(wgpu::BindGroupEntry { binding: tensors.len() as u32, resource: params.as_entire_binding() });
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.name()),
@@ -322,8 +266,7 @@ impl Gpu {
 
     /// Rewrites the uniform of a prepared dispatch (e.g. the learning rate of the next step).
     pub fn update_params<P: bytemuck::Pod>(&self, dispatch: &Dispatch, params: &P) {
-        self.queue
-            .write_buffer(&dispatch.params, 0, bytemuck::bytes_of(params));
+        self.queue.write_buffer(&dispatch.params, 0, bytemuck::bytes_of(params));
     }
 
     /// Records the dispatches, in order, into one compute pass of one command buffer and submits it.

@@ -36,14 +36,9 @@ impl ConvParams {
     /// The convolution of `inp` [N,C,H,W] by `weight` [K,C,R,S]; the output is [N,K,P,Q].
     pub fn new(inp: &[usize], weight: &[usize], stride: usize, pad: usize) -> Result<Self> {
         let (&[n, c, h, w], &[k, wc, r, s]) = (inp, weight) else {
-            bail!(
-                "conv2d takes an input [N,C,H,W] and a weight [K,C,R,S], got {inp:?} and {weight:?}"
-            );
+            bail!("conv2d takes an input [N,C,H,W] and a weight [K,C,R,S], got {inp:?} and {weight:?}");
         };
-        ensure!(
-            wc == c,
-            "conv2d weight {weight:?} expects {wc} input channels, the input {inp:?} has {c}"
-        );
+        ensure!(wc == c, "conv2d weight {weight:?} expects {wc} input channels, the input {inp:?} has {c}");
         ensure!(stride > 0, "conv2d stride must be positive");
         ensure!(
             h + 2 * pad >= r && w + 2 * pad >= s,
@@ -69,32 +64,47 @@ impl ConvParams {
     }
 
     pub fn out_shape(&self) -> Vec<usize> {
-        [self.n, self.k, self.p, self.q]
-            .map(|x| x as usize)
-            .to_vec()
+        [self.n, self.k, self.p, self.q].map(|x| x as usize).to_vec()
     }
 }
 
-/// Tile of the conv kernels: workgroups of WG_M x WG_N invocations with 4x4 outputs each.
-const CONV_TILE: usize = 64;
-
 fn check(name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {
-    ensure!(
-        tensor.shape == shape,
-        "{name} has shape {:?}, expected {shape:?}",
-        tensor.shape
-    );
+    ensure!(tensor.shape == shape, "{name} has shape {:?}, expected {shape:?}", tensor.shape);
     Ok(())
 }
 
-fn conv_grid(gpu: &Gpu, columns: usize, rows: usize) -> Result<[u32; 3]> {
-    let (x, y) = (columns.div_ceil(CONV_TILE), rows.div_ceil(CONV_TILE));
+/// Dispatches a conv kernel over a `rows` x `columns` output matrix. Workgroups have 256
+/// invocations of 4x4 outputs each, shaped WG_M x WG_N to fit the rows (a CIFAR layer's 16 output
+/// channels get 4 x 64 invocations, not 16 x 16 with three quarters idle); `SHARED` picks the
+/// workgroup-memory or the direct path (see `Gpu::shared_tiles`).
+fn conv_dispatch(
+    gpu: &Gpu,
+    kernel: Kernel,
+    epilogue: &[(&str, f64)],
+    tensors: &[&Tensor],
+    params: &ConvParams,
+    rows: usize,
+    columns: usize,
+) -> Result<Dispatch> {
+    let wg_m = rows.div_ceil(4).next_power_of_two().clamp(1, 16);
+    let wg_n = 256 / wg_m;
+    let (x, y) = (columns.div_ceil(4 * wg_n), rows.div_ceil(4 * wg_m));
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
     ensure!(
         x <= limit && y <= limit,
-        "conv2d needs {x} x {y} workgroups, the adapter allows {limit} per dimension; use a smaller batch"
+        "{} needs {x} x {y} workgroups, the adapter allows {limit} per dimension; use a smaller batch",
+        kernel.name()
     );
-    Ok([x as u32, y as u32, 1])
+    // The shared path's two tiles hold BK x 4*(WG_M + WG_N) values: keep them within 8 KiB.
+    let bk = 1 << (2048 / (4 * (wg_m + wg_n))).clamp(1, 16).ilog2();
+    let mut overrides = vec![
+        ("WG_M", wg_m as f64),
+        ("WG_N", wg_n as f64),
+        ("BK", bk as f64),
+        ("SHARED", gpu.shared_tiles as u8 as f64),
+    ];
+    overrides.extend_from_slice(epilogue);
+    gpu.dispatch(kernel, &overrides, tensors, params, [x as u32, y as u32, 1])
 }
 
 pub fn conv2d_forward(
@@ -105,16 +115,37 @@ pub fn conv2d_forward(
     stride: usize,
     pad: usize,
 ) -> Result<Dispatch> {
+    conv2d_forward_fused(gpu, out, inp, weight, None, None, false, stride, pad)
+}
+
+/// out = relu?(conv(inp, weight) + bias? + residual?): the inference path, with batch norm folded
+/// into `weight` and `bias`, and a block's residual add and ReLU fused into its last conv.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_fused(
+    gpu: &Gpu,
+    out: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    relu: bool,
+    stride: usize,
+    pad: usize,
+) -> Result<Dispatch> {
     let params = ConvParams::new(&inp.shape, &weight.shape, stride, pad)?;
     check("conv2d output", out, &params.out_shape())?;
+    if let Some(bias) = bias {
+        check("conv2d bias", bias, &[weight.shape[0]])?;
+    }
+    if let Some(residual) = residual {
+        check("conv2d residual", residual, &out.shape)?;
+    }
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    let epilogue = [("BIAS", flag(bias.is_some())), ("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))];
+    let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
-    gpu.dispatch(
-        Kernel::Conv2dForward,
-        &[],
-        &[out, inp, weight],
-        &params,
-        conv_grid(gpu, n * p * q, k)?,
-    )
+    let tensors = [out, inp, weight, bias, residual];
+    conv_dispatch(gpu, Kernel::Conv2dForward, &epilogue, &tensors, &params, k, n * p * q)
 }
 
 pub fn conv2d_backward_input(
@@ -128,13 +159,7 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    gpu.dispatch(
-        Kernel::Conv2dBackwardInput,
-        &[],
-        &[dinp, dout, weight],
-        &params,
-        conv_grid(gpu, n * h * w, c)?,
-    )
+    conv_dispatch(gpu, Kernel::Conv2dBackwardInput, &[], &[dinp, dout, weight], &params, c, n * h * w)
 }
 
 pub fn conv2d_backward_weight(
@@ -148,13 +173,7 @@ pub fn conv2d_backward_weight(
     let params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [c, k, r, s] = [params.c, params.k, params.r, params.s].map(|x| x as usize);
-    gpu.dispatch(
-        Kernel::Conv2dBackwardWeight,
-        &[],
-        &[dweight, dout, inp],
-        &params,
-        conv_grid(gpu, c * r * s, k)?,
-    )
+    conv_dispatch(gpu, Kernel::Conv2dBackwardWeight, &[], &[dweight, dout, inp], &params, k, c * r * s)
 }
 
 #[repr(C)]
@@ -210,23 +229,8 @@ pub fn batchnorm_forward_train(
     ];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm output", out, &inp.shape)?;
-    let tensors = [
-        out,
-        mean,
-        rstd,
-        running_mean,
-        running_var,
-        inp,
-        weight,
-        bias,
-    ];
-    gpu.dispatch(
-        Kernel::BatchnormForwardTrain,
-        &[],
-        &tensors,
-        &params,
-        grid(params.c as usize),
-    )
+    let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias];
+    gpu.dispatch(Kernel::BatchnormForwardTrain, &[], &tensors, &params, grid(params.c as usize))
 }
 
 pub fn batchnorm_forward_eval(
@@ -238,22 +242,11 @@ pub fn batchnorm_forward_eval(
     running_mean: &Tensor,
     running_var: &Tensor,
 ) -> Result<Dispatch> {
-    let channels = [
-        ("weight", weight),
-        ("bias", bias),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-    ];
+    let channels = [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm output", out, &inp.shape)?;
     let tensors = [out, inp, weight, bias, running_mean, running_var];
-    gpu.dispatch(
-        Kernel::BatchnormForwardEval,
-        &[],
-        &tensors,
-        &params,
-        grid(inp.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::BatchnormForwardEval, &[], &tensors, &params, grid(inp.len().div_ceil(WG)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -268,24 +261,12 @@ pub fn batchnorm_backward(
     mean: &Tensor,
     rstd: &Tensor,
 ) -> Result<Dispatch> {
-    let channels = [
-        ("dweight", dweight),
-        ("dbias", dbias),
-        ("weight", weight),
-        ("mean", mean),
-        ("rstd", rstd),
-    ];
+    let channels = [("dweight", dweight), ("dbias", dbias), ("weight", weight), ("mean", mean), ("rstd", rstd)];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm input gradient", dinp, &inp.shape)?;
     check("batch norm output gradient", dout, &inp.shape)?;
     let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd];
-    gpu.dispatch(
-        Kernel::BatchnormBackward,
-        &[],
-        &tensors,
-        &params,
-        grid(params.c as usize),
-    )
+    gpu.dispatch(Kernel::BatchnormBackward, &[], &tensors, &params, grid(params.c as usize))
 }
 
 /// The uniform of the elementwise kernels.
@@ -301,16 +282,7 @@ fn elementwise(gpu: &Gpu, kernel: Kernel, tensors: &[&Tensor]) -> Result<Dispatc
         check(kernel.name(), t, &tensors[0].shape)?;
     }
     let len = tensors[0].len();
-    gpu.dispatch(
-        kernel,
-        &[],
-        tensors,
-        &LenParams {
-            len: len as u32,
-            ..Default::default()
-        },
-        grid(len.div_ceil(WG)),
-    )
+    gpu.dispatch(kernel, &[], tensors, &LenParams { len: len as u32, ..Default::default() }, grid(len.div_ceil(WG)))
 }
 
 pub fn relu_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
@@ -349,39 +321,18 @@ impl ShortcutParams {
             "the option-A shortcut cannot map {inp:?} to {out:?}: it halves H and W and pads channels equally on both sides"
         );
         let u = |x: usize| x as u32;
-        Ok(Self {
-            n: u(n),
-            c: u(c),
-            h: u(h),
-            w: u(w),
-            k: u(k),
-            p: u(p),
-            q: u(q),
-            _unused: 0,
-        })
+        Ok(Self { n: u(n), c: u(c), h: u(h), w: u(w), k: u(k), p: u(p), q: u(q), _unused: 0 })
     }
 }
 
 pub fn shortcut_a_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
     let params = ShortcutParams::new(&inp.shape, &out.shape)?;
-    gpu.dispatch(
-        Kernel::ShortcutAForward,
-        &[],
-        &[out, inp],
-        &params,
-        grid(out.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::ShortcutAForward, &[], &[out, inp], &params, grid(out.len().div_ceil(WG)))
 }
 
 pub fn shortcut_a_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor) -> Result<Dispatch> {
     let params = ShortcutParams::new(&dinp.shape, &dout.shape)?;
-    gpu.dispatch(
-        Kernel::ShortcutABackward,
-        &[],
-        &[dinp, dout],
-        &params,
-        grid(dinp.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::ShortcutABackward, &[], &[dinp, dout], &params, grid(dinp.len().div_ceil(WG)))
 }
 
 #[repr(C)]
@@ -401,18 +352,13 @@ pub struct PoolParams {
 
 impl PoolParams {
     pub fn new(inp: &[usize], size: usize, stride: usize, pad: usize) -> Result<Self> {
-        let &[n, c, h, w] = inp else {
-            bail!("max pool takes an input [N,C,H,W], got {inp:?}")
-        };
+        let &[n, c, h, w] = inp else { bail!("max pool takes an input [N,C,H,W], got {inp:?}") };
         ensure!(
             stride > 0 && pad < size && h + 2 * pad >= size && w + 2 * pad >= size,
             "max pool {size}x{size}/{stride} pad {pad} does not fit input {inp:?}"
         );
         let u = |x: usize| x as u32;
-        let (p, q) = (
-            (h + 2 * pad - size) / stride + 1,
-            (w + 2 * pad - size) / stride + 1,
-        );
+        let (p, q) = ((h + 2 * pad - size) / stride + 1, (w + 2 * pad - size) / stride + 1);
         Ok(Self {
             n: u(n),
             c: u(c),
@@ -428,9 +374,7 @@ impl PoolParams {
     }
 
     pub fn out_shape(&self) -> Vec<usize> {
-        [self.n, self.c, self.p, self.q]
-            .map(|x| x as usize)
-            .to_vec()
+        [self.n, self.c, self.p, self.q].map(|x| x as usize).to_vec()
     }
 }
 
@@ -446,13 +390,7 @@ pub fn maxpool_forward(
     let params = PoolParams::new(&inp.shape, size, stride, pad)?;
     check("max pool output", out, &params.out_shape())?;
     check("max pool indices", indices, &params.out_shape())?;
-    gpu.dispatch(
-        Kernel::MaxpoolForward,
-        &[],
-        &[out, indices, inp],
-        &params,
-        grid(out.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::MaxpoolForward, &[], &[out, indices, inp], &params, grid(out.len().div_ceil(WG)))
 }
 
 pub fn maxpool_backward(
@@ -467,13 +405,7 @@ pub fn maxpool_backward(
     let params = PoolParams::new(&dinp.shape, size, stride, pad)?;
     check("max pool output gradient", dout, &params.out_shape())?;
     check("max pool indices", indices, &params.out_shape())?;
-    gpu.dispatch(
-        Kernel::MaxpoolBackward,
-        &[],
-        &[dinp, dout, indices],
-        &params,
-        grid(dinp.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::MaxpoolBackward, &[], &[dinp, dout, indices], &params, grid(dinp.len().div_ceil(WG)))
 }
 
 #[repr(C)]
@@ -489,38 +421,19 @@ impl AvgpoolParams {
         let (&[n, c, h, w], &[n2, c2]) = (inp, out) else {
             bail!("global average pool maps [N,C,H,W] to [N,C], got {inp:?} and {out:?}");
         };
-        ensure!(
-            n == n2 && c == c2,
-            "global average pool cannot map {inp:?} to {out:?}"
-        );
-        Ok(Self {
-            nc: (n * c) as u32,
-            hw: (h * w) as u32,
-            _unused: [0; 2],
-        })
+        ensure!(n == n2 && c == c2, "global average pool cannot map {inp:?} to {out:?}");
+        Ok(Self { nc: (n * c) as u32, hw: (h * w) as u32, _unused: [0; 2] })
     }
 }
 
 pub fn avgpool_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
     let params = AvgpoolParams::new(&inp.shape, &out.shape)?;
-    gpu.dispatch(
-        Kernel::AvgpoolForward,
-        &[],
-        &[out, inp],
-        &params,
-        grid(out.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::AvgpoolForward, &[], &[out, inp], &params, grid(out.len().div_ceil(WG)))
 }
 
 pub fn avgpool_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor) -> Result<Dispatch> {
     let params = AvgpoolParams::new(&dinp.shape, &dout.shape)?;
-    gpu.dispatch(
-        Kernel::AvgpoolBackward,
-        &[],
-        &[dinp, dout],
-        &params,
-        grid(dinp.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::AvgpoolBackward, &[], &[dinp, dout], &params, grid(dinp.len().div_ceil(WG)))
 }
 
 #[repr(C)]
@@ -538,57 +451,22 @@ impl LinearParams {
         let (&[n, c], &[k, c2]) = (inp, weight) else {
             bail!("linear takes an input [N,C] and a weight [K,C], got {inp:?} and {weight:?}");
         };
-        ensure!(
-            c == c2,
-            "linear weight {weight:?} expects {c2} input features, the input {inp:?} has {c}"
-        );
-        Ok(Self {
-            n: n as u32,
-            c: c as u32,
-            k: k as u32,
-            _unused: 0,
-        })
+        ensure!(c == c2, "linear weight {weight:?} expects {c2} input features, the input {inp:?} has {c}");
+        Ok(Self { n: n as u32, c: c as u32, k: k as u32, _unused: 0 })
     }
 }
 
-pub fn linear_forward(
-    gpu: &Gpu,
-    out: &Tensor,
-    inp: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-) -> Result<Dispatch> {
+pub fn linear_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Dispatch> {
     let params = LinearParams::new(&inp.shape, &weight.shape)?;
     check("linear output", out, &[inp.shape[0], weight.shape[0]])?;
     check("linear bias", bias, &[weight.shape[0]])?;
-    gpu.dispatch(
-        Kernel::LinearForward,
-        &[],
-        &[out, inp, weight, bias],
-        &params,
-        grid(out.len().div_ceil(WG)),
-    )
+    gpu.dispatch(Kernel::LinearForward, &[], &[out, inp, weight, bias], &params, grid(out.len().div_ceil(WG)))
 }
 
-pub fn linear_backward_input(
-    gpu: &Gpu,
-    dinp: &Tensor,
-    dout: &Tensor,
-    weight: &Tensor,
-) -> Result<Dispatch> {
+pub fn linear_backward_input(gpu: &Gpu, dinp: &Tensor, dout: &Tensor, weight: &Tensor) -> Result<Dispatch> {
     let params = LinearParams::new(&dinp.shape, &weight.shape)?;
-    check(
-        "linear output gradient",
-        dout,
-        &[dinp.shape[0], weight.shape[0]],
-    )?;
-    gpu.dispatch(
-        Kernel::LinearBackwardInput,
-        &[],
-        &[dinp, dout, weight],
-        &params,
-        grid(dinp.len().div_ceil(WG)),
-    )
+    check("linear output gradient", dout, &[dinp.shape[0], weight.shape[0]])?;
+    gpu.dispatch(Kernel::LinearBackwardInput, &[], &[dinp, dout, weight], &params, grid(dinp.len().div_ceil(WG)))
 }
 
 pub fn linear_backward_weight(
@@ -599,20 +477,10 @@ pub fn linear_backward_weight(
     inp: &Tensor,
 ) -> Result<Dispatch> {
     let params = LinearParams::new(&inp.shape, &dweight.shape)?;
-    check(
-        "linear output gradient",
-        dout,
-        &[inp.shape[0], dweight.shape[0]],
-    )?;
+    check("linear output gradient", dout, &[inp.shape[0], dweight.shape[0]])?;
     check("linear bias gradient", dbias, &[dweight.shape[0]])?;
     let groups = (params.k as usize * (params.c as usize + 1)).div_ceil(WG);
-    gpu.dispatch(
-        Kernel::LinearBackwardWeight,
-        &[],
-        &[dweight, dbias, dout, inp],
-        &params,
-        grid(groups),
-    )
+    gpu.dispatch(Kernel::LinearBackwardWeight, &[], &[dweight, dbias, dout, inp], &params, grid(groups))
 }
 
 #[repr(C)]
@@ -633,25 +501,13 @@ pub fn softmax_cross_entropy(
     logits: &Tensor,
     labels: &Tensor,
 ) -> Result<Dispatch> {
-    let &[n, k] = logits.shape.as_slice() else {
-        bail!("the loss takes logits [N,K], got {:?}", logits.shape)
-    };
+    let &[n, k] = logits.shape.as_slice() else { bail!("the loss takes logits [N,K], got {:?}", logits.shape) };
     check("logit gradient", dlogits, &logits.shape)?;
     check("labels", labels, &[n])?;
     check("loss", loss, &[1])?;
     check("correct count", correct, &[1])?;
-    let params = LossParams {
-        n: n as u32,
-        k: k as u32,
-        _unused: [0; 2],
-    };
-    gpu.dispatch(
-        Kernel::SoftmaxCrossEntropy,
-        &[],
-        &[dlogits, loss, correct, logits, labels],
-        &params,
-        [1, 1, 1],
-    )
+    let params = LossParams { n: n as u32, k: k as u32, _unused: [0; 2] };
+    gpu.dispatch(Kernel::SoftmaxCrossEntropy, &[], &[dlogits, loss, correct, logits, labels], &params, [1, 1, 1])
 }
 
 #[repr(C)]
@@ -676,17 +532,6 @@ pub fn sgd(
 ) -> Result<Dispatch> {
     check("velocity", velocity, &weight.shape)?;
     check("gradient", grad, &weight.shape)?;
-    let params = SgdParams {
-        len: weight.len() as u32,
-        lr,
-        momentum,
-        weight_decay,
-    };
-    gpu.dispatch(
-        Kernel::Sgd,
-        &[],
-        &[weight, velocity, grad],
-        &params,
-        grid(weight.len().div_ceil(WG)),
-    )
+    let params = SgdParams { len: weight.len() as u32, lr, momentum, weight_decay };
+    gpu.dispatch(Kernel::Sgd, &[], &[weight, velocity, grad], &params, grid(weight.len().div_ceil(WG)))
 }

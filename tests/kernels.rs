@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::{Rng, assert_close, f64s, gpus};
+use common::{Rng, assert_close, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
-use resnet_wgpu::layers::{
-    self, AvgpoolParams, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams,
-};
+use resnet_wgpu::layers::{self, AvgpoolParams, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams};
 use resnet_wgpu::reference as cpu;
 
 fn upload(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
@@ -23,13 +21,7 @@ fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
 }
 
 /// Checks `analytic` = d/dx sum(f(x) * dout) by central differences at up to 40 positions.
-fn finite_differences(
-    what: &str,
-    f: impl Fn(&[f64]) -> Vec<f64>,
-    x: &[f64],
-    dout: &[f64],
-    analytic: &[f64],
-) {
+fn finite_differences(what: &str, f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64], dout: &[f64], analytic: &[f64]) {
     let h = 1e-6;
     let loss = |x: &[f64]| f(x).iter().zip(dout).map(|(a, b)| a * b).sum::<f64>();
     let step = (x.len() / 40).max(1);
@@ -60,7 +52,7 @@ const CONV_CASES: &[[usize; 9]] = &[
 
 #[test]
 fn conv2d_forward_and_backward_match_cpu() {
-    for gpu in gpus() {
+    for gpu in conv_variants() {
         for (case, &[n, c, h, w, k, r, s, stride, pad]) in CONV_CASES.iter().enumerate() {
             let mut rng = Rng::new(case as u64);
             let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
@@ -73,18 +65,11 @@ fn conv2d_forward_and_backward_match_cpu() {
                 upload(gpu, &[k, c, r, s], &weight_v),
                 upload(gpu, &out_shape, &dout_v),
             );
-            let (out, dinp, dweight) = (
-                zeros(gpu, &out_shape),
-                zeros(gpu, &[n, c, h, w]),
-                zeros(gpu, &[k, c, r, s]),
-            );
+            let (out, dinp, dweight) = (zeros(gpu, &out_shape), zeros(gpu, &[n, c, h, w]), zeros(gpu, &[k, c, r, s]));
             let forward = layers::conv2d_forward(gpu, &out, &inp, &weight, stride, pad).unwrap();
-            let backward_input =
-                layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad).unwrap();
-            let backward_weight =
-                layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
-            gpu.run(&[&forward, &backward_input, &backward_weight])
-                .unwrap();
+            let backward_input = layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad).unwrap();
+            let backward_weight = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
+            gpu.run(&[&forward, &backward_input, &backward_weight]).unwrap();
 
             let (inp_c, weight_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&dout_v));
             let mut out_c = vec![0.0; out.len()];
@@ -95,33 +80,52 @@ fn conv2d_forward_and_backward_match_cpu() {
             cpu::conv2d_backward_weight(&mut dweight_c, &dout_c, &inp_c, &params);
             // f32 sums of up to C*R*S (or N*P*Q) products of values in [-1, 1].
             let what = |name: &str| {
-                format!(
-                    "{name} {:?} case {case} on {}",
-                    [n, c, h, w, k, r, s, stride, pad],
-                    gpu.info.name
-                )
+                format!("{name} {:?} case {case} on {}", [n, c, h, w, k, r, s, stride, pad], gpu.info.name)
             };
-            assert_close(
-                &what("conv2d_forward"),
-                &read(gpu, &out),
-                &out_c,
-                1e-4,
-                1e-4,
-            );
-            assert_close(
-                &what("conv2d_backward_input"),
-                &read(gpu, &dinp),
-                &dinp_c,
-                1e-4,
-                1e-4,
-            );
-            assert_close(
-                &what("conv2d_backward_weight"),
-                &read(gpu, &dweight),
-                &dweight_c,
-                2e-4,
-                1e-4,
-            );
+            assert_close(&what("conv2d_forward"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
+            assert_close(&what("conv2d_backward_input"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-4);
+            assert_close(&what("conv2d_backward_weight"), &read(gpu, &dweight), &dweight_c, 2e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn conv2d_forward_fused_matches_cpu() {
+    for gpu in conv_variants() {
+        for (case, &[n, c, h, w, k, r, s, stride, pad]) in CONV_CASES.iter().enumerate().skip(2).take(2) {
+            let mut rng = Rng::new(50 + case as u64);
+            let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
+            let out_shape = params.out_shape();
+            let len: usize = out_shape.iter().product();
+            let (inp_v, weight_v, bias_v, residual_v) =
+                (rng.vec(n * c * h * w), rng.vec(k * c * r * s), rng.vec(k), rng.vec(len));
+            let (inp, weight) = (upload(gpu, &[n, c, h, w], &inp_v), upload(gpu, &[k, c, r, s], &weight_v));
+            let (bias, residual) = (upload(gpu, &[k], &bias_v), upload(gpu, &out_shape, &residual_v));
+            let (with_bias, with_all) = (zeros(gpu, &out_shape), zeros(gpu, &out_shape));
+            let fused = [
+                layers::conv2d_forward_fused(gpu, &with_bias, &inp, &weight, Some(&bias), None, false, stride, pad)
+                    .unwrap(),
+                layers::conv2d_forward_fused(
+                    gpu,
+                    &with_all,
+                    &inp,
+                    &weight,
+                    Some(&bias),
+                    Some(&residual),
+                    true,
+                    stride,
+                    pad,
+                )
+                .unwrap(),
+            ];
+            gpu.run(&fused.iter().collect::<Vec<_>>()).unwrap();
+            let mut conv = vec![0.0; len];
+            cpu::conv2d_forward(&mut conv, &f64s(&inp_v), &f64s(&weight_v), &params);
+            let pq = out_shape[2] * out_shape[3];
+            let biased: Vec<f64> = conv.iter().enumerate().map(|(i, v)| v + bias_v[(i / pq) % k] as f64).collect();
+            let all: Vec<f64> = biased.iter().zip(&residual_v).map(|(v, r)| (v + *r as f64).max(0.0)).collect();
+            assert_close("conv2d_forward_fused bias", &read(gpu, &with_bias), &biased, 1e-4, 1e-4);
+            assert_close("conv2d_forward_fused bias+residual+relu", &read(gpu, &with_all), &all, 1e-4, 1e-4);
         }
     }
 }
@@ -144,20 +148,8 @@ fn conv2d_backward_matches_finite_differences() {
             cpu::conv2d_forward(&mut out, inp, weight, &params);
             out
         };
-        finite_differences(
-            "conv2d_backward_input",
-            |x| forward(x, &weight),
-            &inp,
-            &dout,
-            &dinp,
-        );
-        finite_differences(
-            "conv2d_backward_weight",
-            |x| forward(&inp, x),
-            &weight,
-            &dout,
-            &dweight,
-        );
+        finite_differences("conv2d_backward_input", |x| forward(x, &weight), &inp, &dout, &dinp);
+        finite_differences("conv2d_backward_weight", |x| forward(&inp, x), &weight, &dout, &dweight);
     }
 }
 
@@ -171,44 +163,21 @@ fn batchnorm_matches_cpu() {
             let shape = [n, c, h, w];
             let mut rng = Rng::new(200 + case as u64);
             // An offset and scale per channel, as real activations have.
-            let inp_v: Vec<f32> = rng
-                .vec(n * c * h * w)
-                .iter()
-                .enumerate()
-                .map(|(i, x)| 3.0 * x + ((i / (h * w)) % c) as f32)
-                .collect();
+            let inp_v: Vec<f32> =
+                rng.vec(n * c * h * w).iter().enumerate().map(|(i, x)| 3.0 * x + ((i / (h * w)) % c) as f32).collect();
             let (weight_v, bias_v, dout_v) = (rng.vec(c), rng.vec(c), rng.vec(n * c * h * w));
             let running_mean_v = rng.vec(c);
             let running_var_v: Vec<f32> = rng.vec(c).iter().map(|x| 1.5 + x).collect();
             let inp = upload(gpu, &shape, &inp_v);
-            let (weight, bias, dout) = (
-                upload(gpu, &[c], &weight_v),
-                upload(gpu, &[c], &bias_v),
-                upload(gpu, &shape, &dout_v),
-            );
-            let (running_mean, running_var) = (
-                upload(gpu, &[c], &running_mean_v),
-                upload(gpu, &[c], &running_var_v),
-            );
-            let (out, out_eval, dinp) =
-                (zeros(gpu, &shape), zeros(gpu, &shape), zeros(gpu, &shape));
-            let (mean, rstd, dweight, dbias) = (
-                zeros(gpu, &[c]),
-                zeros(gpu, &[c]),
-                zeros(gpu, &[c]),
-                zeros(gpu, &[c]),
-            );
+            let (weight, bias, dout) =
+                (upload(gpu, &[c], &weight_v), upload(gpu, &[c], &bias_v), upload(gpu, &shape, &dout_v));
+            let (running_mean, running_var) = (upload(gpu, &[c], &running_mean_v), upload(gpu, &[c], &running_var_v));
+            let (out, out_eval, dinp) = (zeros(gpu, &shape), zeros(gpu, &shape), zeros(gpu, &shape));
+            let (mean, rstd, dweight, dbias) = (zeros(gpu, &[c]), zeros(gpu, &[c]), zeros(gpu, &[c]), zeros(gpu, &[c]));
             // Inference first, so it sees the running statistics before the training forward updates them.
-            let eval = layers::batchnorm_forward_eval(
-                gpu,
-                &out_eval,
-                &inp,
-                &weight,
-                &bias,
-                &running_mean,
-                &running_var,
-            )
-            .unwrap();
+            let eval =
+                layers::batchnorm_forward_eval(gpu, &out_eval, &inp, &weight, &bias, &running_mean, &running_var)
+                    .unwrap();
             let train = layers::batchnorm_forward_train(
                 gpu,
                 &out,
@@ -221,35 +190,18 @@ fn batchnorm_matches_cpu() {
                 &bias,
             )
             .unwrap();
-            let backward = layers::batchnorm_backward(
-                gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd,
-            )
-            .unwrap();
+            let backward =
+                layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd).unwrap();
             gpu.run(&[&eval]).unwrap();
             let out_eval_v = read(gpu, &out_eval);
             gpu.run(&[&train, &backward]).unwrap();
 
-            let params = BatchnormParams {
-                n: n as u32,
-                c: c as u32,
-                hw: (h * w) as u32,
-                ..Default::default()
-            };
-            let (inp_c, weight_c, bias_c, dout_c) =
-                (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
+            let params = BatchnormParams { n: n as u32, c: c as u32, hw: (h * w) as u32, ..Default::default() };
+            let (inp_c, weight_c, bias_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
             let (mut rm_c, mut rv_c) = (f64s(&running_mean_v), f64s(&running_var_v));
             let mut out_eval_c = vec![0.0; inp_c.len()];
-            cpu::batchnorm_forward_eval(
-                &mut out_eval_c,
-                &inp_c,
-                &weight_c,
-                &bias_c,
-                &rm_c,
-                &rv_c,
-                &params,
-            );
-            let (mut out_c, mut mean_c, mut rstd_c) =
-                (vec![0.0; inp_c.len()], vec![0.0; c], vec![0.0; c]);
+            cpu::batchnorm_forward_eval(&mut out_eval_c, &inp_c, &weight_c, &bias_c, &rm_c, &rv_c, &params);
+            let (mut out_c, mut mean_c, mut rstd_c) = (vec![0.0; inp_c.len()], vec![0.0; c], vec![0.0; c]);
             cpu::batchnorm_forward_train(
                 &mut out_c,
                 &mut mean_c,
@@ -261,8 +213,7 @@ fn batchnorm_matches_cpu() {
                 &bias_c,
                 &params,
             );
-            let (mut dinp_c, mut dweight_c, mut dbias_c) =
-                (vec![0.0; inp_c.len()], vec![0.0; c], vec![0.0; c]);
+            let (mut dinp_c, mut dweight_c, mut dbias_c) = (vec![0.0; inp_c.len()], vec![0.0; c], vec![0.0; c]);
             cpu::batchnorm_backward(
                 &mut dinp_c,
                 &mut dweight_c,
@@ -275,148 +226,41 @@ fn batchnorm_matches_cpu() {
                 &params,
             );
 
-            let what = |name: &str| {
-                format!(
-                    "{name} {shape:?} on {} ({:?})",
-                    gpu.info.name, gpu.info.backend
-                )
-            };
-            assert_close(
-                &what("batchnorm_forward_eval"),
-                &out_eval_v,
-                &out_eval_c,
-                1e-5,
-                1e-5,
-            );
-            assert_close(
-                &what("batchnorm_forward_train out"),
-                &read(gpu, &out),
-                &out_c,
-                1e-4,
-                1e-4,
-            );
-            assert_close(
-                &what("batchnorm_forward_train mean"),
-                &read(gpu, &mean),
-                &mean_c,
-                1e-5,
-                1e-5,
-            );
+            let what = |name: &str| format!("{name} {shape:?} on {} ({:?})", gpu.info.name, gpu.info.backend);
+            assert_close(&what("batchnorm_forward_eval"), &out_eval_v, &out_eval_c, 1e-5, 1e-5);
+            assert_close(&what("batchnorm_forward_train out"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
+            assert_close(&what("batchnorm_forward_train mean"), &read(gpu, &mean), &mean_c, 1e-5, 1e-5);
             // With one value per channel the variance is 0 and rstd = 1/sqrt(eps): relative bound only.
-            assert_close(
-                &what("batchnorm_forward_train rstd"),
-                &read(gpu, &rstd),
-                &rstd_c,
-                1e-5,
-                1e-4,
-            );
-            assert_close(
-                &what("batchnorm running_mean"),
-                &read(gpu, &running_mean),
-                &rm_c,
-                1e-5,
-                1e-5,
-            );
-            assert_close(
-                &what("batchnorm running_var"),
-                &read(gpu, &running_var),
-                &rv_c,
-                1e-5,
-                1e-4,
-            );
-            assert_close(
-                &what("batchnorm_backward dinp"),
-                &read(gpu, &dinp),
-                &dinp_c,
-                1e-4,
-                1e-3,
-            );
-            assert_close(
-                &what("batchnorm_backward dweight"),
-                &read(gpu, &dweight),
-                &dweight_c,
-                1e-4,
-                1e-4,
-            );
-            assert_close(
-                &what("batchnorm_backward dbias"),
-                &read(gpu, &dbias),
-                &dbias_c,
-                1e-4,
-                1e-4,
-            );
+            assert_close(&what("batchnorm_forward_train rstd"), &read(gpu, &rstd), &rstd_c, 1e-5, 1e-4);
+            assert_close(&what("batchnorm running_mean"), &read(gpu, &running_mean), &rm_c, 1e-5, 1e-5);
+            assert_close(&what("batchnorm running_var"), &read(gpu, &running_var), &rv_c, 1e-5, 1e-4);
+            assert_close(&what("batchnorm_backward dinp"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-3);
+            assert_close(&what("batchnorm_backward dweight"), &read(gpu, &dweight), &dweight_c, 1e-4, 1e-4);
+            assert_close(&what("batchnorm_backward dbias"), &read(gpu, &dbias), &dbias_c, 1e-4, 1e-4);
         }
     }
 }
 
 #[test]
 fn batchnorm_backward_matches_finite_differences() {
-    for (case, &[n, c, h, w]) in BN_CASES[..3]
-        .iter()
-        .filter(|s| s[0] * s[2] * s[3] > 1)
-        .enumerate()
-    {
+    for (case, &[n, c, h, w]) in BN_CASES[..3].iter().filter(|s| s[0] * s[2] * s[3] > 1).enumerate() {
         let mut rng = Rng::new(300 + case as u64);
         let len = n * c * h * w;
-        let params = BatchnormParams {
-            n: n as u32,
-            c: c as u32,
-            hw: (h * w) as u32,
-            ..Default::default()
-        };
-        let (inp, weight, bias, dout) = (
-            f64s(&rng.vec(len)),
-            f64s(&rng.vec(c)),
-            f64s(&rng.vec(c)),
-            f64s(&rng.vec(len)),
-        );
+        let params = BatchnormParams { n: n as u32, c: c as u32, hw: (h * w) as u32, ..Default::default() };
+        let (inp, weight, bias, dout) =
+            (f64s(&rng.vec(len)), f64s(&rng.vec(c)), f64s(&rng.vec(c)), f64s(&rng.vec(len)));
         let forward = |inp: &[f64], weight: &[f64], bias: &[f64]| {
-            let (mut out, mut mean, mut rstd, mut rm, mut rv) = (
-                vec![0.0; len],
-                vec![0.0; c],
-                vec![0.0; c],
-                vec![0.0; c],
-                vec![1.0; c],
-            );
-            cpu::batchnorm_forward_train(
-                &mut out, &mut mean, &mut rstd, &mut rm, &mut rv, inp, weight, bias, &params,
-            );
+            let (mut out, mut mean, mut rstd, mut rm, mut rv) =
+                (vec![0.0; len], vec![0.0; c], vec![0.0; c], vec![0.0; c], vec![1.0; c]);
+            cpu::batchnorm_forward_train(&mut out, &mut mean, &mut rstd, &mut rm, &mut rv, inp, weight, bias, &params);
             (out, mean, rstd)
         };
         let (_, mean, rstd) = forward(&inp, &weight, &bias);
         let (mut dinp, mut dweight, mut dbias) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
-        cpu::batchnorm_backward(
-            &mut dinp,
-            &mut dweight,
-            &mut dbias,
-            &dout,
-            &inp,
-            &weight,
-            &mean,
-            &rstd,
-            &params,
-        );
-        finite_differences(
-            "batchnorm_backward dinp",
-            |x| forward(x, &weight, &bias).0,
-            &inp,
-            &dout,
-            &dinp,
-        );
-        finite_differences(
-            "batchnorm_backward dweight",
-            |x| forward(&inp, x, &bias).0,
-            &weight,
-            &dout,
-            &dweight,
-        );
-        finite_differences(
-            "batchnorm_backward dbias",
-            |x| forward(&inp, &weight, x).0,
-            &bias,
-            &dout,
-            &dbias,
-        );
+        cpu::batchnorm_backward(&mut dinp, &mut dweight, &mut dbias, &dout, &inp, &weight, &mean, &rstd, &params);
+        finite_differences("batchnorm_backward dinp", |x| forward(x, &weight, &bias).0, &inp, &dout, &dinp);
+        finite_differences("batchnorm_backward dweight", |x| forward(&inp, x, &bias).0, &weight, &dout, &dweight);
+        finite_differences("batchnorm_backward dbias", |x| forward(&inp, &weight, x).0, &bias, &dout, &dbias);
     }
 }
 
@@ -428,11 +272,8 @@ fn relu_and_add_match_cpu() {
             let mut rng = Rng::new(400 + case as u64);
             let len: usize = shape.iter().product();
             let (inp_v, other_v, dout_v) = (rng.vec(len), rng.vec(len), rng.vec(len));
-            let (inp, other, dout) = (
-                upload(gpu, shape, &inp_v),
-                upload(gpu, shape, &other_v),
-                upload(gpu, shape, &dout_v),
-            );
+            let (inp, other, dout) =
+                (upload(gpu, shape, &inp_v), upload(gpu, shape, &other_v), upload(gpu, shape, &dout_v));
             let (out, dinp, sum) = (zeros(gpu, shape), zeros(gpu, shape), zeros(gpu, shape));
             let dispatches = [
                 layers::relu_forward(gpu, &out, &inp).unwrap(),
@@ -441,8 +282,7 @@ fn relu_and_add_match_cpu() {
             ];
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
             let (inp_c, other_c, dout_c) = (f64s(&inp_v), f64s(&other_v), f64s(&dout_v));
-            let (mut out_c, mut dinp_c, mut sum_c) =
-                (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+            let (mut out_c, mut dinp_c, mut sum_c) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
             cpu::relu_forward(&mut out_c, &inp_c);
             cpu::relu_backward(&mut dinp_c, &dout_c, &inp_c);
             cpu::add(&mut sum_c, &inp_c, &other_c);
@@ -468,21 +308,14 @@ fn relu_and_add_match_cpu() {
 fn shortcut_a_matches_cpu() {
     for gpu in gpus() {
         // CIFAR's 16 -> 32 at 32x32, and odd sizes (ceil(H/2)) with an odd channel count.
-        for (case, (inp_shape, out_shape)) in [
-            ([2, 16, 32, 32], [2, 32, 16, 16]),
-            ([3, 5, 7, 9], [3, 11, 4, 5]),
-        ]
-        .iter()
-        .enumerate()
+        for (case, (inp_shape, out_shape)) in
+            [([2, 16, 32, 32], [2, 32, 16, 16]), ([3, 5, 7, 9], [3, 11, 4, 5])].iter().enumerate()
         {
             let mut rng = Rng::new(500 + case as u64);
             let params = ShortcutParams::new(inp_shape, out_shape).unwrap();
             let (in_len, out_len) = (inp_shape.iter().product(), out_shape.iter().product());
             let (inp_v, dout_v) = (rng.vec(in_len), rng.vec(out_len));
-            let (inp, dout) = (
-                upload(gpu, inp_shape, &inp_v),
-                upload(gpu, out_shape, &dout_v),
-            );
+            let (inp, dout) = (upload(gpu, inp_shape, &inp_v), upload(gpu, out_shape, &dout_v));
             let (out, dinp) = (zeros(gpu, out_shape), zeros(gpu, inp_shape));
             let forward = layers::shortcut_a_forward(gpu, &out, &inp).unwrap();
             let backward = layers::shortcut_a_backward(gpu, &dinp, &dout).unwrap();
@@ -507,45 +340,25 @@ fn shortcut_a_matches_cpu() {
 fn maxpool_matches_cpu() {
     for gpu in gpus() {
         // The ImageNet stem's 3x3/2 pad 1 on odd and even sizes, and a 2x2/2 pool.
-        for (case, &(shape, size, stride, pad)) in [
-            ([2, 3, 13, 11], 3, 2, 1),
-            ([1, 5, 16, 16], 3, 2, 1),
-            ([3, 2, 9, 8], 2, 2, 0),
-        ]
-        .iter()
-        .enumerate()
+        for (case, &(shape, size, stride, pad)) in
+            [([2, 3, 13, 11], 3, 2, 1), ([1, 5, 16, 16], 3, 2, 1), ([3, 2, 9, 8], 2, 2, 0)].iter().enumerate()
         {
             let mut rng = Rng::new(600 + case as u64);
             let params = PoolParams::new(&shape, size, stride, pad).unwrap();
             let out_shape = params.out_shape();
-            let (in_len, out_len): (usize, usize) =
-                (shape.iter().product(), out_shape.iter().product());
+            let (in_len, out_len): (usize, usize) = (shape.iter().product(), out_shape.iter().product());
             let (inp_v, dout_v) = (rng.vec(in_len), rng.vec(out_len));
-            let (inp, dout) = (
-                upload(gpu, &shape, &inp_v),
-                upload(gpu, &out_shape, &dout_v),
-            );
-            let (out, indices, dinp) = (
-                zeros(gpu, &out_shape),
-                zeros(gpu, &out_shape),
-                zeros(gpu, &shape),
-            );
-            let forward =
-                layers::maxpool_forward(gpu, &out, &indices, &inp, size, stride, pad).unwrap();
-            let backward =
-                layers::maxpool_backward(gpu, &dinp, &dout, &indices, size, stride, pad).unwrap();
+            let (inp, dout) = (upload(gpu, &shape, &inp_v), upload(gpu, &out_shape, &dout_v));
+            let (out, indices, dinp) = (zeros(gpu, &out_shape), zeros(gpu, &out_shape), zeros(gpu, &shape));
+            let forward = layers::maxpool_forward(gpu, &out, &indices, &inp, size, stride, pad).unwrap();
+            let backward = layers::maxpool_backward(gpu, &dinp, &dout, &indices, size, stride, pad).unwrap();
             gpu.run(&[&forward, &backward]).unwrap();
             let (inp_c, dout_c) = (f64s(&inp_v), f64s(&dout_v));
-            let (mut out_c, mut indices_c, mut dinp_c) =
-                (vec![0.0; out_len], vec![0u32; out_len], vec![0.0; in_len]);
+            let (mut out_c, mut indices_c, mut dinp_c) = (vec![0.0; out_len], vec![0u32; out_len], vec![0.0; in_len]);
             cpu::maxpool_forward(&mut out_c, &mut indices_c, &inp_c, &params);
             cpu::maxpool_backward(&mut dinp_c, &dout_c, &indices_c, &params);
             assert_close("maxpool_forward", &read(gpu, &out), &out_c, 0.0, 0.0);
-            assert_eq!(
-                gpu.read::<u32>(&indices).unwrap(),
-                indices_c,
-                "maxpool_forward indices"
-            );
+            assert_eq!(gpu.read::<u32>(&indices).unwrap(), indices_c, "maxpool_forward indices");
             assert_close("maxpool_backward", &read(gpu, &dinp), &dinp_c, 1e-6, 0.0);
             let forward_c = |x: &[f64]| {
                 let (mut out, mut indices) = (vec![0.0; out_len], vec![0u32; out_len]);
@@ -560,10 +373,7 @@ fn maxpool_matches_cpu() {
 #[test]
 fn avgpool_matches_cpu() {
     for gpu in gpus() {
-        for (case, shape) in [[2, 3, 5, 7], [4, 64, 8, 8], [3, 300, 1, 1]]
-            .iter()
-            .enumerate()
-        {
+        for (case, shape) in [[2, 3, 5, 7], [4, 64, 8, 8], [3, 300, 1, 1]].iter().enumerate() {
             let mut rng = Rng::new(700 + case as u64);
             let out_shape = [shape[0], shape[1]];
             let params = AvgpoolParams::new(shape, &out_shape).unwrap();
@@ -597,58 +407,27 @@ fn linear_matches_cpu() {
         for (case, &[n, c, k]) in [[4, 64, 10], [1, 7, 3], [3, 2048, 1000]].iter().enumerate() {
             let mut rng = Rng::new(800 + case as u64);
             let params = LinearParams::new(&[n, c], &[k, c]).unwrap();
-            let (inp_v, weight_v, bias_v, dout_v) =
-                (rng.vec(n * c), rng.vec(k * c), rng.vec(k), rng.vec(n * k));
-            let (inp, weight) = (
-                upload(gpu, &[n, c], &inp_v),
-                upload(gpu, &[k, c], &weight_v),
-            );
+            let (inp_v, weight_v, bias_v, dout_v) = (rng.vec(n * c), rng.vec(k * c), rng.vec(k), rng.vec(n * k));
+            let (inp, weight) = (upload(gpu, &[n, c], &inp_v), upload(gpu, &[k, c], &weight_v));
             let (bias, dout) = (upload(gpu, &[k], &bias_v), upload(gpu, &[n, k], &dout_v));
-            let (out, dinp, dweight, dbias) = (
-                zeros(gpu, &[n, k]),
-                zeros(gpu, &[n, c]),
-                zeros(gpu, &[k, c]),
-                zeros(gpu, &[k]),
-            );
+            let (out, dinp, dweight, dbias) =
+                (zeros(gpu, &[n, k]), zeros(gpu, &[n, c]), zeros(gpu, &[k, c]), zeros(gpu, &[k]));
             let dispatches = [
                 layers::linear_forward(gpu, &out, &inp, &weight, &bias).unwrap(),
                 layers::linear_backward_input(gpu, &dinp, &dout, &weight).unwrap(),
                 layers::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp).unwrap(),
             ];
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
-            let (inp_c, weight_c, bias_c, dout_c) =
-                (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
-            let (mut out_c, mut dinp_c, mut dweight_c, mut dbias_c) = (
-                vec![0.0; n * k],
-                vec![0.0; n * c],
-                vec![0.0; k * c],
-                vec![0.0; k],
-            );
+            let (inp_c, weight_c, bias_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
+            let (mut out_c, mut dinp_c, mut dweight_c, mut dbias_c) =
+                (vec![0.0; n * k], vec![0.0; n * c], vec![0.0; k * c], vec![0.0; k]);
             cpu::linear_forward(&mut out_c, &inp_c, &weight_c, &bias_c, &params);
             cpu::linear_backward_input(&mut dinp_c, &dout_c, &weight_c, &params);
             cpu::linear_backward_weight(&mut dweight_c, &mut dbias_c, &dout_c, &inp_c, &params);
             assert_close("linear_forward", &read(gpu, &out), &out_c, 1e-4, 1e-4);
-            assert_close(
-                "linear_backward_input",
-                &read(gpu, &dinp),
-                &dinp_c,
-                1e-4,
-                1e-4,
-            );
-            assert_close(
-                "linear_backward_weight dweight",
-                &read(gpu, &dweight),
-                &dweight_c,
-                1e-5,
-                1e-5,
-            );
-            assert_close(
-                "linear_backward_weight dbias",
-                &read(gpu, &dbias),
-                &dbias_c,
-                1e-5,
-                1e-5,
-            );
+            assert_close("linear_backward_input", &read(gpu, &dinp), &dinp_c, 1e-4, 1e-4);
+            assert_close("linear_backward_weight dweight", &read(gpu, &dweight), &dweight_c, 1e-5, 1e-5);
+            assert_close("linear_backward_weight dbias", &read(gpu, &dbias), &dbias_c, 1e-5, 1e-5);
             if c < 100 {
                 let forward = |inp: &[f64], weight: &[f64], bias: &[f64]| {
                     let mut out = vec![0.0; n * k];
@@ -689,50 +468,21 @@ fn softmax_cross_entropy_matches_cpu() {
             let mut rng = Rng::new(900 + case as u64);
             let logits_v: Vec<f32> = rng.vec(n * k).iter().map(|x| 5.0 * x).collect();
             let labels_v: Vec<u32> = (0..n).map(|_| rng.below(k as u32)).collect();
-            let (logits, labels) = (
-                upload(gpu, &[n, k], &logits_v),
-                gpu.upload("labels", &[n], &labels_v).unwrap(),
-            );
-            let (dlogits, loss, correct) =
-                (zeros(gpu, &[n, k]), zeros(gpu, &[1]), zeros(gpu, &[1]));
-            let dispatch =
-                layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels)
-                    .unwrap();
+            let (logits, labels) = (upload(gpu, &[n, k], &logits_v), gpu.upload("labels", &[n], &labels_v).unwrap());
+            let (dlogits, loss, correct) = (zeros(gpu, &[n, k]), zeros(gpu, &[1]), zeros(gpu, &[1]));
+            let dispatch = layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels).unwrap();
             gpu.run(&[&dispatch]).unwrap();
             let logits_c = f64s(&logits_v);
             let mut dlogits_c = vec![0.0; n * k];
-            let (loss_c, correct_c) =
-                cpu::softmax_cross_entropy(&mut dlogits_c, &logits_c, &labels_v, k);
-            assert_close(
-                "softmax_cross_entropy dlogits",
-                &read(gpu, &dlogits),
-                &dlogits_c,
-                1e-6,
-                1e-4,
-            );
-            assert_close(
-                "softmax_cross_entropy loss",
-                &read(gpu, &loss),
-                &[loss_c],
-                1e-5,
-                1e-5,
-            );
-            assert_eq!(
-                gpu.read::<u32>(&correct).unwrap(),
-                [correct_c],
-                "softmax_cross_entropy correct"
-            );
+            let (loss_c, correct_c) = cpu::softmax_cross_entropy(&mut dlogits_c, &logits_c, &labels_v, k);
+            assert_close("softmax_cross_entropy dlogits", &read(gpu, &dlogits), &dlogits_c, 1e-6, 1e-4);
+            assert_close("softmax_cross_entropy loss", &read(gpu, &loss), &[loss_c], 1e-5, 1e-5);
+            assert_eq!(gpu.read::<u32>(&correct).unwrap(), [correct_c], "softmax_cross_entropy correct");
             let loss_of = |x: &[f64]| {
                 let mut scratch = vec![0.0; n * k];
                 vec![cpu::softmax_cross_entropy(&mut scratch, x, &labels_v, k).0]
             };
-            finite_differences(
-                "softmax_cross_entropy dlogits",
-                loss_of,
-                &logits_c,
-                &[1.0],
-                &dlogits_c,
-            );
+            finite_differences("softmax_cross_entropy dlogits", loss_of, &logits_c, &[1.0], &dlogits_c);
         }
     }
 }
@@ -743,49 +493,18 @@ fn sgd_matches_cpu() {
         let mut rng = Rng::new(1000);
         let len = 100_003;
         let (weight_v, velocity_v, grad_v) = (rng.vec(len), rng.vec(len), rng.vec(len));
-        let (weight, velocity, grad) = (
-            upload(gpu, &[len], &weight_v),
-            upload(gpu, &[len], &velocity_v),
-            upload(gpu, &[len], &grad_v),
-        );
+        let (weight, velocity, grad) =
+            (upload(gpu, &[len], &weight_v), upload(gpu, &[len], &velocity_v), upload(gpu, &[len], &grad_v));
         let step = layers::sgd(gpu, &weight, &velocity, &grad, 0.1, 0.9, 1e-4).unwrap();
         gpu.run(&[&step]).unwrap();
         let (mut weight_c, mut velocity_c) = (f64s(&weight_v), f64s(&velocity_v));
-        cpu::sgd(
-            &mut weight_c,
-            &mut velocity_c,
-            &f64s(&grad_v),
-            0.1,
-            0.9,
-            1e-4,
-        );
+        cpu::sgd(&mut weight_c, &mut velocity_c, &f64s(&grad_v), 0.1, 0.9, 1e-4);
         // A second step with a new learning rate, through the same prepared dispatch.
-        gpu.update_params(
-            &step,
-            &layers::SgdParams {
-                len: len as u32,
-                lr: 0.01,
-                momentum: 0.9,
-                weight_decay: 1e-4,
-            },
-        );
+        gpu.update_params(&step, &layers::SgdParams { len: len as u32, lr: 0.01, momentum: 0.9, weight_decay: 1e-4 });
         gpu.run(&[&step]).unwrap();
-        cpu::sgd(
-            &mut weight_c,
-            &mut velocity_c,
-            &f64s(&grad_v),
-            0.01,
-            0.9,
-            1e-4,
-        );
+        cpu::sgd(&mut weight_c, &mut velocity_c, &f64s(&grad_v), 0.01, 0.9, 1e-4);
         assert_close("sgd weight", &read(gpu, &weight), &weight_c, 1e-6, 1e-6);
-        assert_close(
-            "sgd velocity",
-            &read(gpu, &velocity),
-            &velocity_c,
-            1e-6,
-            1e-6,
-        );
+        assert_close("sgd velocity", &read(gpu, &velocity), &velocity_c, 1e-6, 1e-6);
     }
 }
 
@@ -798,34 +517,17 @@ fn reductions_give_the_same_bits_every_run() {
         let dout = upload(gpu, &shape, &rng.vec(8 * 16 * 144));
         let dweight = zeros(gpu, &[16, 16, 3, 3]);
         let step = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, 1, 1).unwrap();
-        let (out, mean, rstd, rm, rv) = (
-            zeros(gpu, &shape),
-            zeros(gpu, &[16]),
-            zeros(gpu, &[16]),
-            zeros(gpu, &[16]),
-            zeros(gpu, &[16]),
-        );
-        let (bn_weight, bn_bias) = (
-            upload(gpu, &[16], &rng.vec(16)),
-            upload(gpu, &[16], &rng.vec(16)),
-        );
-        let bn = layers::batchnorm_forward_train(
-            gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias,
-        )
-        .unwrap();
+        let (out, mean, rstd, rm, rv) =
+            (zeros(gpu, &shape), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]));
+        let (bn_weight, bn_bias) = (upload(gpu, &[16], &rng.vec(16)), upload(gpu, &[16], &rng.vec(16)));
+        let bn =
+            layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias).unwrap();
         let runs: Vec<(Vec<u32>, Vec<u32>)> = (0..3)
             .map(|_| {
                 gpu.run(&[&step, &bn]).unwrap();
-                (
-                    gpu.read::<u32>(&dweight).unwrap(),
-                    gpu.read::<u32>(&out).unwrap(),
-                )
+                (gpu.read::<u32>(&dweight).unwrap(), gpu.read::<u32>(&out).unwrap())
             })
             .collect();
-        assert!(
-            runs.iter().all(|r| *r == runs[0]),
-            "repeated runs on {} differ in their bits",
-            gpu.info.name
-        );
+        assert!(runs.iter().all(|r| *r == runs[0]), "repeated runs on {} differ in their bits", gpu.info.name);
     }
 }

@@ -11,19 +11,24 @@ use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 pub fn gpus() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
-        let backends =
-            std::env::var("RESNET_WGPU_TEST_BACKENDS").unwrap_or_else(|_| "vulkan,gl".into());
+        let backends = std::env::var("RESNET_WGPU_TEST_BACKENDS").unwrap_or_else(|_| "vulkan,gl".into());
         backends
             .split(',')
             .map(|backend| {
-                let gpu = Gpu::new(&AdapterChoice::backend(backend)).unwrap_or_else(|e| {
-                    panic!("GPU tests need an adapter on backend {backend}: {e:#}")
-                });
+                let gpu = Gpu::new(&AdapterChoice::backend(backend))
+                    .unwrap_or_else(|e| panic!("GPU tests need an adapter on backend {backend}: {e:#}"));
                 eprintln!("testing on {}", gpu.describe());
                 gpu
             })
             .collect()
     })
+}
+
+/// Every test adapter twice, once per conv variant (workgroup-memory tiles and the direct path),
+/// so both are checked wherever the tests run.
+pub fn conv_variants() -> &'static [Gpu] {
+    static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+    GPUS.get_or_init(|| gpus().iter().flat_map(|g| [g.with_shared_tiles(true), g.with_shared_tiles(false)]).collect())
 }
 
 /// xorshift64*: a small seeded generator, so every run draws the same inputs.
@@ -61,13 +66,7 @@ pub fn f64s(v: &[f32]) -> Vec<f64> {
 
 /// Asserts |gpu - cpu| <= atol + rtol * |cpu| everywhere, naming the first element that is off.
 pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(
-        gpu.len(),
-        cpu.len(),
-        "{what}: {} values from the GPU, {} from the CPU",
-        gpu.len(),
-        cpu.len()
-    );
+    assert_eq!(gpu.len(), cpu.len(), "{what}: {} values from the GPU, {} from the CPU", gpu.len(), cpu.len());
     let mut worst = 0.0f64;
     for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
         let err = (g as f64 - c).abs();
@@ -77,8 +76,5 @@ pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f64], atol: f64, rtol: f64) 
         );
         worst = worst.max(err);
     }
-    assert!(
-        gpu.iter().all(|x| x.is_finite()),
-        "{what}: non-finite GPU output"
-    );
+    assert!(gpu.iter().all(|x| x.is_finite()), "{what}: non-finite GPU output");
 }
