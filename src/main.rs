@@ -1,15 +1,17 @@
 //! The `resnet-wgpu` command line.
 
-use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
-use resnet_wgpu::gpu::{self, AdapterChoice};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, ensure};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use resnet_wgpu::checkpoint::Checkpoint;
+use resnet_wgpu::data::cifar::{self, Cifar10};
+use resnet_wgpu::gpu::{self, AdapterChoice, Gpu};
+use resnet_wgpu::resnet::ResNet;
+use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
 
 #[derive(Parser)]
-#[command(
-    name = "resnet-wgpu",
-    version,
-    about = "Deep residual networks on any GPU through wgpu and WGSL"
-)]
+#[command(name = "resnet-wgpu", version, about = "Deep residual networks on any GPU through wgpu and WGSL")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,15 +31,121 @@ struct AdapterArgs {
 
 impl AdapterArgs {
     fn choice(&self) -> AdapterChoice {
-        AdapterChoice {
-            backend: self.backend.clone(),
-            adapter: self.adapter.clone(),
-        }
+        AdapterChoice { backend: self.backend.clone(), adapter: self.adapter.clone() }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dataset {
+    Cifar10,
+}
+
+/// Three comma-separated numbers, e.g. `0.4914,0.4822,0.4465`.
+fn triple(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> =
+        s.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    v.try_into().map_err(|_| format!("expected three comma-separated numbers, got {s:?}"))
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    dataset: Dataset,
+    /// Folder with the CIFAR-10 binary files (downloaded there when missing)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// resnet20|32|44|56|110 or plain20|32|44|56|110 (any depth 6n+2)
+    #[arg(long)]
+    model: Option<String>,
+    /// a: the paper's parameter-free shortcut; b: 1x1 conv + BN projection where shapes change
+    #[arg(long)]
+    shortcut: Option<char>,
+    /// Train for this many epochs (instead of --steps)
+    #[arg(long, conflicts_with = "steps")]
+    epochs: Option<f64>,
+    /// Train for this many SGD steps [default: 64000]
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    momentum: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long, value_enum)]
+    schedule: Option<Schedule>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// No random crops and flips
+    #[arg(long)]
+    no_augment: bool,
+    /// Keep the file order (data_batch_1's first record first)
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Hold out the last N training images and test on them (the paper's 45k/5k split: 5000)
+    #[arg(long)]
+    val_split: Option<usize>,
+    /// Per-channel mean of the normalisation [default: CIFAR-10's]
+    #[arg(long, value_parser = triple)]
+    mean: Option<[f32; 3]>,
+    #[arg(long, value_parser = triple)]
+    std: Option<[f32; 3]>,
+    /// Start from these weights (safetensors with torchvision names)
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
+    /// Continue a run from a checkpoint: weights, optimizer, step and recipe
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Write the final state here
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// last.safetensors, best.safetensors, log.jsonl and curves.png go here [default: runs/MODEL]
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Evaluate (and checkpoint) every N steps [default: every epoch]
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Also write the JSON-lines log here
+    #[arg(long)]
+    json_log: Option<PathBuf>,
+    #[command(flatten)]
+    adapter: AdapterArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    dataset: Dataset,
+    /// Folder with the CIFAR-10 binary files (downloaded there when missing)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    model: String,
+    #[arg(long, default_value = "a")]
+    shortcut: char,
+    /// Weights (safetensors with torchvision names), e.g. a checkpoint of `train`
+    #[arg(long)]
+    weights: PathBuf,
+    /// [default: the weights' metadata, else CIFAR-10's]
+    #[arg(long, value_parser = triple)]
+    mean: Option<[f32; 3]>,
+    #[arg(long, value_parser = triple)]
+    std: Option<[f32; 3]>,
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Print one JSON document: {"model", "images", "correct", "accuracy", "loss"}
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    adapter: AdapterArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a CIFAR ResNet with the paper's recipe
+    Train(TrainArgs),
+    /// Evaluate weights on the CIFAR-10 test set
+    Eval(EvalArgs),
     /// List every adapter wgpu finds, and which one the other commands would pick
     Adapters {
         #[command(flatten)]
@@ -46,14 +154,135 @@ enum Command {
 }
 
 fn main() {
+    let _ = ctrlc::set_handler(|| train::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
     if let Err(error) = run(Cli::parse()) {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
 }
 
+fn open_gpu(adapter: &AdapterArgs) -> Result<Gpu> {
+    let gpu = Gpu::new(&adapter.choice())?;
+    eprintln!("adapter: {}", gpu.describe());
+    Ok(gpu)
+}
+
+/// A mean or std from checkpoint metadata (`0.485,0.456,0.406`).
+fn meta_triple(ck: &Checkpoint, key: &str) -> Option<[f32; 3]> {
+    triple(ck.meta(key)?).ok()
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let resumed = match &args.resume {
+        Some(path) => Some(Checkpoint::read(path)?),
+        None => None,
+    };
+    let mut recipe = match &resumed {
+        Some(ck) => {
+            let json = ck.meta("recipe").with_context(|| {
+                format!(
+                    "{} is not a training checkpoint (no recipe in its metadata)",
+                    args.resume.as_ref().unwrap().display()
+                )
+            })?;
+            serde_json::from_str(json).context("reading the recipe of the checkpoint")?
+        }
+        None => Recipe::paper(args.model.as_deref().unwrap_or("resnet20")),
+    };
+    if let Some(model) = &args.model {
+        ensure!(
+            resumed.is_none() || *model == recipe.model,
+            "--model {model} differs from the checkpoint's {}",
+            recipe.model
+        );
+        recipe = Recipe { model: model.clone(), ..recipe };
+    }
+    let r = &mut recipe;
+    args.shortcut.map(|v| r.shortcut = v);
+    args.batch_size.map(|v| r.batch_size = v);
+    args.lr.map(|v| r.lr = v);
+    args.momentum.map(|v| r.momentum = v);
+    args.weight_decay.map(|v| r.weight_decay = v);
+    args.schedule.map(|v| r.schedule = v);
+    args.seed.map(|v| r.seed = v);
+    args.val_split.map(|v| r.val_split = v);
+    args.mean.map(|v| r.mean = v);
+    args.std.map(|v| r.std = v);
+    args.steps.map(|v| r.steps = v);
+    r.augment &= !args.no_augment;
+    r.shuffle &= !args.no_shuffle;
+    recipe.arch()?;
+
+    let dir = args.data.clone().unwrap_or_else(cifar::default_dir);
+    let (train_set, test_set) = train::dataset(&dir)?;
+    let (train_set, test_set) = match recipe.val_split {
+        0 => (train_set, test_set),
+        n => train_set.split_last(n)?,
+    };
+    if let Some(epochs) = args.epochs {
+        recipe.steps = (epochs * (train_set.len() / recipe.batch_size.max(1)) as f64).round() as usize;
+    }
+    let start = match (args.init, args.resume, resumed) {
+        (Some(path), _, _) => {
+            let ck = Checkpoint::read(&path)?;
+            Start::Init(path, ck)
+        }
+        (_, Some(path), Some(ck)) => Start::Resume(path, ck),
+        _ => Start::Fresh,
+    };
+    let out = Outputs {
+        save: args.save,
+        checkpoint_dir: args.checkpoint_dir.unwrap_or_else(|| PathBuf::from("runs").join(&recipe.model)),
+        eval_every: args.eval_every,
+        json_log: args.json_log,
+    };
+    let gpu = open_gpu(&args.adapter)?;
+    let summary = train::train(&gpu, &recipe, &train_set, &test_set, start, &out)?;
+    for line in train::summary_lines(&recipe, &summary) {
+        eprintln!("{line}");
+    }
+    eprintln!("checkpoints, log.jsonl and curves.png are in {}", out.checkpoint_dir.display());
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let ck = Checkpoint::read(&args.weights)?;
+    if let Some(arch) = ck.meta("arch") {
+        ensure!(arch == args.model, "{} holds a {arch}, not a {}", args.weights.display(), args.model);
+    }
+    let shortcut = ck.meta("shortcut").and_then(|s| s.chars().next()).unwrap_or(args.shortcut);
+    let recipe = Recipe { shortcut, ..Recipe::paper(&args.model) };
+    let mean = args.mean.or_else(|| meta_triple(&ck, "mean")).unwrap_or(cifar::MEAN);
+    let std = args.std.or_else(|| meta_triple(&ck, "std")).unwrap_or(cifar::STD);
+    let dir = args.data.clone().unwrap_or_else(cifar::default_dir);
+    cifar::ensure_downloaded(&dir, cifar::URL, &resnet_wgpu::data::download::Checksum::Md5(cifar::MD5.into()))?;
+    let test_set = Cifar10::load_test(&dir)?;
+    let gpu = open_gpu(&args.adapter)?;
+    let model = ResNet::new(&gpu, recipe.arch()?)?;
+    model.restore(&gpu, &ck, false, &args.weights)?;
+    let eval = train::Evaluator::new(&gpu, &model, test_set.len(), args.batch_size)?.run(&gpu, &test_set, mean, std)?;
+    let accuracy = eval.correct as f64 / eval.images as f64;
+    if args.json {
+        let doc = serde_json::json!({"model": args.model, "images": eval.images, "correct": eval.correct, "accuracy": accuracy, "loss": eval.loss});
+        println!("{doc}");
+    } else {
+        println!(
+            "{}: {}/{} correct, accuracy {:.2}%, error {:.2}%, loss {:.4}",
+            args.model,
+            eval.correct,
+            eval.images,
+            100.0 * accuracy,
+            100.0 * (1.0 - accuracy),
+            eval.loss
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Eval(args) => run_eval(args),
         Command::Adapters { adapter } => {
             let choice = adapter.choice();
             let backends = match &choice.backend {

@@ -3,21 +3,11 @@
 //! benchmark's self-check compare the GPU against these.
 
 use crate::layers::{
-    AvgpoolParams, BN_EPS, BN_MOMENTUM, BatchnormParams, ConvParams, LinearParams, PoolParams,
-    ShortcutParams,
+    AvgpoolParams, BN_EPS, BN_MOMENTUM, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams,
 };
 
 /// `inp[n,c,h,w]` with zero outside the image.
-fn at(
-    inp: &[f64],
-    c_len: usize,
-    h_len: usize,
-    w_len: usize,
-    n: usize,
-    c: usize,
-    h: isize,
-    w: isize,
-) -> f64 {
+fn at(inp: &[f64], c_len: usize, h_len: usize, w_len: usize, n: usize, c: usize, h: isize, w: isize) -> f64 {
     if h < 0 || w < 0 || h >= h_len as isize || w >= w_len as isize {
         return 0.0;
     }
@@ -29,19 +19,7 @@ fn dims(p: &ConvParams) -> [usize; 11] {
 }
 
 pub fn conv2d_forward(out: &mut [f64], inp: &[f64], weight: &[f64], params: &ConvParams) {
-    let [
-        n_len,
-        c_len,
-        h_len,
-        w_len,
-        k_len,
-        r_len,
-        s_len,
-        p_len,
-        q_len,
-        stride,
-        pad,
-    ] = dims(params);
+    let [n_len, c_len, h_len, w_len, k_len, r_len, s_len, p_len, q_len, stride, pad] = dims(params);
     for n in 0..n_len {
         for k in 0..k_len {
             for p in 0..p_len {
@@ -66,19 +44,7 @@ pub fn conv2d_forward(out: &mut [f64], inp: &[f64], weight: &[f64], params: &Con
 
 /// Scatters every output gradient back along the forward's index map.
 pub fn conv2d_backward_input(dinp: &mut [f64], dout: &[f64], weight: &[f64], params: &ConvParams) {
-    let [
-        n_len,
-        c_len,
-        h_len,
-        w_len,
-        k_len,
-        r_len,
-        s_len,
-        p_len,
-        q_len,
-        stride,
-        pad,
-    ] = dims(params);
+    let [n_len, c_len, h_len, w_len, k_len, r_len, s_len, p_len, q_len, stride, pad] = dims(params);
     dinp.fill(0.0);
     for n in 0..n_len {
         for k in 0..k_len {
@@ -90,10 +56,8 @@ pub fn conv2d_backward_input(dinp: &mut [f64], dout: &[f64], weight: &[f64], par
                             for s in 0..s_len {
                                 let h = (p * stride + r) as isize - pad as isize;
                                 let w = (q * stride + s) as isize - pad as isize;
-                                if h >= 0 && w >= 0 && (h as usize) < h_len && (w as usize) < w_len
-                                {
-                                    dinp[((n * c_len + c) * h_len + h as usize) * w_len
-                                        + w as usize] +=
+                                if h >= 0 && w >= 0 && (h as usize) < h_len && (w as usize) < w_len {
+                                    dinp[((n * c_len + c) * h_len + h as usize) * w_len + w as usize] +=
                                         g * weight[((k * c_len + c) * r_len + r) * s_len + s];
                                 }
                             }
@@ -106,19 +70,7 @@ pub fn conv2d_backward_input(dinp: &mut [f64], dout: &[f64], weight: &[f64], par
 }
 
 pub fn conv2d_backward_weight(dweight: &mut [f64], dout: &[f64], inp: &[f64], params: &ConvParams) {
-    let [
-        n_len,
-        c_len,
-        h_len,
-        w_len,
-        k_len,
-        r_len,
-        s_len,
-        p_len,
-        q_len,
-        stride,
-        pad,
-    ] = dims(params);
+    let [n_len, c_len, h_len, w_len, k_len, r_len, s_len, p_len, q_len, stride, pad] = dims(params);
     dweight.fill(0.0);
     for n in 0..n_len {
         for k in 0..k_len {
@@ -163,10 +115,7 @@ pub fn batchnorm_forward_train(
     let momentum = BN_MOMENTUM as f64;
     for c in 0..params.c as usize {
         let mu = channel(params, c).map(|i| inp[i]).sum::<f64>() / m;
-        let var = channel(params, c)
-            .map(|i| (inp[i] - mu).powi(2))
-            .sum::<f64>()
-            / m;
+        let var = channel(params, c).map(|i| (inp[i] - mu).powi(2)).sum::<f64>() / m;
         let r = 1.0 / (var + BN_EPS as f64).sqrt();
         for i in channel(params, c) {
             out[i] = (inp[i] - mu) * r * weight[c] + bias[c];
@@ -174,8 +123,7 @@ pub fn batchnorm_forward_train(
         mean[c] = mu;
         rstd[c] = r;
         running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mu;
-        running_var[c] =
-            (1.0 - momentum) * running_var[c] + momentum * var * m / (m - 1.0).max(1.0);
+        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var * m / (m - 1.0).max(1.0);
     }
 }
 
@@ -190,9 +138,7 @@ pub fn batchnorm_forward_eval(
 ) {
     for c in 0..params.c as usize {
         for i in channel(params, c) {
-            out[i] = (inp[i] - running_mean[c]) / (running_var[c] + BN_EPS as f64).sqrt()
-                * weight[c]
-                + bias[c];
+            out[i] = (inp[i] - running_mean[c]) / (running_var[c] + BN_EPS as f64).sqrt() * weight[c] + bias[c];
         }
     }
 }
@@ -241,10 +187,8 @@ pub fn add(out: &mut [f64], inp: &[f64], other: &[f64]) {
 }
 
 pub fn shortcut_a_forward(out: &mut [f64], inp: &[f64], params: &ShortcutParams) {
-    let [n_len, c_len, h_len, w_len, k_len, p_len, q_len] = [
-        params.n, params.c, params.h, params.w, params.k, params.p, params.q,
-    ]
-    .map(|x| x as usize);
+    let [n_len, c_len, h_len, w_len, k_len, p_len, q_len] =
+        [params.n, params.c, params.h, params.w, params.k, params.p, params.q].map(|x| x as usize);
     let lo = (k_len - c_len) / 2;
     for n in 0..n_len {
         for k in 0..k_len {
@@ -262,10 +206,8 @@ pub fn shortcut_a_forward(out: &mut [f64], inp: &[f64], params: &ShortcutParams)
 }
 
 pub fn shortcut_a_backward(dinp: &mut [f64], dout: &[f64], params: &ShortcutParams) {
-    let [n_len, c_len, h_len, w_len, k_len, p_len, q_len] = [
-        params.n, params.c, params.h, params.w, params.k, params.p, params.q,
-    ]
-    .map(|x| x as usize);
+    let [n_len, c_len, h_len, w_len, k_len, p_len, q_len] =
+        [params.n, params.c, params.h, params.w, params.k, params.p, params.q].map(|x| x as usize);
     let lo = (k_len - c_len) / 2;
     dinp.fill(0.0);
     for n in 0..n_len {
@@ -282,27 +224,17 @@ pub fn shortcut_a_backward(dinp: &mut [f64], dout: &[f64], params: &ShortcutPara
 
 /// Writes the window maxima and their indices h*W + w within the plane (first maximum wins).
 pub fn maxpool_forward(out: &mut [f64], indices: &mut [u32], inp: &[f64], params: &PoolParams) {
-    let [nc, h_len, w_len, p_len, q_len, size, stride, pad] = [
-        params.n * params.c,
-        params.h,
-        params.w,
-        params.p,
-        params.q,
-        params.size,
-        params.stride,
-        params.pad,
-    ]
-    .map(|x| x as usize);
+    let [nc, h_len, w_len, p_len, q_len, size, stride, pad] =
+        [params.n * params.c, params.h, params.w, params.p, params.q, params.size, params.stride, params.pad]
+            .map(|x| x as usize);
     for plane in 0..nc {
         for p in 0..p_len {
             for q in 0..q_len {
                 let mut best: Option<(f64, usize)> = None;
                 for r in 0..size {
                     for s in 0..size {
-                        let (h, w) = (
-                            (p * stride + r) as isize - pad as isize,
-                            (q * stride + s) as isize - pad as isize,
-                        );
+                        let (h, w) =
+                            ((p * stride + r) as isize - pad as isize, (q * stride + s) as isize - pad as isize);
                         if h < 0 || w < 0 || h >= h_len as isize || w >= w_len as isize {
                             continue;
                         }
@@ -322,12 +254,7 @@ pub fn maxpool_forward(out: &mut [f64], indices: &mut [u32], inp: &[f64], params
 }
 
 pub fn maxpool_backward(dinp: &mut [f64], dout: &[f64], indices: &[u32], params: &PoolParams) {
-    let [nc, hw, pq] = [
-        params.n * params.c,
-        params.h * params.w,
-        params.p * params.q,
-    ]
-    .map(|x| x as usize);
+    let [nc, hw, pq] = [params.n * params.c, params.h * params.w, params.p * params.q].map(|x| x as usize);
     dinp.fill(0.0);
     for plane in 0..nc {
         for j in 0..pq {
@@ -350,36 +277,20 @@ pub fn avgpool_backward(dinp: &mut [f64], dout: &[f64], params: &AvgpoolParams) 
     }
 }
 
-pub fn linear_forward(
-    out: &mut [f64],
-    inp: &[f64],
-    weight: &[f64],
-    bias: &[f64],
-    params: &LinearParams,
-) {
+pub fn linear_forward(out: &mut [f64], inp: &[f64], weight: &[f64], bias: &[f64], params: &LinearParams) {
     let [n_len, c_len, k_len] = [params.n, params.c, params.k].map(|x| x as usize);
     for n in 0..n_len {
         for k in 0..k_len {
-            out[n * k_len + k] = bias[k]
-                + (0..c_len)
-                    .map(|c| inp[n * c_len + c] * weight[k * c_len + c])
-                    .sum::<f64>();
+            out[n * k_len + k] = bias[k] + (0..c_len).map(|c| inp[n * c_len + c] * weight[k * c_len + c]).sum::<f64>();
         }
     }
 }
 
-pub fn linear_backward_input(
-    dinp: &mut [f64],
-    dout: &[f64],
-    weight: &[f64],
-    params: &LinearParams,
-) {
+pub fn linear_backward_input(dinp: &mut [f64], dout: &[f64], weight: &[f64], params: &LinearParams) {
     let [n_len, c_len, k_len] = [params.n, params.c, params.k].map(|x| x as usize);
     for n in 0..n_len {
         for c in 0..c_len {
-            dinp[n * c_len + c] = (0..k_len)
-                .map(|k| dout[n * k_len + k] * weight[k * c_len + c])
-                .sum();
+            dinp[n * c_len + c] = (0..k_len).map(|k| dout[n * k_len + k] * weight[k * c_len + c]).sum();
         }
     }
 }
@@ -394,21 +305,14 @@ pub fn linear_backward_weight(
     let [n_len, c_len, k_len] = [params.n, params.c, params.k].map(|x| x as usize);
     for k in 0..k_len {
         for c in 0..c_len {
-            dweight[k * c_len + c] = (0..n_len)
-                .map(|n| dout[n * k_len + k] * inp[n * c_len + c])
-                .sum();
+            dweight[k * c_len + c] = (0..n_len).map(|n| dout[n * k_len + k] * inp[n * c_len + c]).sum();
         }
         dbias[k] = (0..n_len).map(|n| dout[n * k_len + k]).sum();
     }
 }
 
 /// Returns (mean loss, number correct) and writes the gradient of the mean loss.
-pub fn softmax_cross_entropy(
-    dlogits: &mut [f64],
-    logits: &[f64],
-    labels: &[u32],
-    k_len: usize,
-) -> (f64, u32) {
+pub fn softmax_cross_entropy(dlogits: &mut [f64], logits: &[f64], labels: &[u32], k_len: usize) -> (f64, u32) {
     let n_len = labels.len();
     let mut loss = 0.0;
     let mut correct = 0;
@@ -432,14 +336,7 @@ pub fn softmax_cross_entropy(
     (loss / n_len as f64, correct)
 }
 
-pub fn sgd(
-    weight: &mut [f64],
-    velocity: &mut [f64],
-    grad: &[f64],
-    lr: f64,
-    momentum: f64,
-    weight_decay: f64,
-) {
+pub fn sgd(weight: &mut [f64], velocity: &mut [f64], grad: &[f64], lr: f64, momentum: f64, weight_decay: f64) {
     for ((w, v), g) in weight.iter_mut().zip(velocity.iter_mut()).zip(grad) {
         *v = momentum * *v + g + weight_decay * *w;
         *w -= lr * *v;

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::Dispatch;
 use crate::layers::{self, SgdParams};
+use crate::rng::Rng;
 
 /// How a residual block adds its input back when the shapes differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,14 +64,8 @@ impl Arch {
     /// `resnet18|34|50|101|152` are torchvision's ImageNet models; any other `resnetD` or `plainD`
     /// with D = 6n+2 (20, 32, 44, 56, 110, ...) is a CIFAR network with `shortcut` (option A or B).
     pub fn parse(name: &str, shortcut: Shortcut) -> Result<Self> {
-        if let Some(&(_, block, blocks)) =
-            IMAGENET.iter().find(|(d, ..)| name == format!("resnet{d}"))
-        {
-            let stages = blocks
-                .iter()
-                .zip([64, 128, 256, 512])
-                .map(|(&b, w)| (b, w))
-                .collect();
+        if let Some(&(_, block, blocks)) = IMAGENET.iter().find(|(d, ..)| name == format!("resnet{d}")) {
+            let stages = blocks.iter().zip([64, 128, 256, 512]).map(|(&b, w)| (b, w)).collect();
             return Ok(Self {
                 name: name.into(),
                 imagenet: true,
@@ -94,9 +89,8 @@ impl Arch {
                 "unknown model {name:?}: expected resnet18/34/50/101/152 (ImageNet), or resnetD or plainD with D = 6n+2 (CIFAR)"
             ),
         };
-        let depth: usize = depth
-            .parse()
-            .with_context(|| format!("unknown model {name:?}: the depth is not a number"))?;
+        let depth: usize =
+            depth.parse().with_context(|| format!("unknown model {name:?}: the depth is not a number"))?;
         ensure!(
             depth >= 8 && (depth - 2) % 6 == 0,
             "model {name:?}: CIFAR depths are 6n+2 (8, 14, 20, 32, 44, 56, 110)"
@@ -152,11 +146,7 @@ impl Arch {
 
     fn features(&self) -> usize {
         let (_, width) = *self.stages.last().unwrap();
-        if self.block == BlockKind::Bottleneck {
-            4 * width
-        } else {
-            width
-        }
+        if self.block == BlockKind::Bottleneck { 4 * width } else { width }
     }
 
     /// Every parameter's name and shape, in torchvision's `state_dict` order.
@@ -168,11 +158,7 @@ impl Arch {
             params.push((format!("{bn}.bias"), vec![shape[0]]));
         };
         let k = if self.imagenet { 7 } else { 3 };
-        conv_bn(
-            "conv1.weight".into(),
-            "bn1".into(),
-            vec![self.stem_width(), 3, k, k],
-        );
+        conv_bn("conv1.weight".into(), "bn1".into(), vec![self.stem_width(), 3, k, k]);
         for block in self.blocks() {
             let mut c = block.inp;
             for (j, &(r, _, width)) in block.convs.iter().enumerate() {
@@ -203,10 +189,7 @@ impl Arch {
             .filter(|(name, _)| name.ends_with(".bias") && name != "fc.bias")
             .flat_map(|(name, shape)| {
                 let bn = name.trim_end_matches(".bias");
-                [
-                    (format!("{bn}.running_mean"), shape.clone()),
-                    (format!("{bn}.running_var"), shape),
-                ]
+                [(format!("{bn}.running_mean"), shape.clone()), (format!("{bn}.running_var"), shape)]
             })
             .collect()
     }
@@ -240,30 +223,14 @@ impl Arena {
     pub fn new(gpu: &Gpu, label: &str, specs: &[(String, Vec<usize>)]) -> Result<Self> {
         let shapes: Vec<Vec<usize>> = specs.iter().map(|(_, s)| s.clone()).collect();
         let (buffer, tensors) = gpu.arena(label, &shapes)?;
-        let all = Tensor {
-            shape: vec![(buffer.size() / 4) as usize],
-            buffer: Arc::clone(&buffer),
-            offset: 0,
-        };
+        let all = Tensor { shape: vec![(buffer.size() / 4) as usize], buffer: Arc::clone(&buffer), offset: 0 };
         let names: Vec<String> = specs.iter().map(|(n, _)| n.clone()).collect();
-        let index = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
-        Ok(Self {
-            all,
-            names,
-            tensors,
-            index,
-        })
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Ok(Self { all, names, tensors, index })
     }
 
     pub fn get(&self, name: &str) -> &Tensor {
-        let i = self
-            .index
-            .get(name)
-            .unwrap_or_else(|| panic!("the model has no tensor named {name}"));
+        let i = self.index.get(name).unwrap_or_else(|| panic!("the model has no tensor named {name}"));
         &self.tensors[*i]
     }
 
@@ -300,6 +267,27 @@ impl ResNet {
         })
     }
 
+    /// Initialises the parameters as a fresh torchvision model: He-normal convs (fan-out, as
+    /// torchvision), BN weight 1 and bias 0, fc PyTorch's default uniform(+-1/sqrt(fan_in)).
+    pub fn init(&self, gpu: &Gpu, seed: u64) {
+        let mut rng = Rng::new(seed);
+        for (name, t) in self.params.names.iter().zip(&self.params.tensors) {
+            let values: Vec<f32> = match (name.as_str(), t.shape.as_slice()) {
+                ("fc.weight" | "fc.bias", _) => {
+                    let bound = 1.0 / (self.arch.features() as f64).sqrt();
+                    (0..t.len()).map(|_| ((2.0 * rng.uniform() - 1.0) * bound) as f32).collect()
+                }
+                (_, &[k, _, r, s]) => {
+                    let std = (2.0 / (k * r * s) as f64).sqrt();
+                    (0..t.len()).map(|_| (rng.normal() * std) as f32).collect()
+                }
+                (n, _) if n.ends_with(".weight") => vec![1.0; t.len()],
+                _ => vec![0.0; t.len()],
+            };
+            gpu.write(t, &values);
+        }
+    }
+
     /// The parameter or running statistic of that name.
     pub fn tensor(&self, name: &str) -> Option<&Tensor> {
         self.params.find(name).or_else(|| self.buffers.find(name))
@@ -309,9 +297,9 @@ impl ResNet {
     /// `values` keep their contents.
     pub fn load(&self, gpu: &Gpu, values: &HashMap<String, Vec<f32>>) -> Result<()> {
         for (name, data) in values {
-            let tensor = self.tensor(name).with_context(|| {
-                format!("the model {} has no tensor named {name}", self.arch.name)
-            })?;
+            let tensor = self
+                .tensor(name)
+                .with_context(|| format!("the model {} has no tensor named {name}", self.arch.name))?;
             ensure!(
                 data.len() == tensor.len(),
                 "{name}: {} values given, shape {:?} holds {}",
@@ -387,12 +375,7 @@ pub struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     fn new(gpu: &'a Gpu, model: &'a ResNet, mode: Mode) -> Self {
-        Self {
-            gpu,
-            model,
-            mode,
-            dispatches: Vec::new(),
-        }
+        Self { gpu, model, mode, dispatches: Vec::new() }
     }
 
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -408,31 +391,15 @@ impl<'a> Planner<'a> {
     }
 
     /// out = bn(conv(inp)).
-    fn conv_bn(
-        &mut self,
-        inp: &Tensor,
-        conv: &str,
-        bn: &str,
-        stride: usize,
-        pad: usize,
-    ) -> Result<ConvBn> {
+    fn conv_bn(&mut self, inp: &Tensor, conv: &str, bn: &str, stride: usize, pad: usize) -> Result<ConvBn> {
         let (gpu, p, b) = (self.gpu, &self.model.params, &self.model.buffers);
         let weight = p.get(&format!("{conv}.weight"));
         let shape = layers::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?.out_shape();
         let k = shape[1];
         let (conv_out, out) = (self.tensor(conv, &shape)?, self.tensor(bn, &shape)?);
-        let (mean, rstd) = (
-            self.tensor(&format!("{bn} mean"), &[k])?,
-            self.tensor(&format!("{bn} rstd"), &[k])?,
-        );
-        self.push(
-            conv,
-            layers::conv2d_forward(gpu, &conv_out, inp, weight, stride, pad),
-        )?;
-        let (running_mean, running_var) = (
-            b.get(&format!("{bn}.running_mean")),
-            b.get(&format!("{bn}.running_var")),
-        );
+        let (mean, rstd) = (self.tensor(&format!("{bn} mean"), &[k])?, self.tensor(&format!("{bn} rstd"), &[k])?);
+        self.push(conv, layers::conv2d_forward(gpu, &conv_out, inp, weight, stride, pad))?;
+        let (running_mean, running_var) = (b.get(&format!("{bn}.running_mean")), b.get(&format!("{bn}.running_var")));
         let (bn_weight, bn_bias) = (p.get(&format!("{bn}.weight")), p.get(&format!("{bn}.bias")));
         let dispatch = match self.mode {
             Mode::Train => layers::batchnorm_forward_train(
@@ -446,38 +413,17 @@ impl<'a> Planner<'a> {
                 bn_weight,
                 bn_bias,
             ),
-            Mode::Eval => layers::batchnorm_forward_eval(
-                gpu,
-                &out,
-                &conv_out,
-                bn_weight,
-                bn_bias,
-                running_mean,
-                running_var,
-            ),
+            Mode::Eval => {
+                layers::batchnorm_forward_eval(gpu, &out, &conv_out, bn_weight, bn_bias, running_mean, running_var)
+            }
         };
         self.push(bn, dispatch)?;
-        Ok(ConvBn {
-            conv: conv.into(),
-            bn: bn.into(),
-            stride,
-            pad,
-            inp: inp.clone(),
-            conv_out,
-            out,
-            mean,
-            rstd,
-        })
+        Ok(ConvBn { conv: conv.into(), bn: bn.into(), stride, pad, inp: inp.clone(), conv_out, out, mean, rstd })
     }
 
     /// Writes the pair's parameter gradients (`=`) and returns the gradient of its input, unless
     /// `dinp_needed` is false (the stem: nothing upstream of the image).
-    fn conv_bn_backward(
-        &mut self,
-        saved: &ConvBn,
-        dout: &Tensor,
-        dinp_needed: bool,
-    ) -> Result<Option<Tensor>> {
+    fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor, dinp_needed: bool) -> Result<Option<Tensor>> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
         let (bn, conv) = (&saved.bn, &saved.conv);
         let dconv_out = self.tensor(&format!("d {bn}"), &saved.conv_out.shape)?;
@@ -500,14 +446,7 @@ impl<'a> Planner<'a> {
         let weight_name = format!("{conv}.weight");
         self.push(
             conv,
-            layers::conv2d_backward_weight(
-                gpu,
-                g.get(&weight_name),
-                &dconv_out,
-                &saved.inp,
-                saved.stride,
-                saved.pad,
-            ),
+            layers::conv2d_backward_weight(gpu, g.get(&weight_name), &dconv_out, &saved.inp, saved.stride, saved.pad),
         )?;
         if !dinp_needed {
             return Ok(None);
@@ -515,14 +454,7 @@ impl<'a> Planner<'a> {
         let dinp = self.tensor(&format!("d {conv} input"), &saved.inp.shape)?;
         self.push(
             conv,
-            layers::conv2d_backward_input(
-                gpu,
-                &dinp,
-                &dconv_out,
-                p.get(&weight_name),
-                saved.stride,
-                saved.pad,
-            ),
+            layers::conv2d_backward_input(gpu, &dinp, &dconv_out, p.get(&weight_name), saved.stride, saved.pad),
         )?;
         Ok(Some(dinp))
     }
@@ -556,14 +488,8 @@ impl<'a> Planner<'a> {
         let mut maxpool = None;
         if arch.imagenet {
             let shape = layers::PoolParams::new(&x.shape, 3, 2, 1)?.out_shape();
-            let (out, indices) = (
-                self.tensor("maxpool", &shape)?,
-                self.tensor("maxpool indices", &shape)?,
-            );
-            self.push(
-                "maxpool",
-                layers::maxpool_forward(self.gpu, &out, &indices, &x, 3, 2, 1),
-            )?;
+            let (out, indices) = (self.tensor("maxpool", &shape)?, self.tensor("maxpool indices", &shape)?);
+            self.push("maxpool", layers::maxpool_forward(self.gpu, &out, &indices, &x, 3, 2, 1))?;
             maxpool = Some((x, indices));
             x = out;
         }
@@ -574,13 +500,8 @@ impl<'a> Planner<'a> {
             let mut layers_saved = Vec::new();
             let mut y = x.clone();
             for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
-                let pair = self.conv_bn(
-                    &y,
-                    &format!("{name}.conv{}", j + 1),
-                    &format!("{name}.bn{}", j + 1),
-                    stride,
-                    r / 2,
-                )?;
+                let pair =
+                    self.conv_bn(&y, &format!("{name}.conv{}", j + 1), &format!("{name}.bn{}", j + 1), stride, r / 2)?;
                 y = if j + 1 < spec.convs.len() {
                     self.relu(&pair.out, &format!("{name}.relu{}", j + 1))?
                 } else {
@@ -590,41 +511,21 @@ impl<'a> Planner<'a> {
             }
             let (shortcut, sum) = match spec.shortcut {
                 ShortcutSpec::None => (SavedShortcut::None, y),
-                ShortcutSpec::Identity => (
-                    SavedShortcut::Identity,
-                    self.add(&y, &x, &format!("{name}.add"))?,
-                ),
+                ShortcutSpec::Identity => (SavedShortcut::Identity, self.add(&y, &x, &format!("{name}.add"))?),
                 ShortcutSpec::A => {
                     let shortcut = self.tensor(&format!("{name}.shortcut"), &y.shape)?;
-                    self.push(
-                        &format!("{name}.shortcut"),
-                        layers::shortcut_a_forward(self.gpu, &shortcut, &x),
-                    )?;
-                    (
-                        SavedShortcut::A,
-                        self.add(&y, &shortcut, &format!("{name}.add"))?,
-                    )
+                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_forward(self.gpu, &shortcut, &x))?;
+                    (SavedShortcut::A, self.add(&y, &shortcut, &format!("{name}.add"))?)
                 }
                 ShortcutSpec::B { stride } => {
-                    let projection = self.conv_bn(
-                        &x,
-                        &format!("{name}.downsample.0"),
-                        &format!("{name}.downsample.1"),
-                        stride,
-                        0,
-                    )?;
+                    let projection =
+                        self.conv_bn(&x, &format!("{name}.downsample.0"), &format!("{name}.downsample.1"), stride, 0)?;
                     let sum = self.add(&y, &projection.out, &format!("{name}.add"))?;
                     (SavedShortcut::B(projection), sum)
                 }
             };
             let out = self.relu(&sum, &format!("{name}.relu"))?;
-            blocks.push(Block {
-                name,
-                inp: x,
-                layers: layers_saved,
-                shortcut,
-                sum,
-            });
+            blocks.push(Block { name, inp: x, layers: layers_saved, shortcut, sum });
             x = out;
         }
 
@@ -632,19 +533,8 @@ impl<'a> Planner<'a> {
         let pooled = self.tensor("avgpool", &[batch, arch.features()])?;
         self.push("avgpool", layers::avgpool_forward(gpu, &pooled, &x))?;
         let logits = self.tensor("logits", &[batch, arch.classes])?;
-        self.push(
-            "fc",
-            layers::linear_forward(gpu, &logits, &pooled, p.get("fc.weight"), p.get("fc.bias")),
-        )?;
-        Ok(Forward {
-            input,
-            stem,
-            maxpool,
-            blocks,
-            last: x,
-            pooled,
-            logits,
-        })
+        self.push("fc", layers::linear_forward(gpu, &logits, &pooled, p.get("fc.weight"), p.get("fc.bias")))?;
+        Ok(Forward { input, stem, maxpool, blocks, last: x, pooled, logits })
     }
 
     /// The forward's calls in reverse: every parameter gradient from the logits' gradient.
@@ -652,19 +542,10 @@ impl<'a> Planner<'a> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
         self.push(
             "fc",
-            layers::linear_backward_weight(
-                gpu,
-                g.get("fc.weight"),
-                g.get("fc.bias"),
-                dlogits,
-                &fwd.pooled,
-            ),
+            layers::linear_backward_weight(gpu, g.get("fc.weight"), g.get("fc.bias"), dlogits, &fwd.pooled),
         )?;
         let dpooled = self.tensor("d avgpool", &fwd.pooled.shape)?;
-        self.push(
-            "fc",
-            layers::linear_backward_input(gpu, &dpooled, dlogits, p.get("fc.weight")),
-        )?;
+        self.push("fc", layers::linear_backward_input(gpu, &dpooled, dlogits, p.get("fc.weight")))?;
         let mut dx = self.tensor("d last block", &fwd.last.shape)?;
         self.push("avgpool", layers::avgpool_backward(gpu, &dx, &dpooled))?;
 
@@ -677,9 +558,7 @@ impl<'a> Planner<'a> {
                 if j + 1 < block.layers.len() {
                     d = self.relu_backward(&d, &pair.out, &format!("{name}.relu{}", j + 1))?;
                 }
-                d = self
-                    .conv_bn_backward(pair, &d, true)?
-                    .expect("dinp requested");
+                d = self.conv_bn_backward(pair, &d, true)?.expect("dinp requested");
             }
             // The block input's gradient: the branch's (written `=` by conv1's backward) plus the
             // shortcut's, summed by `add` into a new tensor.
@@ -689,16 +568,11 @@ impl<'a> Planner<'a> {
                 SavedShortcut::Identity => self.add(&d, &dsum, &add)?,
                 SavedShortcut::A => {
                     let dshortcut = self.tensor(&format!("d {name}.shortcut"), &block.inp.shape)?;
-                    self.push(
-                        &format!("{name}.shortcut"),
-                        layers::shortcut_a_backward(gpu, &dshortcut, &dsum),
-                    )?;
+                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_backward(gpu, &dshortcut, &dsum))?;
                     self.add(&d, &dshortcut, &add)?
                 }
                 SavedShortcut::B(projection) => {
-                    let dshortcut = self
-                        .conv_bn_backward(projection, &dsum, true)?
-                        .expect("dinp requested");
+                    let dshortcut = self.conv_bn_backward(projection, &dsum, true)?.expect("dinp requested");
                     self.add(&d, &dshortcut, &add)?
                 }
             };
@@ -706,10 +580,7 @@ impl<'a> Planner<'a> {
 
         if let Some((relu_out, indices)) = &fwd.maxpool {
             let dpool_in = self.tensor("d maxpool", &relu_out.shape)?;
-            self.push(
-                "maxpool",
-                layers::maxpool_backward(gpu, &dpool_in, &dx, indices, 3, 2, 1),
-            )?;
+            self.push("maxpool", layers::maxpool_backward(gpu, &dpool_in, &dx, indices, 3, 2, 1))?;
             dx = dpool_in;
         }
         let dstem = self.relu_backward(&dx, &fwd.stem.out, "relu")?;
@@ -739,48 +610,23 @@ impl TrainStep {
         let mut plan = Planner::new(gpu, model, Mode::Train);
         let fwd = plan.forward(batch)?;
         let labels = plan.tensor("labels", &[batch])?;
-        let (dlogits, loss, correct) = (
-            plan.tensor("d logits", &fwd.logits.shape)?,
-            plan.tensor("loss", &[1])?,
-            plan.tensor("correct", &[1])?,
-        );
-        plan.push(
-            "loss",
-            layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels),
-        )?;
+        let (dlogits, loss, correct) =
+            (plan.tensor("d logits", &fwd.logits.shape)?, plan.tensor("loss", &[1])?, plan.tensor("correct", &[1])?);
+        plan.push("loss", layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
         plan.backward(&fwd, &dlogits)?;
         let m = &model;
         plan.push(
             "sgd",
-            layers::sgd(
-                gpu,
-                &m.params.all,
-                &m.velocity.all,
-                &m.grads.all,
-                sgd.lr,
-                sgd.momentum,
-                sgd.weight_decay,
-            ),
+            layers::sgd(gpu, &m.params.all, &m.velocity.all, &m.grads.all, sgd.lr, sgd.momentum, sgd.weight_decay),
         )?;
-        Ok(Self {
-            input: fwd.input,
-            labels,
-            logits: fwd.logits,
-            loss,
-            correct,
-            sgd,
-            dispatches: plan.dispatches,
-        })
+        Ok(Self { input: fwd.input, labels, logits: fwd.logits, loss, correct, sgd, dispatches: plan.dispatches })
     }
 
     /// Submits the whole step as one command buffer, with learning rate `lr`.
     pub fn run(&mut self, gpu: &Gpu, lr: f32) -> Result<()> {
         if lr != self.sgd.lr {
             self.sgd.lr = lr;
-            gpu.update_params(
-                self.dispatches.last().expect("the plan ends with SGD"),
-                &self.sgd,
-            );
+            gpu.update_params(self.dispatches.last().expect("the plan ends with SGD"), &self.sgd);
         }
         gpu.run(&self.dispatches.iter().collect::<Vec<_>>())
     }
@@ -801,26 +647,167 @@ impl EvalStep {
         let mut plan = Planner::new(gpu, model, Mode::Eval);
         let fwd = plan.forward(batch)?;
         let labels = plan.tensor("labels", &[batch])?;
-        let (dlogits, loss, correct) = (
-            plan.tensor("d logits", &fwd.logits.shape)?,
-            plan.tensor("loss", &[1])?,
-            plan.tensor("correct", &[1])?,
-        );
-        plan.push(
-            "loss",
-            layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels),
-        )?;
-        Ok(Self {
-            input: fwd.input,
-            labels,
-            logits: fwd.logits,
-            loss,
-            correct,
-            dispatches: plan.dispatches,
-        })
+        let (dlogits, loss, correct) =
+            (plan.tensor("d logits", &fwd.logits.shape)?, plan.tensor("loss", &[1])?, plan.tensor("correct", &[1])?);
+        plan.push("loss", layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
+        Ok(Self { input: fwd.input, labels, logits: fwd.logits, loss, correct, dispatches: plan.dispatches })
     }
 
     pub fn run(&self, gpu: &Gpu) -> Result<()> {
         gpu.run(&self.dispatches.iter().collect::<Vec<_>>())
+    }
+}
+
+/// Inference with batch norm folded into the convolutions at load time:
+/// weight' = weight * gamma / sqrt(running_var + eps), bias' = beta - running_mean * gamma / sqrt(running_var + eps).
+/// Each block's residual add and ReLU run in the epilogue of its last conv, so a block is its
+/// convs and nothing else.
+pub struct InferStep {
+    /// [N,3,H,W] normalised images.
+    pub input: Tensor,
+    /// [N,classes]
+    pub logits: Tensor,
+    pub dispatches: Vec<Dispatch>,
+    /// Folded conv weights and biases, and fc, in one buffer.
+    pub weights: Arena,
+}
+
+impl InferStep {
+    /// Folds `ck`'s weights (torchvision names, checked against `arch`) and plans a batch of `batch`.
+    pub fn new(
+        gpu: &Gpu,
+        arch: &Arch,
+        ck: &crate::checkpoint::Checkpoint,
+        source: &std::path::Path,
+        batch: usize,
+    ) -> Result<Self> {
+        let mut expected = arch.parameters();
+        expected.extend(arch.buffers());
+        ck.check(&expected, &arch.name, source)?;
+
+        // Every conv followed by its BN becomes "<conv>.weight" and "<conv>.bias".
+        let mut specs = Vec::new();
+        let mut folded: Vec<Vec<f32>> = Vec::new();
+        for (name, shape) in arch.parameters() {
+            let values = &ck.tensors[&name].1;
+            if name.starts_with("fc.") {
+                specs.push((name, shape));
+                folded.push(values.clone());
+                continue;
+            }
+            let Some(conv) = name.strip_suffix(".weight").filter(|_| shape.len() == 4) else {
+                continue;
+            };
+            let bn = bn_of(conv);
+            let get = |suffix: &str| &ck.tensors[&format!("{bn}.{suffix}")].1;
+            let (gamma, beta, mean, var) = (get("weight"), get("bias"), get("running_mean"), get("running_var"));
+            let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + layers::BN_EPS).sqrt()).collect();
+            let per_k = values.len() / shape[0];
+            folded.push(values.iter().enumerate().map(|(i, w)| w * scale[i / per_k]).collect());
+            folded.push(beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect());
+            specs.push((format!("{conv}.weight"), shape.clone()));
+            specs.push((format!("{conv}.bias"), vec![shape[0]]));
+        }
+        let weights = Arena::new(gpu, "folded weights", &specs)?;
+        for (t, values) in weights.tensors.iter().zip(&folded) {
+            gpu.write(t, values);
+        }
+
+        let mut plan = FoldedPlan { gpu, weights: &weights, dispatches: Vec::new() };
+        let input = gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
+        let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };
+        let mut x = plan.conv(&input, "conv1", stride, pad, None, true)?;
+        if arch.imagenet {
+            let shape = layers::PoolParams::new(&x.shape, 3, 2, 1)?.out_shape();
+            let (out, indices) = (gpu.zeros("maxpool", &shape)?, gpu.zeros("maxpool indices", &shape)?);
+            plan.push("maxpool", layers::maxpool_forward(gpu, &out, &indices, &x, 3, 2, 1))?;
+            x = out;
+        }
+        for spec in arch.blocks() {
+            let name = &spec.name;
+            let shortcut = match spec.shortcut {
+                ShortcutSpec::None => None,
+                ShortcutSpec::Identity => Some(x.clone()),
+                ShortcutSpec::A => {
+                    let (_, _, k) = *spec.convs.last().expect("a block has convs");
+                    let out = gpu.zeros(
+                        &format!("{name}.shortcut"),
+                        &[x.shape[0], k, x.shape[2].div_ceil(2), x.shape[3].div_ceil(2)],
+                    )?;
+                    plan.push(&format!("{name}.shortcut"), layers::shortcut_a_forward(gpu, &out, &x))?;
+                    Some(out)
+                }
+                ShortcutSpec::B { stride } => {
+                    Some(plan.conv(&x, &format!("{name}.downsample.0"), stride, 0, None, false)?)
+                }
+            };
+            let mut y = x.clone();
+            for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
+                let residual = shortcut.as_ref().filter(|_| j + 1 == spec.convs.len());
+                y = plan.conv(&y, &format!("{name}.conv{}", j + 1), stride, r / 2, residual, true)?;
+            }
+            x = y;
+        }
+        let pooled = gpu.zeros("avgpool", &[batch, arch.features()])?;
+        plan.push("avgpool", layers::avgpool_forward(gpu, &pooled, &x))?;
+        let logits = gpu.zeros("logits", &[batch, arch.classes])?;
+        plan.push(
+            "fc",
+            layers::linear_forward(gpu, &logits, &pooled, weights.get("fc.weight"), weights.get("fc.bias")),
+        )?;
+        let dispatches = plan.dispatches;
+        Ok(Self { input, logits, dispatches, weights })
+    }
+
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        gpu.run(&self.dispatches.iter().collect::<Vec<_>>())
+    }
+}
+
+struct FoldedPlan<'a> {
+    gpu: &'a Gpu,
+    weights: &'a Arena,
+    dispatches: Vec<Dispatch>,
+}
+
+impl FoldedPlan<'_> {
+    fn push(&mut self, label: &str, dispatch: Result<Dispatch>) -> Result<()> {
+        let mut dispatch = dispatch?;
+        dispatch.label = label.to_string();
+        self.dispatches.push(dispatch);
+        Ok(())
+    }
+
+    /// relu?(conv(inp) with folded BN + residual?).
+    fn conv(
+        &mut self,
+        inp: &Tensor,
+        name: &str,
+        stride: usize,
+        pad: usize,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let (weight, bias) = (self.weights.get(&format!("{name}.weight")), self.weights.get(&format!("{name}.bias")));
+        let shape = layers::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?.out_shape();
+        let out = self.gpu.zeros(name, &shape)?;
+        self.push(
+            name,
+            layers::conv2d_forward_fused(self.gpu, &out, inp, weight, Some(bias), residual, relu, stride, pad),
+        )?;
+        Ok(out)
+    }
+}
+
+/// The BN that follows a conv: `conv1` -> `bn1`, `layer1.0.conv2` -> `layer1.0.bn2`,
+/// `layer2.0.downsample.0` -> `layer2.0.downsample.1`.
+fn bn_of(conv: &str) -> String {
+    match conv.strip_suffix("downsample.0") {
+        Some(block) => format!("{block}downsample.1"),
+        None => {
+            let (head, last) = conv.rsplit_once('.').map_or(("", conv), |(h, l)| (h, l));
+            let bn = last.replace("conv", "bn");
+            if head.is_empty() { bn } else { format!("{head}.{bn}") }
+        }
     }
 }

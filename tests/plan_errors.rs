@@ -17,15 +17,9 @@ fn message<T>(result: anyhow::Result<T>) -> String {
 fn a_batch_too_large_for_the_adapter_names_the_buffer_and_the_limit() {
     for gpu in gpus() {
         let model = ResNet::new(gpu, Arch::cifar("resnet20", Shortcut::A).unwrap()).unwrap();
-        let sgd = SgdParams {
-            len: 0,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-        };
+        let sgd = SgdParams { len: 0, lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
         let error = message(TrainStep::new(gpu, &model, 1 << 20, sgd));
-        let limit =
-            (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+        let limit = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
         assert!(error.contains("input needs 12884901888 bytes"), "{error}");
         assert!(error.contains(&format!("at most {limit}")), "{error}");
     }
@@ -38,24 +32,13 @@ fn mismatched_shapes_are_named() {
     let weight = gpu.zeros("weight", &[4, 5, 3, 3]).unwrap();
     let out = gpu.zeros("out", &[2, 4, 8, 8]).unwrap();
     let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, 1, 1));
-    assert_eq!(
-        error,
-        "conv2d weight [4, 5, 3, 3] expects 5 input channels, the input [2, 3, 8, 8] has 3"
-    );
+    assert_eq!(error, "conv2d weight [4, 5, 3, 3] expects 5 input channels, the input [2, 3, 8, 8] has 3");
     let weight = gpu.zeros("weight", &[4, 3, 3, 3]).unwrap();
     let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, 2, 1));
-    assert_eq!(
-        error,
-        "conv2d output has shape [2, 4, 8, 8], expected [2, 4, 4, 4]"
-    );
+    assert_eq!(error, "conv2d output has shape [2, 4, 8, 8], expected [2, 4, 4, 4]");
     let labels = gpu.zeros("labels", &[3]).unwrap();
-    let (logits, scalar) = (
-        gpu.zeros("logits", &[2, 10]).unwrap(),
-        gpu.zeros("loss", &[1]).unwrap(),
-    );
-    let error = message(layers::softmax_cross_entropy(
-        gpu, &logits, &scalar, &scalar, &logits, &labels,
-    ));
+    let (logits, scalar) = (gpu.zeros("logits", &[2, 10]).unwrap(), gpu.zeros("loss", &[1]).unwrap());
+    let error = message(layers::softmax_cross_entropy(gpu, &logits, &scalar, &scalar, &logits, &labels));
     assert_eq!(error, "labels has shape [3], expected [2]");
 }
 
@@ -63,13 +46,7 @@ fn mismatched_shapes_are_named() {
 fn unknown_models_are_refused() {
     assert!(message(Arch::cifar("resnet21", Shortcut::A)).contains("6n+2"));
     assert!(message(Arch::cifar("vgg16", Shortcut::A)).contains("unknown model \"vgg16\""));
-    assert_eq!(
-        Arch::cifar("plain56", Shortcut::A).unwrap().shortcut,
-        Shortcut::Plain
-    );
-    assert_eq!(
-        Arch::cifar("resnet110", Shortcut::B).unwrap().stages,
-        [(18, 16), (18, 32), (18, 64)]
-    );
+    assert_eq!(Arch::cifar("plain56", Shortcut::A).unwrap().shortcut, Shortcut::Plain);
+    assert_eq!(Arch::cifar("resnet110", Shortcut::B).unwrap().stages, [(18, 16), (18, 32), (18, 64)]);
     assert!(Arch::parse("resnet50", Shortcut::A).unwrap().imagenet);
 }

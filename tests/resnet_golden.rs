@@ -12,11 +12,8 @@ use resnet_wgpu::resnet::{Arch, ResNet, Shortcut, TrainStep};
 use safetensors::SafeTensors;
 
 fn fixture() -> HashMap<String, Vec<f32>> {
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/resnet8_golden.safetensors"
-    ))
-    .unwrap();
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/resnet8_golden.safetensors")).unwrap();
     let tensors = SafeTensors::deserialize(&bytes).unwrap();
     tensors
         .tensors()
@@ -37,16 +34,8 @@ fn fixture() -> HashMap<String, Vec<f32>> {
 fn compare(what: &str, gpu: &[f32], torch: &[f32], bound: f32) -> f32 {
     assert_eq!(gpu.len(), torch.len(), "{what}: length");
     let scale = torch.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-    let err = gpu
-        .iter()
-        .zip(torch)
-        .map(|(g, t)| (g - t).abs())
-        .fold(0.0, f32::max)
-        / scale;
-    assert!(
-        err <= bound,
-        "{what}: off by {err:e} of its largest value (bound {bound:e})"
-    );
+    let err = gpu.iter().zip(torch).map(|(g, t)| (g - t).abs()).fold(0.0, f32::max) / scale;
+    assert!(err <= bound, "{what}: off by {err:e} of its largest value (bound {bound:e})");
     err
 }
 
@@ -54,52 +43,24 @@ fn compare(what: &str, gpu: &[f32], torch: &[f32], bound: f32) -> f32 {
 fn resnet8_training_step_matches_pytorch() {
     let golden = fixture();
     let subset = |prefix: &str| -> HashMap<String, Vec<f32>> {
-        golden
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
-            .collect()
+        golden.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone()))).collect()
     };
     for gpu in gpus() {
         let arch = Arch::cifar("resnet8", Shortcut::A).unwrap();
         let model = ResNet::new(gpu, arch.clone()).unwrap();
         let names = arch.parameters();
-        assert_eq!(
-            names.len(),
-            subset("param.").len(),
-            "the fixture and the model list the same parameters"
-        );
+        assert_eq!(names.len(), subset("param.").len(), "the fixture and the model list the same parameters");
         model.load(gpu, &subset("param.")).unwrap();
         model.load(gpu, &subset("buffer.")).unwrap();
-        let sgd = SgdParams {
-            len: 0,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-        };
+        let sgd = SgdParams { len: 0, lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
         let mut step = TrainStep::new(gpu, &model, 4, sgd).unwrap();
         gpu.write(&step.input, &golden["input"]);
-        gpu.write(
-            &step.labels,
-            &golden["labels"]
-                .iter()
-                .map(|&l| l as u32)
-                .collect::<Vec<u32>>(),
-        );
+        gpu.write(&step.labels, &golden["labels"].iter().map(|&l| l as u32).collect::<Vec<u32>>());
         step.run(gpu, 0.1).unwrap();
 
         let on = format!("on {} ({:?})", gpu.info.name, gpu.info.backend);
-        compare(
-            &format!("logits {on}"),
-            &gpu.read(&step.logits).unwrap(),
-            &golden["logits"],
-            1e-5,
-        );
-        compare(
-            &format!("loss {on}"),
-            &gpu.read(&step.loss).unwrap(),
-            &golden["loss"],
-            1e-5,
-        );
+        compare(&format!("logits {on}"), &gpu.read(&step.logits).unwrap(), &golden["logits"], 1e-5);
+        compare(&format!("loss {on}"), &gpu.read(&step.loss).unwrap(), &golden["loss"], 1e-5);
         let mut worst = 0.0f32;
         for (name, _) in &names {
             worst = worst.max(compare(

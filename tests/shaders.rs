@@ -13,10 +13,7 @@ fn every_shader_file_is_a_kernel_and_validates() {
     stems.sort();
     let mut names: Vec<String> = Kernel::ALL.iter().map(|k| k.name().to_string()).collect();
     names.sort();
-    assert_eq!(
-        stems, names,
-        "shaders/ and Kernel must list the same kernels"
-    );
+    assert_eq!(stems, names, "shaders/ and Kernel must list the same kernels");
     for &kernel in Kernel::ALL {
         validate(kernel).unwrap();
     }
@@ -26,31 +23,13 @@ fn every_shader_file_is_a_kernel_and_validates() {
 fn bindings_are_outputs_and_inputs_then_one_uniform() {
     for &kernel in Kernel::ALL {
         let slots = slots(kernel).unwrap();
-        assert_eq!(
-            slots.last(),
-            Some(&Slot::Uniform),
-            "{}: the params uniform comes last",
-            kernel.name()
-        );
+        assert_eq!(slots.last(), Some(&Slot::Uniform), "{}: the params uniform comes last", kernel.name());
         let storage = &slots[..slots.len() - 1];
+        assert!(storage.len() <= 8, "{}: WebGPU allows 8 storage buffers per stage", kernel.name());
+        let first_input = storage.iter().position(|s| *s == Slot::Storage { read_only: true }).unwrap_or(storage.len());
+        assert!(first_input > 0, "{}: a kernel writes at least one output", kernel.name());
         assert!(
-            storage.len() <= 8,
-            "{}: WebGPU allows 8 storage buffers per stage",
-            kernel.name()
-        );
-        let first_input = storage
-            .iter()
-            .position(|s| *s == Slot::Storage { read_only: true })
-            .unwrap_or(storage.len());
-        assert!(
-            first_input > 0,
-            "{}: a kernel writes at least one output",
-            kernel.name()
-        );
-        assert!(
-            storage[first_input..]
-                .iter()
-                .all(|s| *s == Slot::Storage { read_only: true }),
+            storage[first_input..].iter().all(|s| *s == Slot::Storage { read_only: true }),
             "{}: outputs (read_write) come before inputs (read)",
             kernel.name()
         );

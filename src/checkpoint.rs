@@ -1,0 +1,169 @@
+//! Checkpoints and weight files: safetensors with torchvision's tensor names.
+//!
+//! Model tensors keep their `state_dict` names (`layer1.0.bn1.running_var`); the optimizer's
+//! velocity is stored as `optimizer.velocity.<name>`, which no model name can collide with.
+//! Progress (step, epoch, seed, configuration) and the normalisation live in the metadata.
+//! Writes go to a temporary file in the same folder and are renamed over the target, so a
+//! failure never leaves a half-written file in place of a good one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::gpu::Gpu;
+use crate::resnet::ResNet;
+
+const VELOCITY: &str = "optimizer.velocity.";
+
+/// Tensors by name (shape, values) and string metadata, as read from or written to a file.
+#[derive(Clone, Debug, Default)]
+pub struct Checkpoint {
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Reads a safetensors file (f32, f16, bf16 or f64 tensors; integer tensors such as
+    /// `num_batches_tracked` are skipped).
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+        let what = || format!("{} is not a valid safetensors file", path.display());
+        let (_, header) = SafeTensors::read_metadata(&bytes).with_context(what)?;
+        let file = SafeTensors::deserialize(&bytes).with_context(what)?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                Dtype::F16 => data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                    .collect(),
+                _ => continue,
+            };
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+    }
+
+    /// Writes atomically: a temporary file beside `path`, then a rename over it.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let bytes: Vec<(&String, Vec<u8>)> =
+            self.tensors.iter().map(|(name, (_, values))| (name, bytemuck::cast_slice(values).to_vec())).collect();
+        let views = bytes.iter().zip(self.tensors.values()).map(|((name, data), (shape, _))| {
+            (name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches the values"))
+        });
+        let serialized = safetensors::serialize(views, Some(self.metadata.clone()))?;
+        write_atomic(path, &serialized)
+    }
+
+    /// Checks that every `expected` tensor is present with its shape and that nothing else is
+    /// there but optimizer state and `num_batches_tracked`; errors name `source` and the tensors.
+    pub fn check(&self, expected: &[(String, Vec<usize>)], arch: &str, source: &Path) -> Result<()> {
+        let file = source.display();
+        let missing: Vec<&str> =
+            expected.iter().filter(|(n, _)| !self.tensors.contains_key(n)).map(|(n, _)| n.as_str()).collect();
+        if !missing.is_empty() {
+            let more = if missing.len() > 5 { format!(" and {} more", missing.len() - 5) } else { String::new() };
+            bail!(
+                "{file} does not hold {arch}'s {}{more}",
+                missing.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+            );
+        }
+        for (name, shape) in expected {
+            let found = &self.tensors[name].0;
+            ensure!(found == shape, "{file}: {name} has shape {found:?}, {arch} expects {shape:?}");
+        }
+        let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+        let unexpected: Vec<&str> = self
+            .tensors
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !known.contains(n) && !n.starts_with(VELOCITY) && !n.ends_with("num_batches_tracked"))
+            .collect();
+        if !unexpected.is_empty() {
+            bail!("{file} holds tensors {arch} does not have: {} (is it another model?)", unexpected.join(", "));
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+}
+
+/// Writes `bytes` to a temporary file in `path`'s folder, syncs it, and renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 if frac == 0 => sign,
+        0 => {
+            return f32::from_bits(sign) + (if sign != 0 { -1.0 } else { 1.0 }) * frac as f32 * 2f32.powi(-24);
+        }
+        31 => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | (((exp - 15 + 127) as u32) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+impl ResNet {
+    /// The model's tensors (parameters and running statistics), and with `optimizer` the SGD
+    /// velocity, read back from the GPU.
+    pub fn checkpoint(&self, gpu: &Gpu, optimizer: bool) -> Result<Checkpoint> {
+        let mut tensors = BTreeMap::new();
+        for arena in [&self.params, &self.buffers] {
+            for (name, t) in arena.names.iter().zip(&arena.tensors) {
+                tensors.insert(name.clone(), (t.shape.clone(), gpu.read(t)?));
+            }
+        }
+        if optimizer {
+            for (name, t) in self.velocity.names.iter().zip(&self.velocity.tensors) {
+                tensors.insert(format!("{VELOCITY}{name}"), (t.shape.clone(), gpu.read(t)?));
+            }
+        }
+        Ok(Checkpoint { tensors, metadata: HashMap::new() })
+    }
+
+    /// Loads every parameter and running statistic (and with `optimizer` the velocity) from `ck`,
+    /// after checking that each is present with the right shape and that nothing unexpected is
+    /// there. `source` names the file in errors. Nothing is written to the GPU unless all is well.
+    pub fn restore(&self, gpu: &Gpu, ck: &Checkpoint, optimizer: bool, source: &Path) -> Result<()> {
+        let mut expected: Vec<(String, &crate::gpu::Tensor)> = Vec::new();
+        for arena in [&self.params, &self.buffers] {
+            expected.extend(arena.names.iter().cloned().zip(&arena.tensors));
+        }
+        if optimizer {
+            expected.extend(self.velocity.names.iter().map(|n| format!("{VELOCITY}{n}")).zip(&self.velocity.tensors));
+        }
+        let shapes: Vec<(String, Vec<usize>)> = expected.iter().map(|(n, t)| (n.clone(), t.shape.clone())).collect();
+        ck.check(&shapes, &self.arch.name, source)?;
+        for (name, t) in &expected {
+            gpu.write(t, &ck.tensors[name].1);
+        }
+        Ok(())
+    }
+}
