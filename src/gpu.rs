@@ -18,11 +18,14 @@ pub const ALIGN: u64 = 256;
 
 /// How the user picks an adapter: `--backend` and `--adapter`, or wgpu's `WGPU_BACKEND` and
 /// `WGPU_ADAPTER_NAME` when the flags are absent.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct AdapterChoice {
-    /// `vulkan`, `metal`, `dx12` or `gl` (comma-separated list allowed).
+    /// vulkan, metal, dx12 or gl (default: $WGPU_BACKEND, else all)
+    #[arg(long)]
     pub backend: Option<String>,
-    /// An index into the list of adapters on the chosen backends, or a substring of the name.
+    /// Adapter index (as `adapters` lists them) or a substring of its name (default:
+    /// $WGPU_ADAPTER_NAME, else the first discrete GPU)
+    #[arg(long)]
     pub adapter: Option<String>,
 }
 
@@ -241,6 +244,13 @@ impl Gpu {
 
     pub fn describe(&self) -> String {
         describe(&self.info)
+    }
+
+    /// Opens the chosen adapter and says on stderr which it is.
+    pub fn open(choice: &AdapterChoice) -> Result<Self> {
+        let gpu = Self::new(choice)?;
+        eprintln!("adapter: {}", gpu.describe());
+        Ok(gpu)
     }
 
     /// Checks at plan time that a buffer of `bytes` fits this device; the error names the buffer.

@@ -1,12 +1,16 @@
 //! resnet-wgpu: deep residual networks trained and run on the GPU through wgpu, with
 //! hand-written WGSL compute shaders for the forward and backward pass of every layer.
 
+/// `bench` and `adapters`: timing, FLOP counts, peak microbenchmarks, JSON, compare.
+pub mod bench;
 /// Checkpoints and weight files: safetensors with torchvision names, atomic writes.
 pub mod checkpoint;
 /// Datasets and inputs: CIFAR-10, downloads, photos.
 pub mod data;
 /// Adapter and device selection, limits, tensors in GPU buffers, readback.
 pub mod gpu;
+/// `infer`: ImageNet classification of photos with torchvision weights.
+pub mod infer;
 /// Every WGSL kernel of `shaders/`, pipeline cache, prepared dispatches.
 pub mod kernels;
 /// One function per kernel: shape checks at plan time, then a prepared dispatch.

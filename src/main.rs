@@ -6,33 +6,16 @@ use anyhow::{Context, Result, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use resnet_wgpu::checkpoint::Checkpoint;
 use resnet_wgpu::data::cifar::{self, Cifar10};
-use resnet_wgpu::gpu::{self, AdapterChoice, Gpu};
+use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 use resnet_wgpu::resnet::ResNet;
 use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
+use resnet_wgpu::{bench, infer};
 
 #[derive(Parser)]
 #[command(name = "resnet-wgpu", version, about = "Deep residual networks on any GPU through wgpu and WGSL")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// Which adapter to run on.
-#[derive(Args, Clone)]
-struct AdapterArgs {
-    /// vulkan, metal, dx12 or gl (default: $WGPU_BACKEND, else all)
-    #[arg(long)]
-    backend: Option<String>,
-    /// Adapter index (as `adapters` lists them) or a substring of its name (default: $WGPU_ADAPTER_NAME,
-    /// else the first discrete GPU)
-    #[arg(long)]
-    adapter: Option<String>,
-}
-
-impl AdapterArgs {
-    fn choice(&self) -> AdapterChoice {
-        AdapterChoice { backend: self.backend.clone(), adapter: self.adapter.clone() }
-    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,7 +93,7 @@ struct TrainArgs {
     #[arg(long)]
     json_log: Option<PathBuf>,
     #[command(flatten)]
-    adapter: AdapterArgs,
+    adapter: AdapterChoice,
 }
 
 #[derive(Args)]
@@ -137,7 +120,7 @@ struct EvalArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    adapter: AdapterArgs,
+    adapter: AdapterChoice,
 }
 
 #[derive(Subcommand)]
@@ -146,11 +129,12 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate weights on the CIFAR-10 test set
     Eval(EvalArgs),
-    /// List every adapter wgpu finds, and which one the other commands would pick
-    Adapters {
-        #[command(flatten)]
-        adapter: AdapterArgs,
-    },
+    /// Classify photos with an ImageNet-pretrained ResNet (torchvision weights)
+    Infer(infer::InferArgs),
+    /// Benchmark training and inference (images/s, per-layer GPU time, share of peak); `bench compare`
+    Bench(bench::BenchArgs),
+    /// List every adapter wgpu finds, with what matters here, and which one the other commands pick
+    Adapters(bench::AdaptersArgs),
 }
 
 fn main() {
@@ -159,12 +143,6 @@ fn main() {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
-}
-
-fn open_gpu(adapter: &AdapterArgs) -> Result<Gpu> {
-    let gpu = Gpu::new(&adapter.choice())?;
-    eprintln!("adapter: {}", gpu.describe());
-    Ok(gpu)
 }
 
 /// A mean or std from checkpoint metadata (`0.485,0.456,0.406`).
@@ -236,7 +214,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         eval_every: args.eval_every,
         json_log: args.json_log,
     };
-    let gpu = open_gpu(&args.adapter)?;
+    let gpu = Gpu::open(&args.adapter)?;
     let summary = train::train(&gpu, &recipe, &train_set, &test_set, start, &out)?;
     for line in train::summary_lines(&recipe, &summary) {
         eprintln!("{line}");
@@ -257,7 +235,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let dir = args.data.clone().unwrap_or_else(cifar::default_dir);
     cifar::ensure_downloaded(&dir, cifar::URL, &resnet_wgpu::data::download::Checksum::Md5(cifar::MD5.into()))?;
     let test_set = Cifar10::load_test(&dir)?;
-    let gpu = open_gpu(&args.adapter)?;
+    let gpu = Gpu::open(&args.adapter)?;
     let model = ResNet::new(&gpu, recipe.arch()?)?;
     model.restore(&gpu, &ck, false, &args.weights)?;
     let eval = train::Evaluator::new(&gpu, &model, test_set.len(), args.batch_size)?.run(&gpu, &test_set, mean, std)?;
@@ -283,28 +261,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => run_train(args),
         Command::Eval(args) => run_eval(args),
-        Command::Adapters { adapter } => {
-            let choice = adapter.choice();
-            let backends = match &choice.backend {
-                Some(name) => gpu::backends_from_name(name)?,
-                None => wgpu::Backends::all(),
-            };
-            for (i, a) in gpu::enumerate_adapters(backends).iter().enumerate() {
-                let info = a.get_info();
-                let limits = a.limits();
-                println!("{i}: {}", gpu::describe(&info));
-                println!(
-                    "   {:?}, timestamps {}, storage binding {} MiB, {} storage buffers per stage, {} B workgroup memory",
-                    info.device_type,
-                    a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
-                    limits.max_storage_buffer_binding_size / (1 << 20),
-                    limits.max_storage_buffers_per_shader_stage,
-                    limits.max_compute_workgroup_storage_size,
-                );
-            }
-            let chosen = choice.select()?.get_info();
-            println!("selected: {}", gpu::describe(&chosen));
-            Ok(())
-        }
+        Command::Adapters(args) => bench::adapters(&args),
+        Command::Infer(args) => infer::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
