@@ -9,7 +9,7 @@ use resnet_wgpu::data::cifar::{self, Cifar10};
 use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 use resnet_wgpu::resnet::ResNet;
 use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
-use resnet_wgpu::{bench, infer};
+use resnet_wgpu::{bench, infer, plot};
 
 #[derive(Parser)]
 #[command(name = "resnet-wgpu", version, about = "Deep residual networks on any GPU through wgpu and WGSL")]
@@ -129,6 +129,15 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate weights on the CIFAR-10 test set
     Eval(EvalArgs),
+    /// Draw the error curves of several training runs (their log.jsonl) into one PNG
+    Plot {
+        /// JSON-lines logs written by `train` (runs/MODEL/log.jsonl)
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The PNG to write
+        #[arg(short, long, default_value = "curves.png")]
+        output: PathBuf,
+    },
     /// Classify photos with an ImageNet-pretrained ResNet (torchvision weights)
     Infer(infer::InferArgs),
     /// Benchmark training and inference (images/s, per-layer GPU time, share of peak); `bench compare`
@@ -257,12 +266,27 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// One chart of every run's train and test error, labelled by model (by file when models repeat).
+fn run_plot(logs: &[PathBuf], output: &std::path::Path) -> Result<()> {
+    let mut runs = logs.iter().map(|path| plot::read_log(path)).collect::<Result<Vec<_>>>()?;
+    let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+    for (run, path) in runs.iter_mut().zip(logs) {
+        if labels.iter().filter(|l| **l == run.label).count() > 1 {
+            run.label = format!("{} ({})", run.label, path.display());
+        }
+    }
+    plot::plot_error(&runs, output)?;
+    eprintln!("wrote {}", output.display());
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => run_train(args),
         Command::Eval(args) => run_eval(args),
         Command::Adapters(args) => bench::adapters(&args),
         Command::Infer(args) => infer::run(&args),
+        Command::Plot { logs, output } => run_plot(&logs, &output),
         Command::Bench(args) => bench::run(&args),
     }
 }
