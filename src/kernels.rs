@@ -113,6 +113,8 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// Bytes of every tensor bound, each counted once: the least memory traffic of one run.
+    pub bytes: u64,
     /// The `params` uniform, kept so a step can rewrite it (e.g. the learning rate).
     params: wgpu::Buffer,
 }
@@ -260,6 +262,7 @@ impl Gpu {
             pipeline: pipeline.clone(),
             bind_group,
             workgroups,
+            bytes: tensors.iter().map(|t| t.bytes()).sum(),
             params,
         })
     }
@@ -269,8 +272,8 @@ impl Gpu {
         self.queue.write_buffer(&dispatch.params, 0, bytemuck::bytes_of(params));
     }
 
-    /// Records the dispatches, in order, into one compute pass of one command buffer and submits it.
-    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+    /// Records the dispatches, in order, into one compute pass of a new command encoder.
+    pub fn encode(&self, dispatches: &[&Dispatch]) -> wgpu::CommandEncoder {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -278,7 +281,12 @@ impl Gpu {
                 d.record(&mut pass);
             }
         }
-        self.queue.submit([encoder.finish()]);
+        encoder
+    }
+
+    /// Records the dispatches, in order, into one compute pass of one command buffer and submits it.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        self.queue.submit([self.encode(dispatches).finish()]);
         Ok(())
     }
 }

@@ -210,7 +210,8 @@ enum ShortcutSpec {
     B { stride: usize },
 }
 
-/// Named tensors in one GPU buffer.
+/// Named tensors in one GPU buffer. A clone shares the buffer.
+#[derive(Clone)]
 pub struct Arena {
     /// The whole buffer as one flat tensor (what the optimizer walks).
     pub all: Tensor,
@@ -589,6 +590,9 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Steps whose loss and correct count `TrainStep::history` keeps.
+pub const HISTORY: usize = 20;
+
 /// A planned training step at a fixed batch size: forward, loss, backward and SGD, in order.
 pub struct TrainStep {
     /// [N,3,H,W] normalised images; written by the caller before `run`.
@@ -601,6 +605,9 @@ pub struct TrainStep {
     pub loss: Tensor,
     /// [1] u32 number of correct top-1 predictions.
     pub correct: Tensor,
+    /// [HISTORY, 2] (loss as f32 bits, correct count) of recent steps: step s writes slot
+    /// s % HISTORY, by a copy in its own command buffer, so the CPU can read many steps at once.
+    pub history: Tensor,
     pub sgd: SgdParams,
     pub dispatches: Vec<Dispatch>,
 }
@@ -619,16 +626,22 @@ impl TrainStep {
             "sgd",
             layers::sgd(gpu, &m.params.all, &m.velocity.all, &m.grads.all, sgd.lr, sgd.momentum, sgd.weight_decay),
         )?;
-        Ok(Self { input: fwd.input, labels, logits: fwd.logits, loss, correct, sgd, dispatches: plan.dispatches })
+        let history = plan.tensor("loss history", &[HISTORY, 2])?;
+        Ok(Self { input: fwd.input, labels, logits: fwd.logits, loss, correct, history, sgd, dispatches: plan.dispatches })
     }
 
-    /// Submits the whole step as one command buffer, with learning rate `lr`.
-    pub fn run(&mut self, gpu: &Gpu, lr: f32) -> Result<()> {
+    /// Submits step number `step` as one command buffer, with learning rate `lr`.
+    pub fn run(&mut self, gpu: &Gpu, step: usize, lr: f32) -> Result<()> {
         if lr != self.sgd.lr {
             self.sgd.lr = lr;
             gpu.update_params(self.dispatches.last().expect("the plan ends with SGD"), &self.sgd);
         }
-        gpu.run(&self.dispatches.iter().collect::<Vec<_>>())
+        let mut encoder = gpu.encode(&self.dispatches.iter().collect::<Vec<_>>());
+        let (slot, h) = (self.history.offset + (step % HISTORY) as u64 * 8, &self.history.buffer);
+        encoder.copy_buffer_to_buffer(&self.loss.buffer, self.loss.offset, h, slot, 4);
+        encoder.copy_buffer_to_buffer(&self.correct.buffer, self.correct.offset, h, slot + 4, 4);
+        gpu.queue.submit([encoder.finish()]);
+        Ok(())
     }
 }
 
@@ -681,6 +694,13 @@ impl InferStep {
         source: &std::path::Path,
         batch: usize,
     ) -> Result<Self> {
+        let weights = Self::fold(gpu, arch, ck, source)?;
+        Self::plan(gpu, arch, weights, batch)
+    }
+
+    /// Checks `ck`'s tensors against `arch` (errors name `source`) and uploads the folded weights;
+    /// plans of several batch sizes can share the result (a clone shares the buffer).
+    pub fn fold(gpu: &Gpu, arch: &Arch, ck: &crate::checkpoint::Checkpoint, source: &std::path::Path) -> Result<Arena> {
         let mut expected = arch.parameters();
         expected.extend(arch.buffers());
         ck.check(&expected, &arch.name, source)?;
@@ -712,7 +732,11 @@ impl InferStep {
         for (t, values) in weights.tensors.iter().zip(&folded) {
             gpu.write(t, values);
         }
+        Ok(weights)
+    }
 
+    /// Plans a batch of `batch` on weights from [`InferStep::fold`].
+    pub fn plan(gpu: &Gpu, arch: &Arch, weights: Arena, batch: usize) -> Result<Self> {
         let mut plan = FoldedPlan { gpu, weights: &weights, dispatches: Vec::new() };
         let input = gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
         let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };

@@ -1,8 +1,8 @@
 //! `train cifar10` and `eval cifar10`: the paper's CIFAR-10 recipe with the whole step on the GPU.
 //!
-//! Each step writes one normalised (and augmented) batch, submits the planned step as one command
-//! buffer and copies its loss and correct count into a small history buffer on the GPU; the CPU
-//! reads that history every `LOG_EVERY` steps, so it never waits for the GPU step by step.
+//! Each step writes one normalised (and augmented) batch and submits the planned step as one
+//! command buffer, which also copies its loss and correct count into a small history buffer on the
+//! GPU; the CPU reads that history every `LOG_EVERY` steps, so it never waits for the GPU step by step.
 //! The data order of epoch e depends only on (seed, e) and the augmentation of step s only on
 //! (seed, s), so a run resumed from a checkpoint continues bit for bit.
 
@@ -19,11 +19,11 @@ use crate::data::download::Checksum;
 use crate::gpu::{Gpu, Tensor};
 use crate::layers::SgdParams;
 use crate::plot;
-use crate::resnet::{Arch, EvalStep, ResNet, Shortcut, TrainStep};
+use crate::resnet::{Arch, EvalStep, HISTORY, ResNet, Shortcut, TrainStep};
 use crate::rng::Rng;
 
 /// Steps between reads of the loss history (and train lines in the log).
-const LOG_EVERY: usize = 20;
+const LOG_EVERY: usize = HISTORY;
 
 /// The paper's Table 6 test errors (%), for the closing summary.
 const PAPER_ERROR: [(&str, f64); 5] =
@@ -285,8 +285,6 @@ pub fn train(
     let sgd =
         SgdParams { len: 0, lr: recipe.lr_at(step), momentum: recipe.momentum, weight_decay: recipe.weight_decay };
     let mut plan = TrainStep::new(gpu, &model, recipe.batch_size, sgd)?;
-    // Loss (f32 bits) and correct count of the last LOG_EVERY steps, written by copies on the GPU.
-    let history = gpu.zeros("loss history", &[LOG_EVERY, 2])?;
 
     let steps_per_epoch = train_set.len() / recipe.batch_size;
     let eval_every = out.eval_every.unwrap_or(steps_per_epoch).max(1);
@@ -357,16 +355,11 @@ pub fn train(
             &plan.input,
             &plan.labels,
         );
-        plan.run(gpu, recipe.lr_at(step))?;
-        let slot = (step % LOG_EVERY) as u64 * 8;
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&plan.loss.buffer, plan.loss.offset, &history.buffer, slot, 4);
-        encoder.copy_buffer_to_buffer(&plan.correct.buffer, plan.correct.offset, &history.buffer, slot + 4, 4);
-        gpu.queue.submit([encoder.finish()]);
+        plan.run(gpu, step, recipe.lr_at(step))?;
         step += 1;
 
         if step % LOG_EVERY == 0 || step == recipe.steps || step % eval_every == 0 {
-            let values: Vec<u32> = gpu.read(&history)?;
+            let values: Vec<u32> = gpu.read(&plan.history)?;
             let (mut loss, mut correct, mut count) = (0.0f64, 0usize, 0usize);
             for s in window_start..step {
                 let slot = s % LOG_EVERY;

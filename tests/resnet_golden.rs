@@ -56,7 +56,7 @@ fn resnet8_training_step_matches_pytorch() {
         let mut step = TrainStep::new(gpu, &model, 4, sgd).unwrap();
         gpu.write(&step.input, &golden["input"]);
         gpu.write(&step.labels, &golden["labels"].iter().map(|&l| l as u32).collect::<Vec<u32>>());
-        step.run(gpu, 0.1).unwrap();
+        step.run(gpu, 0, 0.1).unwrap();
 
         let on = format!("on {} ({:?})", gpu.info.name, gpu.info.backend);
         compare(&format!("logits {on}"), &gpu.read(&step.logits).unwrap(), &golden["logits"], 1e-5);
@@ -86,7 +86,7 @@ fn resnet8_training_step_matches_pytorch() {
         }
         eprintln!("worst gradient error {on}: {worst:e} of the tensor's largest value");
 
-        step.run(gpu, 0.1).unwrap();
+        step.run(gpu, 1, 0.1).unwrap();
         for (name, _) in &names {
             compare(
                 &format!("step 2 {name} {on}"),
