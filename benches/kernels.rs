@@ -4,7 +4,8 @@
 //!     cargo bench --bench kernels                       # wgpu's default adapter
 //!     RESNET_WGPU_BACKEND=gl cargo bench --bench kernels
 //!     RESNET_WGPU_ADAPTER=1 cargo bench --bench kernels # an index or a substring of the name
-//!     RESNET_WGPU_BENCH_FILTER=conv2d cargo bench --bench kernels
+//!     RESNET_WGPU_BENCH_FILTER=conv2d cargo bench --bench kernels  # kernels whose name contains it
+//!     RESNET_WGPU_BENCH_WALL=1 cargo bench --bench kernels  # wall clock even with timestamps
 //!
 //! Each dispatch is recorded alone in one compute pass, submitted, and waited for. Time is taken
 //! from GPU timestamps written at the pass boundaries when the adapter offers TIMESTAMP_QUERY,
@@ -40,6 +41,7 @@ impl Rng {
 }
 
 /// What a kernel does per dispatch, for the throughput column.
+#[derive(Clone, Copy)]
 enum Work {
     Flops(f64),
     /// Bytes of every tensor the kernel reads or writes, each counted once.
@@ -70,12 +72,7 @@ impl Bench<'_> {
 
     /// Positive values (variances, running statistics, rstd) in [0.5, 1.5).
     fn positive(&mut self, shape: &[usize]) -> Result<Tensor> {
-        let data: Vec<f32> = self
-            .rng
-            .vec(shape.iter().product())
-            .iter()
-            .map(|x| 1.0 + 0.5 * x)
-            .collect();
+        let data: Vec<f32> = self.rng.vec(shape.iter().product()).iter().map(|x| 1.0 + 0.5 * x).collect();
         self.gpu.upload("bench input", shape, &data)
     }
 
@@ -84,32 +81,20 @@ impl Bench<'_> {
     }
 
     /// Prepares the dispatch (unless the filter excludes `kernel`), times it, prints one row.
-    fn run(
-        &self,
-        kernel: Kernel,
-        shape: &str,
-        work: Work,
-        prepare: impl FnOnce() -> Result<Dispatch>,
-    ) -> Result<()> {
+    fn run(&self, kernel: Kernel, shape: &str, work: Work, prepare: impl FnOnce() -> Result<Dispatch>) -> Result<()> {
         if let Some(filter) = &self.filter
             && !kernel.name().contains(filter.as_str())
         {
             return Ok(());
         }
         let dispatch = prepare().with_context(|| format!("preparing {}", kernel.name()))?;
-        assert_eq!(
-            dispatch.kernel, kernel,
-            "the bench row names the wrong kernel"
-        );
+        assert_eq!(dispatch.kernel, kernel, "the bench row names the wrong kernel");
         let ms = median(self.measure(&dispatch)?);
         let (gflops, gbs) = match work {
             Work::Flops(flops) => (format!("{:.2}", flops / ms / 1e6), "-".to_string()),
             Work::Bytes(bytes) => ("-".to_string(), format!("{:.2}", bytes / ms / 1e6)),
         };
-        println!(
-            "| {} | {shape} | {ms:.3} | {gflops} | {gbs} |",
-            kernel.name()
-        );
+        println!("| {} | {shape} | {ms:.3} | {gflops} | {gbs} |", kernel.name());
         Ok(())
     }
 
@@ -129,13 +114,12 @@ impl Bench<'_> {
             let timed = i.checked_sub(WARMUP).map(|j| j as u32);
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
             {
-                let timestamp_writes = query_set.as_ref().zip(timed).map(|(query_set, j)| {
-                    wgpu::ComputePassTimestampWrites {
+                let timestamp_writes =
+                    query_set.as_ref().zip(timed).map(|(query_set, j)| wgpu::ComputePassTimestampWrites {
                         query_set,
                         beginning_of_pass_write_index: Some(2 * j),
                         end_of_pass_write_index: Some(2 * j + 1),
-                    }
-                });
+                    });
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(dispatch.kernel.name()),
                     timestamp_writes,
@@ -144,9 +128,7 @@ impl Bench<'_> {
             }
             let start = Instant::now();
             gpu.queue.submit([encoder.finish()]);
-            gpu.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .context("waiting for the GPU")?;
+            gpu.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
             if timed.is_some() {
                 wall.push(start.elapsed().as_secs_f64() * 1e3);
             }
@@ -181,20 +163,18 @@ impl Bench<'_> {
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .context("waiting for the GPU")?;
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
         receiver.recv()?.context("mapping the timestamp buffer")?;
-        let view = staging
-            .get_mapped_range(..)
-            .context("reading the timestamp buffer")?;
+        let view = staging.get_mapped_range(..).context("reading the timestamp buffer")?;
         let ticks: &[u64] = bytemuck::cast_slice(&view);
         let ns_per_tick = gpu.queue.get_timestamp_period() as f64;
-        Ok(ticks
-            .chunks(2)
-            .map(|pair| pair[1].saturating_sub(pair[0]) as f64 * ns_per_tick / 1e6)
-            .collect())
+        Ok(ticks.chunks(2).map(|pair| pair[1].saturating_sub(pair[0]) as f64 * ns_per_tick / 1e6).collect())
     }
+}
+
+/// Which conv path `gpu` uses (its `SHARED` override, see `Gpu::shared_tiles`).
+fn variant(gpu: &Gpu) -> &'static str {
+    if gpu.shared_tiles { "shared tiles" } else { "direct" }
 }
 
 /// Runs the three conv kernels on small awkward shapes and panics if any disagrees with its CPU
@@ -203,9 +183,7 @@ fn check_conv(gpu: &Gpu) -> Result<()> {
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     // (N, C, H, W, K, R, stride, pad)
     for (case, &[n, c, h, w, k, r, stride, pad]) in
-        [[2, 5, 7, 6, 6, 3, 2, 1], [3, 17, 5, 5, 9, 1, 1, 0]]
-            .iter()
-            .enumerate()
+        [[2, 5, 7, 6, 6, 3, 2, 1], [3, 17, 5, 5, 9, 1, 1, 0]].iter().enumerate()
     {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + case as u64);
         let params = ConvParams::new(&[n, c, h, w], &[k, c, r, r], stride, pad)?;
@@ -241,9 +219,10 @@ fn check_conv(gpu: &Gpu) -> Result<()> {
             for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g as f64 - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                    "{name} on {} disagrees with reference::{name} for input [{n},{c},{h},{w}], \
+                    "{name} ({}) on {} disagrees with reference::{name} for input [{n},{c},{h},{w}], \
                      weight [{k},{c},{r},{r}], stride {stride}, pad {pad}: element {i} is {g}, \
                      expected {e}; refusing to benchmark a wrong kernel",
+                    variant(gpu),
                     gpu.info.name
                 );
             }
@@ -252,103 +231,41 @@ fn check_conv(gpu: &Gpu) -> Result<()> {
     Ok(())
 }
 
-/// conv2d_forward, conv2d_backward_input and conv2d_backward_weight of one layer; each does
-/// 2*N*K*P*Q*C*R*S flops.
-fn conv(b: &mut Bench, name: &str, inp: [usize; 4], k: usize, r: usize, pad: usize) -> Result<()> {
+/// conv2d_forward, conv2d_backward_input and conv2d_backward_weight of one layer on `gpu` (one
+/// of the two conv variants); each does 2*N*K*P*Q*C*R*S flops.
+fn conv(b: &mut Bench, gpu: &Gpu, name: &str, inp: [usize; 4], k: usize, r: usize, pad: usize) -> Result<()> {
     let [n, c, h, w] = inp;
     let params = ConvParams::new(&inp, &[k, c, r, r], 1, pad)?;
     let (p, q) = (params.p as usize, params.q as usize);
     let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
-    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s1 p{pad}");
-    let (x, weight, y) = (
-        b.random(&inp)?,
-        b.random(&[k, c, r, r])?,
-        b.random(&params.out_shape())?,
-    );
-    let gpu = b.gpu;
-    b.run(Kernel::Conv2dForward, &shape, flops, || {
-        layers::conv2d_forward(gpu, &y, &x, &weight, 1, pad)
-    })?;
-    let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
-    b.run(Kernel::Conv2dBackwardInput, &shape, flops, || {
-        layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad)
-    })?;
-    let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
-    b.run(Kernel::Conv2dBackwardWeight, &shape, flops, || {
-        layers::conv2d_backward_weight(gpu, &weight, &y, &x, 1, pad)
-    })
+    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s1 p{pad}, {}", variant(gpu));
+    let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
+    b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, 1, pad))?;
+    b.run(Kernel::Conv2dBackwardInput, &shape, flops, || layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad))?;
+    b.run(Kernel::Conv2dBackwardWeight, &shape, flops, || layers::conv2d_backward_weight(gpu, &weight, &y, &x, 1, pad))
 }
 
 /// The three batch norm kernels on an activation of `shape`.
 fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
     let (c, len) = (shape[1], shape.iter().product::<usize>());
     let label = format!("{name}: {shape:?}");
-    let (inp, dout, out, dinp) = (
-        b.random(&shape)?,
-        b.random(&shape)?,
-        b.zeros(&shape)?,
-        b.zeros(&shape)?,
-    );
-    let (weight, bias, mean, rstd) = (
-        b.random(&[c])?,
-        b.random(&[c])?,
-        b.random(&[c])?,
-        b.positive(&[c])?,
-    );
-    let (running_mean, running_var, dweight, dbias) = (
-        b.random(&[c])?,
-        b.positive(&[c])?,
-        b.zeros(&[c])?,
-        b.zeros(&[c])?,
-    );
+    let (inp, dout, out, dinp) = (b.random(&shape)?, b.random(&shape)?, b.zeros(&shape)?, b.zeros(&shape)?);
+    let (weight, bias, mean, rstd) = (b.random(&[c])?, b.random(&[c])?, b.random(&[c])?, b.positive(&[c])?);
+    let (running_mean, running_var, dweight, dbias) =
+        (b.random(&[c])?, b.positive(&[c])?, b.zeros(&[c])?, b.zeros(&[c])?);
     let gpu = b.gpu;
     // Reads inp (three passes, counted once), weight, bias, running_mean, running_var; writes
     // out, mean, rstd, running_mean, running_var.
-    b.run(
-        Kernel::BatchnormForwardTrain,
-        &label,
-        bytes(2 * len + 8 * c),
-        || {
-            layers::batchnorm_forward_train(
-                gpu,
-                &out,
-                &mean,
-                &rstd,
-                &running_mean,
-                &running_var,
-                &inp,
-                &weight,
-                &bias,
-            )
-        },
-    )?;
+    b.run(Kernel::BatchnormForwardTrain, &label, bytes(2 * len + 8 * c), || {
+        layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &running_mean, &running_var, &inp, &weight, &bias)
+    })?;
     // Reads dout and inp (two passes, counted once), weight, mean, rstd; writes dinp, dweight, dbias.
-    b.run(
-        Kernel::BatchnormBackward,
-        &label,
-        bytes(3 * len + 5 * c),
-        || {
-            layers::batchnorm_backward(
-                gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd,
-            )
-        },
-    )?;
-    b.run(
-        Kernel::BatchnormForwardEval,
-        &label,
-        bytes(2 * len + 4 * c),
-        || {
-            layers::batchnorm_forward_eval(
-                gpu,
-                &out,
-                &inp,
-                &weight,
-                &bias,
-                &running_mean,
-                &running_var,
-            )
-        },
-    )
+    b.run(Kernel::BatchnormBackward, &label, bytes(3 * len + 5 * c), || {
+        layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd)
+    })?;
+    b.run(Kernel::BatchnormForwardEval, &label, bytes(2 * len + 4 * c), || {
+        layers::batchnorm_forward_eval(gpu, &out, &inp, &weight, &bias, &running_mean, &running_var)
+    })
 }
 
 fn main() -> Result<()> {
@@ -357,21 +274,26 @@ fn main() -> Result<()> {
         adapter: std::env::var("RESNET_WGPU_ADAPTER").ok(),
     };
     let gpu = Gpu::new(&choice)?;
-    let timestamps = gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    // RESNET_WGPU_BENCH_WALL=1 forces the wall clock, to cross-check the timestamps.
+    let timestamps =
+        gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) && std::env::var_os("RESNET_WGPU_BENCH_WALL").is_none();
     println!("adapter: {}", gpu.describe());
     println!(
         "timer: {}; {WARMUP} warmup runs, median of {ITERATIONS} timed runs, one dispatch per submit",
-        if timestamps {
-            "GPU timestamp queries at compute pass boundaries"
-        } else {
-            "wall clock around submit + poll (adapter has no TIMESTAMP_QUERY)"
-        }
+        if timestamps { "GPU timestamp queries at compute pass boundaries" } else { "wall clock around submit + poll" }
     );
+    println!("GB/s counts every tensor a kernel reads or writes once, even where it reads one more than once");
+    // Both conv paths, the adapter's default first.
+    let conv_gpus = [gpu.with_shared_tiles(gpu.shared_tiles), gpu.with_shared_tiles(!gpu.shared_tiles)];
     println!(
-        "GB/s counts every tensor a kernel reads or writes once, even where it reads one twice"
+        "conv: {} by default on this adapter (RESNET_WGPU_SHARED_TILES=0|1 overrides), {} shown too",
+        variant(&conv_gpus[0]),
+        variant(&conv_gpus[1])
     );
-    check_conv(&gpu)?;
-    println!("self-check: the three conv kernels match their CPU twins on two small shapes");
+    for conv_gpu in &conv_gpus {
+        check_conv(conv_gpu)?;
+    }
+    println!("self-check: the three conv kernels, both paths, match their CPU twins on two small shapes");
     println!();
     println!("| kernel | shape | median ms | GFLOP/s | GB/s |");
     println!("|---|---|---:|---:|---:|");
@@ -384,9 +306,11 @@ fn main() -> Result<()> {
     };
     let gpu = &gpu;
 
-    conv(&mut b, "ResNet-20", [32, 16, 32, 32], 16, 3, 1)?;
-    conv(&mut b, "ResNet-50 3x3", [8, 64, 56, 56], 64, 3, 1)?;
-    conv(&mut b, "ResNet-50 1x1", [8, 256, 56, 56], 64, 1, 0)?;
+    for conv_gpu in &conv_gpus {
+        conv(&mut b, conv_gpu, "ResNet-20", [8, 16, 32, 32], 16, 3, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 3x3", [1, 64, 56, 56], 64, 3, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 1x1", [1, 256, 56, 56], 64, 1, 0)?;
+    }
 
     batchnorm(&mut b, "ResNet-20", [32, 16, 32, 32])?;
     batchnorm(&mut b, "ResNet-50", [8, 64, 56, 56])?;
@@ -395,15 +319,9 @@ fn main() -> Result<()> {
     let act = [32, 16, 32, 32];
     let (len, label) = (act.iter().product::<usize>(), format!("ResNet-20: {act:?}"));
     let (x, y, z) = (b.random(&act)?, b.random(&act)?, b.zeros(&act)?);
-    b.run(Kernel::ReluForward, &label, bytes(2 * len), || {
-        layers::relu_forward(gpu, &z, &x)
-    })?;
-    b.run(Kernel::ReluBackward, &label, bytes(3 * len), || {
-        layers::relu_backward(gpu, &z, &y, &x)
-    })?;
-    b.run(Kernel::Add, &label, bytes(3 * len), || {
-        layers::add(gpu, &z, &x, &y)
-    })?;
+    b.run(Kernel::ReluForward, &label, bytes(2 * len), || layers::relu_forward(gpu, &z, &x))?;
+    b.run(Kernel::ReluBackward, &label, bytes(3 * len), || layers::relu_backward(gpu, &z, &y, &x))?;
+    b.run(Kernel::Add, &label, bytes(3 * len), || layers::add(gpu, &z, &x, &y))?;
 
     // Option-A shortcut of ResNet-20's first downsampling block: [32,16,32,32] -> [32,32,16,16].
     // It reads only the even rows and columns of inp (N*C*P*Q values) and writes N*K*P*Q.
@@ -412,64 +330,43 @@ fn main() -> Result<()> {
     let label = format!("ResNet-20: {act:?} -> {half:?}");
     let (dhalf, dx) = (b.random(&half)?, b.zeros(&act)?);
     let out = b.zeros(&half)?;
-    b.run(Kernel::ShortcutAForward, &label, bytes(small + big), || {
-        layers::shortcut_a_forward(gpu, &out, &x)
-    })?;
+    b.run(Kernel::ShortcutAForward, &label, bytes(small + big), || layers::shortcut_a_forward(gpu, &out, &x))?;
     // Reads the dout channels that map to inp (N*C*P*Q values), writes all of dinp.
-    b.run(
-        Kernel::ShortcutABackward,
-        &label,
-        bytes(small + len),
-        || layers::shortcut_a_backward(gpu, &dx, &dhalf),
-    )?;
+    b.run(Kernel::ShortcutABackward, &label, bytes(small + len), || layers::shortcut_a_backward(gpu, &dx, &dhalf))?;
 
     // ImageNet stem max pool 3x3/2 pad 1: [8,64,112,112] -> [8,64,56,56].
     let (stem, pooled) = ([8, 64, 112, 112], [8, 64, 56, 56]);
-    let (big, small) = (stem.iter().product(), pooled.iter().product::<usize>());
+    let (big, small): (usize, usize) = (stem.iter().product(), pooled.iter().product());
     let label = format!("ResNet-50 stem: {stem:?} 3x3 s2 p1");
     let (inp, dinp) = (b.random(&stem)?, b.zeros(&stem)?);
     let (out, indices, dout) = (b.zeros(&pooled)?, b.zeros(&pooled)?, b.random(&pooled)?);
     // Reads inp, writes out and indices. Runs before the backward, which needs its indices.
-    b.run(
-        Kernel::MaxpoolForward,
-        &label,
-        bytes(big + 2 * small),
-        || layers::maxpool_forward(gpu, &out, &indices, &inp, 3, 2, 1),
-    )?;
-    b.run(
-        Kernel::MaxpoolBackward,
-        &label,
-        bytes(2 * small + big),
-        || layers::maxpool_backward(gpu, &dinp, &dout, &indices, 3, 2, 1),
-    )?;
+    b.run(Kernel::MaxpoolForward, &label, bytes(big + 2 * small), || {
+        layers::maxpool_forward(gpu, &out, &indices, &inp, 3, 2, 1)
+    })?;
+    b.run(Kernel::MaxpoolBackward, &label, bytes(2 * small + big), || {
+        layers::maxpool_backward(gpu, &dinp, &dout, &indices, 3, 2, 1)
+    })?;
 
     // ResNet-50 head: global average pool [8,2048,7,7] -> [8,2048].
     let (feat, pooled) = ([8, 2048, 7, 7], [8, 2048]);
-    let (big, small) = (feat.iter().product(), 8 * 2048);
+    let (big, small): (usize, usize) = (feat.iter().product(), 8 * 2048);
     let label = format!("ResNet-50 head: {feat:?} -> {pooled:?}");
     let (inp, dinp) = (b.random(&feat)?, b.zeros(&feat)?);
     let (out, dout) = (b.zeros(&pooled)?, b.random(&pooled)?);
-    b.run(Kernel::AvgpoolForward, &label, bytes(big + small), || {
-        layers::avgpool_forward(gpu, &out, &inp)
-    })?;
-    b.run(Kernel::AvgpoolBackward, &label, bytes(small + big), || {
-        layers::avgpool_backward(gpu, &dinp, &dout)
-    })?;
+    b.run(Kernel::AvgpoolForward, &label, bytes(big + small), || layers::avgpool_forward(gpu, &out, &inp))?;
+    b.run(Kernel::AvgpoolBackward, &label, bytes(small + big), || layers::avgpool_backward(gpu, &dinp, &dout))?;
 
     // ResNet-50 fc: N=8, 2048 -> 1000; each kernel does 2*N*K*C flops.
     let (n, c, k) = (8, 2048, 1000);
-    let flops = || Work::Flops((2 * n * k * c) as f64);
+    let flops = Work::Flops((2 * n * k * c) as f64);
     let label = format!("ResNet-50 fc: N{n} {c}->{k}");
     let (inp, weight, bias) = (b.random(&[n, c])?, b.random(&[k, c])?, b.random(&[k])?);
     let (out, dout, dinp) = (b.zeros(&[n, k])?, b.random(&[n, k])?, b.zeros(&[n, c])?);
     let (dweight, dbias) = (b.zeros(&[k, c])?, b.zeros(&[k])?);
-    b.run(Kernel::LinearForward, &label, flops(), || {
-        layers::linear_forward(gpu, &out, &inp, &weight, &bias)
-    })?;
-    b.run(Kernel::LinearBackwardInput, &label, flops(), || {
-        layers::linear_backward_input(gpu, &dinp, &dout, &weight)
-    })?;
-    b.run(Kernel::LinearBackwardWeight, &label, flops(), || {
+    b.run(Kernel::LinearForward, &label, flops, || layers::linear_forward(gpu, &out, &inp, &weight, &bias))?;
+    b.run(Kernel::LinearBackwardInput, &label, flops, || layers::linear_backward_input(gpu, &dinp, &dout, &weight))?;
+    b.run(Kernel::LinearBackwardWeight, &label, flops, || {
         layers::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp)
     })?;
 
@@ -480,20 +377,15 @@ fn main() -> Result<()> {
     let logits = b.random(&[n, k])?;
     let (dlogits, loss, correct) = (b.zeros(&[n, k])?, b.zeros(&[1])?, b.zeros(&[1])?);
     let label = format!("CIFAR-10: logits [{n},{k}]");
-    b.run(
-        Kernel::SoftmaxCrossEntropy,
-        &label,
-        bytes(2 * n * k + n + 2),
-        || layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels),
-    )?;
+    b.run(Kernel::SoftmaxCrossEntropy, &label, bytes(2 * n * k + n + 2), || {
+        layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels)
+    })?;
 
     // One SGD step over ResNet-20's 272,474 parameters: reads weight, velocity, grad; writes
     // weight and velocity.
     let len = 272_474;
     let (weight, velocity, grad) = (b.random(&[len])?, b.random(&[len])?, b.random(&[len])?);
     let label = format!("ResNet-20 params: [{len}]");
-    b.run(Kernel::Sgd, &label, bytes(5 * len), || {
-        layers::sgd(gpu, &weight, &velocity, &grad, 0.1, 0.9, 5e-4)
-    })?;
+    b.run(Kernel::Sgd, &label, bytes(5 * len), || layers::sgd(gpu, &weight, &velocity, &grad, 0.1, 0.9, 5e-4))?;
     Ok(())
 }

@@ -378,11 +378,14 @@ pub fn train(
             let images_per_s = (count * recipe.batch_size) as f64 / window.elapsed().as_secs_f64();
             let (loss, error) = (loss / count as f64, 1.0 - correct as f64 / (count * recipe.batch_size) as f64);
             let lr = recipe.lr_at(step - 1);
+            let progress =
+                format!("loss {loss:.3}  acc {:.1}%  lr {lr}  {images_per_s:.1} img/s", 100.0 * (1.0 - error));
             bar.set_position(step as u64);
-            bar.set_message(format!(
-                "loss {loss:.3}  acc {:.1}%  lr {lr}  {images_per_s:.0} img/s",
-                100.0 * (1.0 - error)
-            ));
+            if bar.is_hidden() {
+                // Not a terminal (a log file, CI): a plain line instead of the bar.
+                eprintln!("step {step}/{}: {progress}", recipe.steps);
+            }
+            bar.set_message(progress);
             log.line(serde_json::json!({"event": "train", "model": recipe.model, "step": step,
                 "epoch": step as f64 / steps_per_epoch as f64, "loss": loss, "error": error, "lr": lr, "images_per_s": images_per_s}))?;
             window = Instant::now();
@@ -399,13 +402,12 @@ pub fn train(
             }
             let eval = evaluator.run(gpu, test_set, recipe.mean, recipe.std)?;
             let epoch = step as f64 / steps_per_epoch as f64;
-            bar.println(format!(
-                "step {step} (epoch {epoch:.1}): test loss {:.4}, accuracy {:.2}% ({}/{})",
-                eval.loss,
-                100.0 * (1.0 - eval.error()),
-                eval.correct,
-                eval.images
-            ));
+            let (accuracy, loss) = (100.0 * (1.0 - eval.error()), eval.loss);
+            let line = format!(
+                "step {step} (epoch {epoch:.1}): test loss {loss:.4}, accuracy {accuracy:.2}% ({}/{})",
+                eval.correct, eval.images
+            );
+            bar.suspend(|| eprintln!("{line}"));
             log.line(serde_json::json!({"event": "test", "model": recipe.model, "step": step, "epoch": epoch, "loss": eval.loss, "error": eval.error()}))?;
             if best.is_none_or(|(_, b)| eval.error() < b) {
                 best = Some((step, eval.error()));
