@@ -5,6 +5,7 @@
 //! one buffer (an arena), so that e.g. all parameters are one allocation the optimizer walks in a
 //! single dispatch.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -42,6 +43,9 @@ pub struct Gpu {
     /// GPUs, no on CPU adapters, where barriers cost more than the loads they save. The variable
     /// `RESNET_WGPU_SHARED_TILES=0|1` overrides the choice.
     pub shared_tiles: bool,
+    /// Bytes of every storage buffer created so far (never decremented when one is dropped):
+    /// the difference across building a plan is the GPU memory that plan holds.
+    allocated: Arc<AtomicU64>,
 }
 
 /// A view of `len` 4-byte elements (f32, or u32 for labels and indices) at `offset` bytes into a
@@ -225,7 +229,17 @@ impl Gpu {
             Ok("1") => true,
             _ => !is_software(&info),
         };
-        Ok(Self { device, queue, info, limits, features, pipelines: Mutex::default(), placeholder, shared_tiles })
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pipelines: Mutex::default(),
+            placeholder,
+            shared_tiles,
+            allocated: Arc::default(),
+        })
     }
 
     /// The same device with the other conv variant (tests and benchmarks compare both).
@@ -239,6 +253,7 @@ impl Gpu {
             pipelines: Mutex::default(),
             placeholder: self.placeholder.clone(),
             shared_tiles,
+            allocated: self.allocated.clone(),
         }
     }
 
@@ -251,6 +266,11 @@ impl Gpu {
         let gpu = Self::new(choice)?;
         eprintln!("adapter: {}", gpu.describe());
         Ok(gpu)
+    }
+
+    /// Bytes of all storage buffers created on this device so far (tensors, arenas, uploads).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
     }
 
     /// Checks at plan time that a buffer of `bytes` fits this device; the error names the buffer.
@@ -272,6 +292,7 @@ impl Gpu {
         self.check_fits(name, bytes)?;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let bytes = bytes.max(4).next_multiple_of(4);
+        self.allocated.fetch_add(bytes, Ordering::Relaxed);
         Ok(Arc::new(match contents {
             Some(data) => {
                 let mut padded = data.to_vec();

@@ -367,11 +367,11 @@ struct Forward {
 }
 
 /// Records dispatches in order while allocating each intermediate tensor once.
-pub struct Planner<'a> {
+struct Planner<'a> {
     gpu: &'a Gpu,
     model: &'a ResNet,
     mode: Mode,
-    pub dispatches: Vec<Dispatch>,
+    dispatches: Vec<Dispatch>,
 }
 
 impl<'a> Planner<'a> {
@@ -627,7 +627,16 @@ impl TrainStep {
             layers::sgd(gpu, &m.params.all, &m.velocity.all, &m.grads.all, sgd.lr, sgd.momentum, sgd.weight_decay),
         )?;
         let history = plan.tensor("loss history", &[HISTORY, 2])?;
-        Ok(Self { input: fwd.input, labels, logits: fwd.logits, loss, correct, history, sgd, dispatches: plan.dispatches })
+        Ok(Self {
+            input: fwd.input,
+            labels,
+            logits: fwd.logits,
+            loss,
+            correct,
+            history,
+            sgd,
+            dispatches: plan.dispatches,
+        })
     }
 
     /// Submits step number `step` as one command buffer, with learning rate `lr`.

@@ -268,10 +268,7 @@ pub fn train(
     let mut best: Option<(usize, f64)> = None;
     match &start {
         Start::Fresh => model.init(gpu, recipe.seed),
-        Start::Init(path, ck) => {
-            model.init(gpu, recipe.seed);
-            model.restore(gpu, ck, false, path)?;
-        }
+        Start::Init(path, ck) => model.restore(gpu, ck, false, path)?,
         Start::Resume(path, ck) => {
             model.restore(gpu, ck, true, path)?;
             step = ck
