@@ -1,13 +1,13 @@
 //! CIFAR-10 reader, batches with augmentation, and the download path, on tiny files written to a
 //! temporary folder and served by a one-thread HTTP server on 127.0.0.1. No network, no real data.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
+use common::serve;
 use md5::{Digest, Md5};
 use resnet_wgpu::data::cifar::{
     self, Cifar10, IMAGE_BYTES, MEAN, RECORD_BYTES, STD, TEST_FILE, TRAIN_FILES, make_batch,
@@ -289,48 +289,6 @@ fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Serves `body` to `requests` HTTP requests on 127.0.0.1, then exits; gives up after 20 s.
-fn serve(body: Vec<u8>, requests: usize) -> (String, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/cifar-10-binary.tar.gz", listener.local_addr().unwrap());
-    let handle = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut served = 0;
-        while served < requests && Instant::now() < deadline {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    respond(stream, &body);
-                    served += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => panic!("accept: {e}"),
-            }
-        }
-    });
-    (url, handle)
-}
-
-fn respond(mut stream: TcpStream, body: &[u8]) {
-    stream.set_nonblocking(false).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
-    let _ = stream.flush();
-}
-
 fn list(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -342,7 +300,8 @@ fn list(dir: &Path) -> Vec<String> {
 fn download_extracts_the_six_files() {
     let archive = archive_bytes();
     let md5 = md5_hex(&archive);
-    let (url, server) = serve(archive, 1);
+    let (base, server) = serve(archive, 1);
+    let url = format!("{base}cifar-10-binary.tar.gz");
     let root = TempDir::new("download");
     let dir = root.0.join("cifar-10-batches-bin");
 
@@ -365,7 +324,8 @@ fn download_extracts_the_six_files() {
 fn download_with_wrong_md5_leaves_nothing() {
     let archive = archive_bytes();
     let actual = md5_hex(&archive);
-    let (url, server) = serve(archive, 1);
+    let (base, server) = serve(archive, 1);
+    let url = format!("{base}cifar-10-binary.tar.gz");
     let root = TempDir::new("badmd5");
     let dir = root.0.join("cifar-10-batches-bin");
     let wrong = "0123456789abcdef0123456789abcdef";

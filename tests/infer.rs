@@ -11,13 +11,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use common::gpus;
+use common::{gpus, serve};
 use resnet_wgpu::checkpoint::Checkpoint;
 use resnet_wgpu::gpu::Gpu;
 use resnet_wgpu::infer::{self, Classifier, Options, Prediction, Tag, WeightsFile};
@@ -293,51 +291,14 @@ fn tiny_pth_matches_pytorch() {
     }
 }
 
-/// Serves `body` to every GET on 127.0.0.1 (any path) until `requests` have been answered or
-/// 20 s have passed; returns the base URL and the thread, which returns the paths requested.
-fn serve(body: Vec<u8>, requests: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/models/", listener.local_addr().unwrap());
-    let thread = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut paths = Vec::new();
-        while paths.len() < requests && Instant::now() < deadline {
-            let mut stream = match listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                Err(e) => panic!("accept: {e}"),
-            };
-            stream.set_nonblocking(false).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let line = String::from_utf8_lossy(&request).lines().next().unwrap_or("").to_string();
-            paths.push(line.split(' ').nth(1).unwrap_or("").to_string());
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
-        }
-        paths
-    });
-    (url, thread)
-}
-
 /// The tiny `.pth` downloaded from a local server lands in the cache folder when its SHA-256
 /// starts with the digits given, is then used from the cache without a request, and reads back.
 #[test]
 fn download_checks_the_sha256_prefix() {
     let body = std::fs::read(format!("{FIXTURES}/infer_tiny.pth")).unwrap();
     let digest: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
-    let (url, server) = serve(body.clone(), 1);
+    let (base, server) = serve(body.clone(), 1);
+    let url = format!("{base}models/");
     let root = temp_dir("download");
     let dir = root.join("weights");
     let file =
@@ -350,7 +311,8 @@ fn download_checks_the_sha256_prefix() {
     assert_eq!(infer::fetch(&file, &url, &dir).unwrap(), path);
     assert!(infer::read_weights(&path).unwrap().tensors.contains_key("layer2.0.downsample.0.weight"));
 
-    let (url, server) = serve(body, 1);
+    let (base, server) = serve(body, 1);
+    let url = format!("{base}models/");
     let wrong = WeightsFile { name: "tiny-00000000.pth".into(), sha256_prefix: "00000000".into(), resize: 256 };
     let err = format!("{:#}", infer::fetch(&wrong, &url, &dir).unwrap_err());
     server.join().unwrap();

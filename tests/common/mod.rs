@@ -1,7 +1,10 @@
 //! Shared by the GPU tests: the adapters to test on, seeded random data, and comparisons.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 
@@ -77,4 +80,42 @@ pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f64], atol: f64, rtol: f64) 
         worst = worst.max(err);
     }
     assert!(gpu.iter().all(|x| x.is_finite()), "{what}: non-finite GPU output");
+}
+
+/// Serves `body` to every GET on 127.0.0.1 (any path) until `requests` have been answered or
+/// 20 s have passed; returns the base URL (ending in `/`) and the thread, which returns the paths requested.
+pub fn serve(body: Vec<u8>, requests: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let thread = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut paths = Vec::new();
+        while paths.len() < requests && Instant::now() < deadline {
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(e) => panic!("accept: {e}"),
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&request).lines().next().unwrap_or("").to_string();
+            paths.push(line.split(' ').nth(1).unwrap_or("").to_string());
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
+        }
+        paths
+    });
+    (url, thread)
 }
