@@ -92,36 +92,36 @@ fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     return acc;
 }
 
-// Direct path: no workgroup memory and no barriers; each invocation walks the reduction in
-// (k, r, s) order with its 4 rows' weight offsets and 4 columns' coordinates computed once,
-// accumulating in four vec4 registers (row i of the 4x4 block is acc[i], its columns the lanes).
+// Direct path: no workgroup memory and no barriers. Each invocation owns a 4x4 block (rows of
+// the block are acc[i], its columns the vec4 lanes) and walks the reduction tap by tap: for each
+// (r, s) the 4 columns' output positions (p, q) and stride mask are computed once (the only
+// divisions), then reused for every output channel k.
 fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     let rs = params.r * params.s;
     let hw = params.h * params.w;
     let pq = params.p * params.q;
     let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.c - 1u)) * rs;
     let cols = min(vec4(j0 + lid.x) + vec4(0u, 1u, 2u, 3u) * WG_N, vec4(params.n * hw - 1u));
-    let base = (cols / hw) * params.k * pq;
+    let image = (cols / hw) * params.k * pq;
     let hp = vec4<i32>((cols % hw) / params.w + params.pad);
     let wp = vec4<i32>(cols % params.w + params.pad);
     let st = vec4(i32(params.stride));
-    let size = vec4(i32(params.p), i32(params.q), 0, 0);
     var acc = array<vec4<f32>, 4>();
-    for (var k = 0u; k < params.k; k++) {
-        let wk = k * params.c * rs;
-        let plane = base + k * pq;
-        for (var r = 0u; r < params.r; r++) {
-            let ph = hp - i32(r);
-            let p = ph / st;
-            for (var s = 0u; s < params.s; s++) {
-                let qw = wp - i32(s);
-                let q = qw / st;
-                let e = wk + r * params.s + s;
+    for (var r = 0u; r < params.r; r++) {
+        let ph = hp - i32(r);
+        let p = ph / st;
+        let row_ok = ph >= vec4(0) & ph % st == vec4(0) & p < vec4(i32(params.p));
+        for (var s = 0u; s < params.s; s++) {
+            let qw = wp - i32(s);
+            let q = qw / st;
+            let inside = row_ok & qw >= vec4(0) & qw % st == vec4(0) & q < vec4(i32(params.q));
+            let at = image + vec4<u32>(max(p, vec4(0))) * params.q + vec4<u32>(max(q, vec4(0)));
+            let tap = r * params.s + s;
+            for (var k = 0u; k < params.k; k++) {
+                let e = k * params.c * rs + tap;
                 let a = vec4(weight[rows.x + e], weight[rows.y + e], weight[rows.z + e], weight[rows.w + e]);
-                let inside = ph >= vec4(0) & qw >= vec4(0) & ph % st == vec4(0) & qw % st == vec4(0)
-                    & p < vec4(size.x) & q < vec4(size.y);
-                let at = plane + vec4<u32>(max(p, vec4(0))) * params.q + vec4<u32>(max(q, vec4(0)));
-                let b = select(vec4(0.0), vec4(dout[at.x], dout[at.y], dout[at.z], dout[at.w]), inside);
+                let i = at + k * pq;
+                let b = select(vec4(0.0), vec4(dout[i.x], dout[i.y], dout[i.z], dout[i.w]), inside);
                 acc[0] = fma(vec4(a.x), b, acc[0]);
                 acc[1] = fma(vec4(a.y), b, acc[1]);
                 acc[2] = fma(vec4(a.z), b, acc[2]);

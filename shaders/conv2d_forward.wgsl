@@ -103,36 +103,36 @@ fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     return acc;
 }
 
-// Direct path: no workgroup memory and no barriers; each invocation walks the reduction in
-// (c, r, s) order with its 4 rows' weight offsets and 4 columns' input origins computed once,
-// accumulating in four vec4 registers (row i of the 4x4 block is acc[i], its columns the lanes).
+// Direct path: no workgroup memory and no barriers. Each invocation owns a 4x4 block (rows of
+// the block are acc[i], its columns the vec4 lanes) and walks the reduction tap by tap: for each
+// (r, s) the 4 columns' input offsets and padding mask are computed once, then reused for every
+// input channel c.
 fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
-    let crs = params.c * params.r * params.s;
+    let rs = params.r * params.s;
     let pq = params.p * params.q;
     let hw = params.h * params.w;
-    let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.k - 1u)) * crs;
+    let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.k - 1u)) * params.c * rs;
     let cols = min(vec4(j0 + lid.x) + vec4(0u, 1u, 2u, 3u) * WG_N, vec4(params.n * pq - 1u));
-    let base = (cols / pq) * params.c * hw;
+    let image = (cols / pq) * params.c * hw;
     let h0 = vec4<i32>(((cols % pq) / params.q) * params.stride) - i32(params.pad);
     let w0 = vec4<i32>((cols % params.q) * params.stride) - i32(params.pad);
-    let size = vec4(i32(params.h), i32(params.w), 0, 0);
     var acc = array<vec4<f32>, 4>();
-    var e = 0u;
-    for (var c = 0u; c < params.c; c++) {
-        let plane = base + c * hw;
-        for (var r = 0u; r < params.r; r++) {
-            let h = h0 + i32(r);
-            for (var s = 0u; s < params.s; s++) {
-                let w = w0 + i32(s);
+    for (var r = 0u; r < params.r; r++) {
+        let h = h0 + i32(r);
+        for (var s = 0u; s < params.s; s++) {
+            let w = w0 + i32(s);
+            let inside = h >= vec4(0) & w >= vec4(0) & h < vec4(i32(params.h)) & w < vec4(i32(params.w));
+            let at = image + vec4<u32>(max(h, vec4(0))) * params.w + vec4<u32>(max(w, vec4(0)));
+            let tap = r * params.s + s;
+            for (var c = 0u; c < params.c; c++) {
+                let e = c * rs + tap;
                 let a = vec4(weight[rows.x + e], weight[rows.y + e], weight[rows.z + e], weight[rows.w + e]);
-                let inside = h >= vec4(0) & w >= vec4(0) & h < vec4(size.x) & w < vec4(size.y);
-                let at = plane + vec4<u32>(max(h, vec4(0))) * params.w + vec4<u32>(max(w, vec4(0)));
-                let b = select(vec4(0.0), vec4(inp[at.x], inp[at.y], inp[at.z], inp[at.w]), inside);
+                let i = at + c * hw;
+                let b = select(vec4(0.0), vec4(inp[i.x], inp[i.y], inp[i.z], inp[i.w]), inside);
                 acc[0] = fma(vec4(a.x), b, acc[0]);
                 acc[1] = fma(vec4(a.y), b, acc[1]);
                 acc[2] = fma(vec4(a.z), b, acc[2]);
                 acc[3] = fma(vec4(a.w), b, acc[3]);
-                e++;
             }
         }
     }
