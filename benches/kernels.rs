@@ -19,26 +19,10 @@ use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor};
 use resnet_wgpu::kernels::{Dispatch, Kernel};
 use resnet_wgpu::layers::{self, ConvParams};
 use resnet_wgpu::reference;
+use resnet_wgpu::rng::Rng;
 
 const WARMUP: usize = 3;
 const ITERATIONS: usize = 15;
-
-/// Deterministic values in [-1, 1) (xorshift64*), so runs see the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
-                bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
-}
 
 /// What a kernel does per dispatch, for the throughput column.
 #[derive(Clone, Copy)]
@@ -185,7 +169,7 @@ fn check_conv(gpu: &Gpu) -> Result<()> {
     for (case, &[n, c, h, w, k, r, stride, pad]) in
         [[2, 5, 7, 6, 6, 3, 2, 1], [3, 17, 5, 5, 9, 1, 1, 0]].iter().enumerate()
     {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + case as u64);
+        let mut rng = Rng::new(case as u64);
         let params = ConvParams::new(&[n, c, h, w], &[k, c, r, r], stride, pad)?;
         let out_shape = params.out_shape();
         let inp_v = rng.vec(n * c * h * w);
@@ -298,12 +282,8 @@ fn main() -> Result<()> {
     println!("| kernel | shape | median ms | GFLOP/s | GB/s |");
     println!("|---|---|---:|---:|---:|");
 
-    let mut b = Bench {
-        gpu: &gpu,
-        rng: Rng(0x2545_f491_4f6c_dd1d),
-        filter: std::env::var("RESNET_WGPU_BENCH_FILTER").ok(),
-        timestamps,
-    };
+    let mut b =
+        Bench { gpu: &gpu, rng: Rng::new(1), filter: std::env::var("RESNET_WGPU_BENCH_FILTER").ok(), timestamps };
     let gpu = &gpu;
 
     for conv_gpu in &conv_gpus {

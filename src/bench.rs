@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Checkpoint;
 use crate::gpu::{self, AdapterChoice, Gpu, Tensor};
 use crate::kernels::{Dispatch, Kernel};
-use crate::layers::{self, BN_EPS, BN_MOMENTUM, BatchnormParams, ConvParams, SgdParams};
+use crate::layers::{self, BatchnormParams, ConvParams, SgdParams};
 use crate::reference;
 use crate::resnet::{Arch, BlockKind, InferStep, ResNet, Shortcut, TrainStep};
 use crate::rng::Rng;
@@ -938,10 +938,6 @@ pub fn self_check(gpu: &Gpu) -> Result<()> {
     check_resnet8(gpu, &mut rng)
 }
 
-fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
-    (0..len).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect()
-}
-
 fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
@@ -962,11 +958,8 @@ fn check_close(what: &str, gpu: &[f32], cpu: &[f64]) -> Result<()> {
 fn check_conv(gpu: &Gpu, rng: &mut Rng, inp: [usize; 4], weight: [usize; 4], stride: usize, pad: usize) -> Result<()> {
     let params = ConvParams::new(&inp, &weight, stride, pad)?;
     let out_shape = params.out_shape();
-    let (x, wt, dy) = (
-        random(rng, inp.iter().product()),
-        random(rng, weight.iter().product()),
-        random(rng, out_shape.iter().product()),
-    );
+    let (x, wt, dy) =
+        (rng.vec(inp.iter().product()), rng.vec(weight.iter().product()), rng.vec(out_shape.iter().product()));
     let (x_t, w_t, dy_t) = (
         gpu.upload("check inp", &inp, &x)?,
         gpu.upload("check weight", &weight, &wt)?,
@@ -997,17 +990,9 @@ fn check_conv(gpu: &Gpu, rng: &mut Rng, inp: [usize; 4], weight: [usize; 4], str
 
 fn check_batchnorm(gpu: &Gpu, rng: &mut Rng, shape: [usize; 4]) -> Result<()> {
     let [n, c, h, w] = shape;
-    let params = BatchnormParams {
-        n: n as u32,
-        c: c as u32,
-        hw: (h * w) as u32,
-        momentum: BN_MOMENTUM,
-        eps: BN_EPS,
-        ..Default::default()
-    };
-    let (x, dy, weight, bias) =
-        (random(rng, n * c * h * w), random(rng, n * c * h * w), random(rng, c), random(rng, c));
-    let (running_mean, running_var) = (random(rng, c), vec![1.5f32; c]);
+    let params = BatchnormParams::for_input(&shape)?;
+    let (x, dy, weight, bias) = (rng.vec(n * c * h * w), rng.vec(n * c * h * w), rng.vec(c), rng.vec(c));
+    let (running_mean, running_var) = (rng.vec(c), vec![1.5f32; c]);
     let up = |name: &str, shape: &[usize], v: &[f32]| gpu.upload(name, shape, v);
     let (x_t, dy_t, w_t, b_t) =
         (up("x", &shape, &x)?, up("dy", &shape, &dy)?, up("w", &[c], &weight)?, up("b", &[c], &bias)?);
@@ -1068,7 +1053,7 @@ fn check_resnet8(gpu: &Gpu, rng: &mut Rng) -> Result<()> {
         let len: usize = shape.iter().product();
         let v: Vec<f32> = match name.rsplit('.').next() {
             Some("running_var") => (0..len).map(|_| 0.5 + rng.uniform() as f32).collect(),
-            Some("running_mean" | "bias") => random(rng, len).iter().map(|x| 0.2 * x).collect(),
+            Some("running_mean" | "bias") => rng.vec(len).iter().map(|x| 0.2 * x).collect(),
             Some("weight") if shape.len() == 1 => (0..len).map(|_| 0.5 + rng.uniform() as f32).collect(),
             _ => continue,
         };
@@ -1076,7 +1061,7 @@ fn check_resnet8(gpu: &Gpu, rng: &mut Rng) -> Result<()> {
     }
     model.load(gpu, &values)?;
     let ck = model.checkpoint(gpu, false)?;
-    let images = random(rng, batch * 3 * 32 * 32);
+    let images = rng.vec(batch * 3 * 32 * 32);
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(arch.classes) as u32).collect();
 
     let step = TrainStep::new(gpu, &model, batch, SgdParams { len: 0, lr: 0.1, momentum: 0.9, weight_decay: 1e-4 })?;
@@ -1111,15 +1096,8 @@ fn reference_forward(arch: &Arch, ck: &Checkpoint, images: &[f64], batch: usize,
             let out_shape: [usize; 4] = params.out_shape().try_into().expect("a conv output has four dimensions");
             let mut y = vec![0.0; out_shape.iter().product()];
             reference::conv2d_forward(&mut y, x, &f64s(weight), &params);
-            let [n, k, p, q] = out_shape;
-            let bn_params = BatchnormParams {
-                n: n as u32,
-                c: k as u32,
-                hw: (p * q) as u32,
-                momentum: BN_MOMENTUM,
-                eps: BN_EPS,
-                ..Default::default()
-            };
+            let k = out_shape[1];
+            let bn_params = BatchnormParams::for_input(&out_shape)?;
             let (weight, bias) = (get(&format!("{bn}.weight"))?, get(&format!("{bn}.bias"))?);
             let (mut rm, mut rv) = (get(&format!("{bn}.running_mean"))?, get(&format!("{bn}.running_var"))?);
             let mut out = vec![0.0; y.len()];

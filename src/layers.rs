@@ -189,13 +189,9 @@ pub struct BatchnormParams {
 }
 
 impl BatchnormParams {
-    fn new(inp: &Tensor, channel_tensors: &[(&str, &Tensor)]) -> Result<Self> {
-        let &[n, c, h, w] = inp.shape.as_slice() else {
-            bail!("batch norm takes an input [N,C,H,W], got {:?}", inp.shape);
-        };
-        for (name, t) in channel_tensors {
-            check(name, t, &[c])?;
-        }
+    /// Batch norm over an input [N,C,H,W], with PyTorch's momentum and eps.
+    pub fn for_input(inp: &[usize]) -> Result<Self> {
+        let &[n, c, h, w] = inp else { bail!("batch norm takes an input [N,C,H,W], got {inp:?}") };
         Ok(Self {
             n: n as u32,
             c: c as u32,
@@ -204,6 +200,14 @@ impl BatchnormParams {
             eps: BN_EPS,
             ..Default::default()
         })
+    }
+
+    fn new(inp: &Tensor, channel_tensors: &[(&str, &Tensor)]) -> Result<Self> {
+        let params = Self::for_input(&inp.shape)?;
+        for (name, t) in channel_tensors {
+            check(name, t, &[params.c as usize])?;
+        }
+        Ok(params)
     }
 }
 

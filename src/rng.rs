@@ -24,6 +24,11 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// `len` values uniform in [-1, 1): random test and benchmark data.
+    pub fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| (2.0 * self.uniform() - 1.0) as f32).collect()
+    }
+
     /// Uniform in 0..n.
     pub fn below(&mut self, n: usize) -> usize {
         (self.uniform() * n as f64) as usize

@@ -3,10 +3,11 @@
 
 mod common;
 
-use common::{Rng, assert_close, conv_variants, f64s, gpus};
+use common::{assert_close, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
 use resnet_wgpu::layers::{self, AvgpoolParams, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams};
 use resnet_wgpu::reference as cpu;
+use resnet_wgpu::rng::Rng;
 
 fn upload(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
     gpu.upload("test input", shape, data).unwrap()
@@ -197,7 +198,7 @@ fn batchnorm_matches_cpu() {
             let out_eval_v = read(gpu, &out_eval);
             gpu.run(&[&train, &backward]).unwrap();
 
-            let params = BatchnormParams { n: n as u32, c: c as u32, hw: (h * w) as u32, ..Default::default() };
+            let params = BatchnormParams::for_input(&[n, c, h, w]).unwrap();
             let (inp_c, weight_c, bias_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
             let (mut rm_c, mut rv_c) = (f64s(&running_mean_v), f64s(&running_var_v));
             let mut out_eval_c = vec![0.0; inp_c.len()];
@@ -247,7 +248,7 @@ fn batchnorm_backward_matches_finite_differences() {
     for (case, &[n, c, h, w]) in BN_CASES[..3].iter().filter(|s| s[0] * s[2] * s[3] > 1).enumerate() {
         let mut rng = Rng::new(300 + case as u64);
         let len = n * c * h * w;
-        let params = BatchnormParams { n: n as u32, c: c as u32, hw: (h * w) as u32, ..Default::default() };
+        let params = BatchnormParams::for_input(&[n, c, h, w]).unwrap();
         let (inp, weight, bias, dout) =
             (f64s(&rng.vec(len)), f64s(&rng.vec(c)), f64s(&rng.vec(c)), f64s(&rng.vec(len)));
         let forward = |inp: &[f64], weight: &[f64], bias: &[f64]| {
@@ -468,7 +469,7 @@ fn softmax_cross_entropy_matches_cpu() {
         for (case, &(n, k)) in [(4, 10), (300, 10), (3, 1000), (256, 7)].iter().enumerate() {
             let mut rng = Rng::new(900 + case as u64);
             let logits_v: Vec<f32> = rng.vec(n * k).iter().map(|x| 5.0 * x).collect();
-            let labels_v: Vec<u32> = (0..n).map(|_| rng.below(k as u32)).collect();
+            let labels_v: Vec<u32> = (0..n).map(|_| rng.below(k) as u32).collect();
             let (logits, labels) = (upload(gpu, &[n, k], &logits_v), gpu.upload("labels", &[n], &labels_v).unwrap());
             let (dlogits, loss, correct) = (zeros(gpu, &[n, k]), zeros(gpu, &[1]), zeros(gpu, &[1]));
             let dispatch = layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels).unwrap();
