@@ -18,7 +18,6 @@ use anyhow::{Context, Result};
 use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor};
 use resnet_wgpu::kernels::{Dispatch, Kernel};
 use resnet_wgpu::layers::{self, ConvParams};
-use resnet_wgpu::reference;
 use resnet_wgpu::rng::Rng;
 
 const WARMUP: usize = 3;
@@ -66,14 +65,25 @@ impl Bench<'_> {
 
     /// Prepares the dispatch (unless the filter excludes `kernel`), times it, prints one row.
     fn run(&self, kernel: Kernel, shape: &str, work: Work, prepare: impl FnOnce() -> Result<Dispatch>) -> Result<()> {
+        self.run_all(kernel, shape, work, || prepare().map(|d| vec![d]))
+    }
+
+    /// As `run`, for a kernel that takes several dispatches (timed together in one pass).
+    fn run_all(
+        &self,
+        kernel: Kernel,
+        shape: &str,
+        work: Work,
+        prepare: impl FnOnce() -> Result<Vec<Dispatch>>,
+    ) -> Result<()> {
         if let Some(filter) = &self.filter
             && !kernel.name().contains(filter.as_str())
         {
             return Ok(());
         }
-        let dispatch = prepare().with_context(|| format!("preparing {}", kernel.name()))?;
-        assert_eq!(dispatch.kernel, kernel, "the bench row names the wrong kernel");
-        let ms = median(self.measure(&dispatch)?);
+        let dispatches = prepare().with_context(|| format!("preparing {}", kernel.name()))?;
+        assert_eq!(dispatches[0].kernel, kernel, "the bench row names the wrong kernel");
+        let ms = median(self.measure(&dispatches)?);
         let (gflops, gbs) = match work {
             Work::Flops(flops) => (format!("{:.2}", flops / ms / 1e6), "-".to_string()),
             Work::Bytes(bytes) => ("-".to_string(), format!("{:.2}", bytes / ms / 1e6)),
@@ -82,8 +92,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Milliseconds of each timed run of `dispatch`, alone in its own pass and submission.
-    fn measure(&self, dispatch: &Dispatch) -> Result<Vec<f64>> {
+    /// Milliseconds of each timed run of `dispatches`, alone in their own pass and submission.
+    fn measure(&self, dispatches: &[Dispatch]) -> Result<Vec<f64>> {
         let gpu = self.gpu;
         // Two timestamps per timed run: the beginning and the end of its pass.
         let query_set = self.timestamps.then(|| {
@@ -105,10 +115,12 @@ impl Bench<'_> {
                         end_of_pass_write_index: Some(2 * j + 1),
                     });
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(dispatch.kernel.name()),
+                    label: Some(dispatches[0].kernel.name()),
                     timestamp_writes,
                 });
-                dispatch.record(&mut pass);
+                for dispatch in dispatches {
+                    dispatch.record(&mut pass);
+                }
             }
             let start = Instant::now();
             gpu.queue.submit([encoder.finish()]);
@@ -161,60 +173,6 @@ fn variant(gpu: &Gpu) -> &'static str {
     if gpu.shared_tiles { "shared tiles" } else { "direct" }
 }
 
-/// Runs the three conv kernels on small awkward shapes and panics if any disagrees with its CPU
-/// twin in `reference`.
-fn check_conv(gpu: &Gpu) -> Result<()> {
-    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-    // (N, C, H, W, K, R, stride, pad)
-    for (case, &[n, c, h, w, k, r, stride, pad]) in
-        [[2, 5, 7, 6, 6, 3, 2, 1], [3, 17, 5, 5, 9, 1, 1, 0]].iter().enumerate()
-    {
-        let mut rng = Rng::new(case as u64);
-        let params = ConvParams::new(&[n, c, h, w], &[k, c, r, r], stride, pad)?;
-        let out_shape = params.out_shape();
-        let inp_v = rng.vec(n * c * h * w);
-        let weight_v = rng.vec(k * c * r * r);
-        let dout_v = rng.vec(out_shape.iter().product());
-        let inp = gpu.upload("check inp", &[n, c, h, w], &inp_v)?;
-        let weight = gpu.upload("check weight", &[k, c, r, r], &weight_v)?;
-        let dout = gpu.upload("check dout", &out_shape, &dout_v)?;
-        let out = gpu.zeros("check out", &out_shape)?;
-        let dinp = gpu.zeros("check dinp", &inp.shape)?;
-        let dweight = gpu.zeros("check dweight", &weight.shape)?;
-        gpu.run(&[
-            &layers::conv2d_forward(gpu, &out, &inp, &weight, stride, pad)?,
-            &layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad)?,
-            &layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad)?,
-        ])?;
-
-        let (inp_v, weight_v, dout_v) = (f64s(&inp_v), f64s(&weight_v), f64s(&dout_v));
-        let mut want_out = vec![0.0; out.len()];
-        let mut want_dinp = vec![0.0; dinp.len()];
-        let mut want_dweight = vec![0.0; dweight.len()];
-        reference::conv2d_forward(&mut want_out, &inp_v, &weight_v, &params);
-        reference::conv2d_backward_input(&mut want_dinp, &dout_v, &weight_v, &params);
-        reference::conv2d_backward_weight(&mut want_dweight, &dout_v, &inp_v, &params);
-        for (name, tensor, want) in [
-            ("conv2d_forward", &out, want_out),
-            ("conv2d_backward_input", &dinp, want_dinp),
-            ("conv2d_backward_weight", &dweight, want_dweight),
-        ] {
-            let got: Vec<f32> = gpu.read(tensor)?;
-            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g as f64 - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                    "{name} ({}) on {} disagrees with reference::{name} for input [{n},{c},{h},{w}], \
-                     weight [{k},{c},{r},{r}], stride {stride}, pad {pad}: element {i} is {g}, \
-                     expected {e}; refusing to benchmark a wrong kernel",
-                    variant(gpu),
-                    gpu.info.name
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 /// conv2d_forward, conv2d_backward_input and conv2d_backward_weight of one layer on `gpu` (one
 /// of the two conv variants); each does 2*N*K*P*Q*C*R*S flops.
 fn conv(b: &mut Bench, gpu: &Gpu, name: &str, inp: [usize; 4], k: usize, r: usize, pad: usize) -> Result<()> {
@@ -226,7 +184,9 @@ fn conv(b: &mut Bench, gpu: &Gpu, name: &str, inp: [usize; 4], k: usize, r: usiz
     let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
     b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, 1, pad))?;
     b.run(Kernel::Conv2dBackwardInput, &shape, flops, || layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad))?;
-    b.run(Kernel::Conv2dBackwardWeight, &shape, flops, || layers::conv2d_backward_weight(gpu, &weight, &y, &x, 1, pad))
+    b.run_all(Kernel::Conv2dBackwardWeight, &shape, flops, || {
+        layers::conv2d_backward_weight(gpu, &weight, &y, &x, 1, pad)
+    })
 }
 
 /// The three batch norm kernels on an activation of `shape`.
@@ -275,9 +235,9 @@ fn main() -> Result<()> {
         variant(&conv_gpus[1])
     );
     for conv_gpu in &conv_gpus {
-        check_conv(conv_gpu)?;
+        resnet_wgpu::bench::self_check(conv_gpu).with_context(|| format!("self-check ({})", variant(conv_gpu)))?;
     }
-    println!("self-check: the three conv kernels, both paths, match their CPU twins on two small shapes");
+    println!("self-check: conv, BN and a ResNet-8 step, both conv paths, match their CPU twins (bench::self_check)");
     println!();
     println!("| kernel | shape | median ms | GFLOP/s | GB/s |");
     println!("|---|---|---:|---:|---:|");

@@ -23,8 +23,12 @@ override SHARED: bool = true;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
+// Outputs per invocation: TM x TN on the shared path, DM x DN on the direct path (layers.rs
+// sizes the dispatch with the same numbers).
 const TM: u32 = 4;
 const TN: u32 = 4;
+const DM: u32 = 8;
+const DN: u32 = 8;
 
 var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
 var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
@@ -92,62 +96,68 @@ fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     return acc;
 }
 
-// Direct path: no workgroup memory and no barriers. Each invocation owns a 4x4 block (rows of
-// the block are acc[i], its columns the vec4 lanes) and walks the reduction tap by tap: for each
-// (r, s) the 4 columns' output positions (p, q) and stride mask are computed once (the only
-// divisions), then reused for every output channel k.
-fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
+// Direct path: no workgroup memory and no barriers. Each invocation owns a DM x DN block in
+// registers and walks the reduction tap by tap: for each (r, s) its columns' output positions
+// (p, q) and stride masks are computed once (the only divisions), then reused for every output
+// channel k. Per step: DM weight and DN gradient loads for DM*DN multiply-adds.
+fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, DM * DN> {
     let rs = params.r * params.s;
     let hw = params.h * params.w;
     let pq = params.p * params.q;
-    let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.c - 1u)) * rs;
-    let cols = min(vec4(j0 + lid.x) + vec4(0u, 1u, 2u, 3u) * WG_N, vec4(params.n * hw - 1u));
-    let image = (cols / hw) * params.k * pq;
-    let hp = vec4<i32>((cols % hw) / params.w + params.pad);
-    let wp = vec4<i32>(cols % params.w + params.pad);
-    let st = vec4(i32(params.stride));
-    var acc = array<vec4<f32>, 4>();
+    let st = i32(params.stride);
+    var rows: array<u32, DM>;
+    for (var i = 0u; i < DM; i++) { rows[i] = min(m0 + lid.y + i * WG_M, params.c - 1u) * rs; }
+    var image: array<u32, DN>;
+    var hp: array<i32, DN>;
+    var wp: array<i32, DN>;
+    for (var j = 0u; j < DN; j++) {
+        let col = min(j0 + lid.x + j * WG_N, params.n * hw - 1u);
+        image[j] = (col / hw) * params.k * pq;
+        hp[j] = i32((col % hw) / params.w + params.pad);
+        wp[j] = i32(col % params.w + params.pad);
+    }
+    var acc: array<f32, DM * DN>;
     for (var r = 0u; r < params.r; r++) {
-        let ph = hp - i32(r);
-        let p = ph / st;
-        let row_ok = ph >= vec4(0) & ph % st == vec4(0) & p < vec4(i32(params.p));
         for (var s = 0u; s < params.s; s++) {
-            let qw = wp - i32(s);
-            let q = qw / st;
-            let inside = row_ok & qw >= vec4(0) & qw % st == vec4(0) & q < vec4(i32(params.q));
-            let at = image + vec4<u32>(max(p, vec4(0))) * params.q + vec4<u32>(max(q, vec4(0)));
+            var at: array<u32, DN>;
+            var inside: array<bool, DN>;
+            for (var j = 0u; j < DN; j++) {
+                let ph = hp[j] - i32(r);
+                let qw = wp[j] - i32(s);
+                let p = ph / st;
+                let q = qw / st;
+                inside[j] = ph >= 0 && qw >= 0 && ph % st == 0 && qw % st == 0 && p < i32(params.p) && q < i32(params.q);
+                at[j] = image[j] + u32(clamp(p, 0, i32(params.p) - 1)) * params.q + u32(clamp(q, 0, i32(params.q) - 1));
+            }
             let tap = r * params.s + s;
             for (var k = 0u; k < params.k; k++) {
-                let e = k * params.c * rs + tap;
-                let a = vec4(weight[rows.x + e], weight[rows.y + e], weight[rows.z + e], weight[rows.w + e]);
-                let i = at + k * pq;
-                let b = select(vec4(0.0), vec4(dout[i.x], dout[i.y], dout[i.z], dout[i.w]), inside);
-                acc[0] = fma(vec4(a.x), b, acc[0]);
-                acc[1] = fma(vec4(a.y), b, acc[1]);
-                acc[2] = fma(vec4(a.z), b, acc[2]);
-                acc[3] = fma(vec4(a.w), b, acc[3]);
+                var a: array<f32, DM>;
+                for (var i = 0u; i < DM; i++) { a[i] = weight[k * params.c * rs + rows[i] + tap]; }
+                for (var j = 0u; j < DN; j++) {
+                    let b = select(0.0, dout[at[j] + k * pq], inside[j]);
+                    for (var i = 0u; i < DM; i++) { acc[i * DN + j] = fma(a[i], b, acc[i * DN + j]); }
+                }
             }
         }
     }
-    return unpack(acc);
-}
-
-// The 4x4 block of vec4 rows as the flat accumulator array the store loop reads.
-fn unpack(acc: array<vec4<f32>, 4>) -> array<f32, TM * TN> {
-    var flat: array<f32, TM * TN>;
-    for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { flat[i * TN + j] = acc[i][j]; }
-    }
-    return flat;
+    return acc;
 }
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let m0 = wid.y * WG_M * TM;
-    let j0 = wid.x * WG_N * TN;
-    var acc: array<f32, TM * TN>;
-    if (SHARED) { acc = tiled(lid, m0, j0); } else { acc = direct(lid, m0, j0); }
-    for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+    if (SHARED) {
+        let m0 = wid.y * WG_M * TM;
+        let j0 = wid.x * WG_N * TN;
+        let acc = tiled(lid, m0, j0);
+        for (var i = 0u; i < TM; i++) {
+            for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+        }
+    } else {
+        let m0 = wid.y * WG_M * DM;
+        let j0 = wid.x * WG_N * DN;
+        let acc = direct(lid, m0, j0);
+        for (var i = 0u; i < DM; i++) {
+            for (var j = 0u; j < DN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * DN + j]); }
+        }
     }
 }

@@ -3,12 +3,14 @@
 // Implicit GEMM: rows m = k (K of them), columns j = (c,r,s) (C*R*S), reduction e = (n,p,q)
 // (N*P*Q). Tiling as in conv2d_forward: WG_M x WG_N invocations, (WG_M*TM) x (WG_N*TN) outputs,
 // BK-deep slices.
-// CPU twin: reference::conv2d_backward_weight. Dispatch: (ceil(C*R*S / (WG_N*TN)), ceil(K / (WG_M*TM)), 1).
+// The direct path (CPU adapters) splits the work differently, see `direct`.
+// CPU twin: reference::conv2d_backward_weight. Dispatch: shared (ceil(C*R*S / (WG_N*TN)),
+// ceil(K / (WG_M*TM)), 1); direct (ceil(C / (WG_N*DN)), ceil(K / (WG_M*DM)), R*S*SPLITS/WG_S).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
+    q: u32, stride: u32, pad: u32, splits: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
@@ -22,8 +24,19 @@ override SHARED: bool = true;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
+// The direct path's slices per workgroup, and which local axis walks what: with SLICE_LANES x walks
+// slices, y columns c, z rows k; without, x walks c, y k, z slices. The workgroup is WG_X x WG_Y x WG_Z.
+override WG_S: u32 = 1;
+override SLICE_LANES: bool = false;
+override WG_X: u32 = 16;
+override WG_Y: u32 = 16;
+override WG_Z: u32 = 1;
+// Outputs per invocation: TM x TN on the shared path, DM x DN on the direct path (layers.rs
+// sizes the dispatch with the same numbers).
 const TM: u32 = 4;
 const TN: u32 = 4;
+const DM: u32 = 8;
+const DN: u32 = 8;
 
 var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
 var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
@@ -87,57 +100,78 @@ fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     return acc;
 }
 
-// Direct path: no workgroup memory and no barriers; each invocation walks the reduction in
-// (n, p, q) order with its 4 rows' and 4 columns' offsets computed once, accumulating in four
-// vec4 registers (row i of the 4x4 block is acc[i], its columns the lanes).
-fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
+// Direct path: no workgroup memory and no barriers. Workgroup z picks one tap (r, s) and one
+// group of WG_S reduction slices; each invocation has a slice, a column block and a row block.
+// CPU adapters vectorise along x, so x walks columns where a layer has 8 column blocks, else
+// slices (SLICE_LANES). Each invocation owns
+// a DM x DN block of (k, c) at that tap, so every column shares one input position per step: no
+// per-column index arithmetic or padding mask in the inner loop, whose (p, q) ranges are clipped
+// to the taps that land inside the input. Per step: DM gradient and DN input loads for DM*DN
+// multiply-adds. Slice z of SPLITS covers rows t = (n, p) in [z*chunk, (z+1)*chunk) and writes
+// dweight[z, k, c, r, s] (sum_slices adds the slices when SPLITS > 1).
+fn direct(lid: vec3<u32>, wid: vec3<u32>) {
+    let l = select(lid.zxy, lid, SLICE_LANES); // (slice, column, row) within the workgroup
     let rs = params.r * params.s;
     let hw = params.h * params.w;
     let pq = params.p * params.q;
-    let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.k - 1u)) * pq;
-    let cols = min(vec4(j0 + lid.x) + vec4(0u, 1u, 2u, 3u) * WG_N, vec4(params.c * rs - 1u));
-    let base = (cols / rs) * hw;
-    let r0 = vec4<i32>((cols % rs) / params.s) - i32(params.pad);
-    let s0 = vec4<i32>(cols % params.s) - i32(params.pad);
-    let size = vec4(i32(params.h), i32(params.w), 0, 0);
-    var acc = array<vec4<f32>, 4>();
-    for (var n = 0u; n < params.n; n++) {
-        let image = n * params.c * hw;
-        for (var p = 0u; p < params.p; p++) {
-            let h = i32(p * params.stride) + r0;
-            for (var q = 0u; q < params.q; q++) {
-                let w = i32(q * params.stride) + s0;
-                let e = n * params.k * pq + p * params.q + q;
-                let a = vec4(dout[rows.x + e], dout[rows.y + e], dout[rows.z + e], dout[rows.w + e]);
-                let inside = h >= vec4(0) & w >= vec4(0) & h < vec4(size.x) & w < vec4(size.y);
-                let at = image + base + vec4<u32>(max(h, vec4(0))) * params.w + vec4<u32>(max(w, vec4(0)));
-                let b = select(vec4(0.0), vec4(inp[at.x], inp[at.y], inp[at.z], inp[at.w]), inside);
-                acc[0] = fma(vec4(a.x), b, acc[0]);
-                acc[1] = fma(vec4(a.y), b, acc[1]);
-                acc[2] = fma(vec4(a.z), b, acc[2]);
-                acc[3] = fma(vec4(a.w), b, acc[3]);
+    let tap = wid.z % rs;
+    let slice = (wid.z / rs) * WG_S + l.x;
+    let r = i32(tap / params.s);
+    let s = i32(tap % params.s);
+    let m0 = wid.y * WG_M * DM + l.z;
+    let c0 = wid.x * WG_N * DN + l.y;
+    var rows: array<u32, DM>;
+    for (var i = 0u; i < DM; i++) { rows[i] = min(m0 + i * WG_M, params.k - 1u) * pq; }
+    var cols: array<u32, DN>;
+    for (var j = 0u; j < DN; j++) { cols[j] = min(c0 + j * WG_N, params.c - 1u) * hw; }
+    // Output positions whose input position h = p*stride + r - pad lies in [0, H), likewise w.
+    let st = i32(params.stride);
+    let pad = i32(params.pad);
+    let p_lo = max(pad - r + st - 1, 0) / st;
+    let p_hi = clamp((i32(params.h) - 1 + pad - r) / st + 1, 0, i32(params.p));
+    let q_lo = max(pad - s + st - 1, 0) / st;
+    let q_hi = clamp((i32(params.w) - 1 + pad - s) / st + 1, 0, i32(params.q));
+    let np = u32(max(p_hi - p_lo, 0));
+    let chunk = (params.n * np + params.splits - 1u) / params.splits;
+    let t_end = min(params.n * np, (slice + 1u) * chunk);
+    var acc: array<f32, DM * DN>;
+    for (var t = slice * chunk; t < t_end; t++) {
+        let n = t / np;
+        let p = i32(t % np) + p_lo;
+        let h = p * st + r - pad;
+        let a_row = n * params.k * pq + u32(p) * params.q;
+        let b_row = n * params.c * hw + u32(h) * params.w;
+        for (var q = q_lo; q < q_hi; q++) {
+            let a_at = a_row + u32(q);
+            let b_at = b_row + u32(q * st + s - pad);
+            var a: array<f32, DM>;
+            for (var i = 0u; i < DM; i++) { a[i] = dout[rows[i] + a_at]; }
+            for (var j = 0u; j < DN; j++) {
+                let b = inp[cols[j] + b_at];
+                for (var i = 0u; i < DM; i++) { acc[i * DN + j] = fma(a[i], b, acc[i * DN + j]); }
             }
         }
     }
-    return unpack(acc);
-}
-
-// The 4x4 block of vec4 rows as the flat accumulator array the store loop reads.
-fn unpack(acc: array<vec4<f32>, 4>) -> array<f32, TM * TN> {
-    var flat: array<f32, TM * TN>;
-    for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { flat[i * TN + j] = acc[i][j]; }
+    let crs = params.c * rs;
+    for (var i = 0u; i < DM; i++) {
+        let k = m0 + i * WG_M;
+        for (var j = 0u; j < DN; j++) {
+            let c = c0 + j * WG_N;
+            if (k < params.k && c < params.c) { dweight[(slice * params.k + k) * crs + c * rs + tap] = acc[i * DN + j]; }
+        }
     }
-    return flat;
 }
 
-@compute @workgroup_size(WG_N, WG_M)
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let m0 = wid.y * WG_M * TM;
-    let j0 = wid.x * WG_N * TN;
-    var acc: array<f32, TM * TN>;
-    if (SHARED) { acc = tiled(lid, m0, j0); } else { acc = direct(lid, m0, j0); }
-    for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+    if (SHARED) {
+        let m0 = wid.y * WG_M * TM;
+        let j0 = wid.x * WG_N * TN;
+        let acc = tiled(lid, m0, j0);
+        for (var i = 0u; i < TM; i++) {
+            for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+        }
+    } else {
+        direct(lid, wid);
     }
 }

@@ -33,8 +33,12 @@ override SHARED: bool = true;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
+// Outputs per invocation: TM x TN on the shared path, DM x DN on the direct path (layers.rs
+// sizes the dispatch with the same numbers).
 const TM: u32 = 4;
 const TN: u32 = 4;
+const DM: u32 = 8;
+const DN: u32 = 8;
 
 var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
 var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
@@ -103,58 +107,66 @@ fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
     return acc;
 }
 
-// Direct path: no workgroup memory and no barriers. Each invocation owns a 4x4 block (rows of
-// the block are acc[i], its columns the vec4 lanes) and walks the reduction tap by tap: for each
-// (r, s) the 4 columns' input offsets and padding mask are computed once, then reused for every
-// input channel c.
-fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
+// Direct path: no workgroup memory and no barriers. Each invocation owns a DM x DN block in
+// registers and walks the reduction tap by tap: for each (r, s) its columns' input offsets and
+// padding masks are computed once, then reused for every input channel c. Per step it loads DM
+// weights and DN inputs for DM*DN multiply-adds: on CPU adapters every load is a per-lane gather,
+// so the bigger the block, the closer to the FMA peak.
+fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, DM * DN> {
     let rs = params.r * params.s;
     let pq = params.p * params.q;
     let hw = params.h * params.w;
-    let rows = min(vec4(m0 + lid.y) + vec4(0u, 1u, 2u, 3u) * WG_M, vec4(params.k - 1u)) * params.c * rs;
-    let cols = min(vec4(j0 + lid.x) + vec4(0u, 1u, 2u, 3u) * WG_N, vec4(params.n * pq - 1u));
-    let image = (cols / pq) * params.c * hw;
-    let h0 = vec4<i32>(((cols % pq) / params.q) * params.stride) - i32(params.pad);
-    let w0 = vec4<i32>((cols % params.q) * params.stride) - i32(params.pad);
-    var acc = array<vec4<f32>, 4>();
+    var rows: array<u32, DM>;
+    for (var i = 0u; i < DM; i++) { rows[i] = min(m0 + lid.y + i * WG_M, params.k - 1u) * params.c * rs; }
+    var image: array<u32, DN>;
+    var h0: array<i32, DN>;
+    var w0: array<i32, DN>;
+    for (var j = 0u; j < DN; j++) {
+        let col = min(j0 + lid.x + j * WG_N, params.n * pq - 1u);
+        image[j] = (col / pq) * params.c * hw;
+        h0[j] = i32(((col % pq) / params.q) * params.stride) - i32(params.pad);
+        w0[j] = i32((col % params.q) * params.stride) - i32(params.pad);
+    }
+    var acc: array<f32, DM * DN>;
     for (var r = 0u; r < params.r; r++) {
-        let h = h0 + i32(r);
         for (var s = 0u; s < params.s; s++) {
-            let w = w0 + i32(s);
-            let inside = h >= vec4(0) & w >= vec4(0) & h < vec4(i32(params.h)) & w < vec4(i32(params.w));
-            let at = image + vec4<u32>(max(h, vec4(0))) * params.w + vec4<u32>(max(w, vec4(0)));
+            var at: array<u32, DN>;
+            var inside: array<bool, DN>;
+            for (var j = 0u; j < DN; j++) {
+                let h = h0[j] + i32(r);
+                let w = w0[j] + i32(s);
+                inside[j] = h >= 0 && w >= 0 && h < i32(params.h) && w < i32(params.w);
+                at[j] = image[j] + u32(clamp(h, 0, i32(params.h) - 1)) * params.w + u32(clamp(w, 0, i32(params.w) - 1));
+            }
             let tap = r * params.s + s;
             for (var c = 0u; c < params.c; c++) {
-                let e = c * rs + tap;
-                let a = vec4(weight[rows.x + e], weight[rows.y + e], weight[rows.z + e], weight[rows.w + e]);
-                let i = at + c * hw;
-                let b = select(vec4(0.0), vec4(inp[i.x], inp[i.y], inp[i.z], inp[i.w]), inside);
-                acc[0] = fma(vec4(a.x), b, acc[0]);
-                acc[1] = fma(vec4(a.y), b, acc[1]);
-                acc[2] = fma(vec4(a.z), b, acc[2]);
-                acc[3] = fma(vec4(a.w), b, acc[3]);
+                var a: array<f32, DM>;
+                for (var i = 0u; i < DM; i++) { a[i] = weight[rows[i] + c * rs + tap]; }
+                for (var j = 0u; j < DN; j++) {
+                    let b = select(0.0, inp[at[j] + c * hw], inside[j]);
+                    for (var i = 0u; i < DM; i++) { acc[i * DN + j] = fma(a[i], b, acc[i * DN + j]); }
+                }
             }
         }
     }
-    return unpack(acc);
-}
-
-// The 4x4 block of vec4 rows as the flat accumulator array the store loop reads.
-fn unpack(acc: array<vec4<f32>, 4>) -> array<f32, TM * TN> {
-    var flat: array<f32, TM * TN>;
-    for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { flat[i * TN + j] = acc[i][j]; }
-    }
-    return flat;
+    return acc;
 }
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let m0 = wid.y * WG_M * TM;
-    let j0 = wid.x * WG_N * TN;
-    var acc: array<f32, TM * TN>;
-    if (SHARED) { acc = tiled(lid, m0, j0); } else { acc = direct(lid, m0, j0); }
-    for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+    if (SHARED) {
+        let m0 = wid.y * WG_M * TM;
+        let j0 = wid.x * WG_N * TN;
+        let acc = tiled(lid, m0, j0);
+        for (var i = 0u; i < TM; i++) {
+            for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+        }
+    } else {
+        let m0 = wid.y * WG_M * DM;
+        let j0 = wid.x * WG_N * DN;
+        let acc = direct(lid, m0, j0);
+        for (var i = 0u; i < DM; i++) {
+            for (var j = 0u; j < DN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * DN + j]); }
+        }
     }
 }

@@ -445,7 +445,7 @@ impl Kind {
         match kernel {
             Conv2dForward => Kind::ConvForward,
             Conv2dBackwardInput => Kind::ConvBackwardInput,
-            Conv2dBackwardWeight => Kind::ConvBackwardWeight,
+            Conv2dBackwardWeight | SumSlices => Kind::ConvBackwardWeight,
             BatchnormForwardTrain | BatchnormForwardEval | BatchnormBackward => Kind::Batchnorm,
             ReluForward | ReluBackward | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
@@ -967,11 +967,12 @@ fn check_conv(gpu: &Gpu, rng: &mut Rng, inp: [usize; 4], weight: [usize; 4], str
     );
     let (out, dinp, dweight) =
         (gpu.zeros("check out", &out_shape)?, gpu.zeros("check dinp", &inp)?, gpu.zeros("check dweight", &weight)?);
-    gpu.run(&[
-        &layers::conv2d_forward(gpu, &out, &x_t, &w_t, stride, pad)?,
-        &layers::conv2d_backward_input(gpu, &dinp, &dy_t, &w_t, stride, pad)?,
-        &layers::conv2d_backward_weight(gpu, &dweight, &dy_t, &x_t, stride, pad)?,
-    ])?;
+    let mut dispatches = vec![
+        layers::conv2d_forward(gpu, &out, &x_t, &w_t, stride, pad)?,
+        layers::conv2d_backward_input(gpu, &dinp, &dy_t, &w_t, stride, pad)?,
+    ];
+    dispatches.extend(layers::conv2d_backward_weight(gpu, &dweight, &dy_t, &x_t, stride, pad)?);
+    gpu.run(&dispatches.iter().collect::<Vec<_>>())?;
     let (x, wt, dy) = (f64s(&x), f64s(&wt), f64s(&dy));
     let mut want = [vec![0.0; out.len()], vec![0.0; dinp.len()], vec![0.0; dweight.len()]];
     reference::conv2d_forward(&mut want[0], &x, &wt, &params);

@@ -29,7 +29,8 @@ pub struct ConvParams {
     pub q: u32,
     pub stride: u32,
     pub pad: u32,
-    pub _unused: u32,
+    /// Reduction slices of conv2d_backward_weight's direct path (1 elsewhere).
+    pub splits: u32,
 }
 
 impl ConvParams {
@@ -59,7 +60,7 @@ impl ConvParams {
             q: u(q),
             stride: u(stride),
             pad: u(pad),
-            _unused: 0,
+            splits: 1,
         })
     }
 
@@ -73,10 +74,16 @@ fn check(name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Dispatches a conv kernel over a `rows` x `columns` output matrix. Workgroups have 256
-/// invocations of 4x4 outputs each, shaped WG_M x WG_N to fit the rows (a CIFAR layer's 16 output
-/// channels get 4 x 64 invocations, not 16 x 16 with three quarters idle); `SHARED` picks the
-/// workgroup-memory or the direct path (see `Gpu::shared_tiles`).
+/// Outputs per invocation (rows, columns) of the conv kernels' shared and direct paths: their
+/// `TM x TN` and `DM x DN` constants.
+const SHARED_BLOCK: usize = 4;
+const DIRECT_BLOCK: usize = 8;
+
+/// Dispatches a conv kernel over a `rows` x `columns` output matrix. `SHARED` picks the
+/// workgroup-memory or the direct path (see `Gpu::shared_tiles`). Shared workgroups have 256
+/// invocations of 4x4 outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a workgroup
+/// on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit the rows
+/// (a CIFAR layer's 16 output channels get 4 x 64 invocations, not 16 x 16 with three quarters idle).
 fn conv_dispatch(
     gpu: &Gpu,
     kernel: Kernel,
@@ -86,9 +93,11 @@ fn conv_dispatch(
     rows: usize,
     columns: usize,
 ) -> Result<Dispatch> {
-    let wg_m = rows.div_ceil(4).next_power_of_two().clamp(1, 16);
-    let wg_n = 256 / wg_m;
-    let (x, y) = (columns.div_ceil(4 * wg_n), rows.div_ceil(4 * wg_m));
+    let (block, threads) = if gpu.shared_tiles { (SHARED_BLOCK, 256) } else { (DIRECT_BLOCK, 64) };
+    // CPU adapters vectorise along x: the direct path keeps WG_N >= 8.
+    let wg_m = rows.div_ceil(block).next_power_of_two().clamp(1, if gpu.shared_tiles { 16 } else { 8 });
+    let wg_n = threads / wg_m;
+    let (x, y) = (columns.div_ceil(block * wg_n), rows.div_ceil(block * wg_m));
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
     ensure!(
         x <= limit && y <= limit,
@@ -103,6 +112,10 @@ fn conv_dispatch(
         ("BK", bk as f64),
         ("SHARED", gpu.shared_tiles as u8 as f64),
     ];
+    if kernel == Kernel::Conv2dBackwardWeight {
+        // Its workgroup size names the axes, not the roles (see conv2d_backward_weight).
+        overrides.extend([("WG_X", wg_n as f64), ("WG_Y", wg_m as f64)]);
+    }
     overrides.extend_from_slice(epilogue);
     gpu.dispatch(kernel, &overrides, tensors, params, [x as u32, y as u32, 1])
 }
@@ -162,6 +175,9 @@ pub fn conv2d_backward_input(
     conv_dispatch(gpu, Kernel::Conv2dBackwardInput, &[], &[dinp, dout, weight], &params, c, n * h * w)
 }
 
+/// dweight = the weight gradient. On the direct path (CPU adapters) a workgroup covers one tap,
+/// and layers with few (k, c) blocks split the reduction into slices written to a scratch tensor
+/// [SPLITS,K,C,R,S] that `sum_slices` then adds up, so that every core has work: two dispatches.
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     dweight: &Tensor,
@@ -169,11 +185,75 @@ pub fn conv2d_backward_weight(
     inp: &Tensor,
     stride: usize,
     pad: usize,
-) -> Result<Dispatch> {
-    let params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
+) -> Result<Vec<Dispatch>> {
+    let mut params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
-    let [c, k, r, s] = [params.c, params.k, params.r, params.s].map(|x| x as usize);
-    conv_dispatch(gpu, Kernel::Conv2dBackwardWeight, &[], &[dweight, dout, inp], &params, k, c * r * s)
+    let [n, c, k, r, s, p] = [params.n, params.c, params.k, params.r, params.s, params.p].map(|x| x as usize);
+    let tensors = [dweight, dout, inp];
+    if gpu.shared_tiles {
+        return Ok(vec![conv_dispatch(gpu, Kernel::Conv2dBackwardWeight, &[], &tensors, &params, k, c * r * s)?]);
+    }
+    // 64 invocations at most, 8 along x (CPU adapters vectorise along x): 8 column blocks where
+    // the layer has them, else 8 slices. At least 32 workgroups, and no more slices than
+    // reduction rows (n, p).
+    let slice_lanes = c < 8 * DIRECT_BLOCK;
+    let wg_n = if slice_lanes { c.div_ceil(DIRECT_BLOCK).next_power_of_two() } else { 8 };
+    let wg_m = k.div_ceil(DIRECT_BLOCK).next_power_of_two().min(if slice_lanes { 8 / wg_n } else { 8 });
+    let (x, y) = (c.div_ceil(DIRECT_BLOCK * wg_n), k.div_ceil(DIRECT_BLOCK * wg_m));
+    let wg_s = if slice_lanes { 8 } else { 1 };
+    let groups_z = (32usize.div_ceil(x * y * r * s)).min((n * p).div_ceil(wg_s)).max(1);
+    let splits = wg_s * groups_z;
+    params.splits = splits as u32;
+    let [wg_x, wg_y, wg_z] = if slice_lanes { [wg_s, wg_n, wg_m] } else { [wg_n, wg_m, wg_s] };
+    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    ensure!(
+        x <= limit && y <= limit && r * s * groups_z <= limit,
+        "conv2d_backward_weight needs {x} x {y} x {} workgroups, the adapter allows {limit} per dimension",
+        r * s * groups_z
+    );
+    let overrides = [
+        ("WG_M", wg_m as f64),
+        ("WG_N", wg_n as f64),
+        ("WG_S", wg_s as f64),
+        ("WG_X", wg_x as f64),
+        ("WG_Y", wg_y as f64),
+        ("WG_Z", wg_z as f64),
+        ("SLICE_LANES", slice_lanes as u8 as f64),
+        ("SHARED", 0.0),
+        ("BK", 1.0),
+    ];
+    let workgroups = [x as u32, y as u32, (r * s * groups_z) as u32];
+    if splits == 1 {
+        return Ok(vec![gpu.dispatch(Kernel::Conv2dBackwardWeight, &overrides, &tensors, &params, workgroups)?]);
+    }
+    let mut shape = dweight.shape.clone();
+    shape.insert(0, splits);
+    let slices = gpu.zeros("conv2d_backward_weight slices", &shape)?;
+    Ok(vec![
+        gpu.dispatch(Kernel::Conv2dBackwardWeight, &overrides, &[&slices, dout, inp], &params, workgroups)?,
+        sum_slices(gpu, dweight, &slices)?,
+    ])
+}
+
+/// The uniform of sum_slices.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SliceParams {
+    pub len: u32,
+    pub slices: u32,
+    pub _unused: [u32; 2],
+}
+
+/// out = the sum of inp's slices along its first axis.
+pub fn sum_slices(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    ensure!(
+        inp.shape.len() == out.shape.len() + 1 && inp.shape[1..] == out.shape[..],
+        "sum_slices: input {:?} is not slices of the output {:?}",
+        inp.shape,
+        out.shape
+    );
+    let params = SliceParams { len: out.len() as u32, slices: inp.shape[0] as u32, ..Default::default() };
+    gpu.dispatch(Kernel::SumSlices, &[], &[out, inp], &params, grid(out.len().div_ceil(WG)))
 }
 
 #[repr(C)]

@@ -186,6 +186,15 @@ pub fn add(out: &mut [f64], inp: &[f64], other: &[f64]) {
     }
 }
 
+pub fn sum_slices(out: &mut [f64], inp: &[f64]) {
+    out.fill(0.0);
+    for slice in inp.chunks(out.len()) {
+        for (o, x) in out.iter_mut().zip(slice) {
+            *o += x;
+        }
+    }
+}
+
 pub fn shortcut_a_forward(out: &mut [f64], inp: &[f64], params: &ShortcutParams) {
     let [n_len, c_len, h_len, w_len, k_len, p_len, q_len] =
         [params.n, params.c, params.h, params.w, params.k, params.p, params.q].map(|x| x as usize);

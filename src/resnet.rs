@@ -372,22 +372,47 @@ struct Planner<'a> {
     model: &'a ResNet,
     mode: Mode,
     dispatches: Vec<Dispatch>,
+    /// Buffers of released (dead) tensors. A later tensor takes the smallest one that fits: the
+    /// dispatches of a step run in order, so once the last reader of a tensor is planned, any later
+    /// dispatch may overwrite its buffer.
+    free: Vec<Arc<wgpu::Buffer>>,
 }
 
 impl<'a> Planner<'a> {
     fn new(gpu: &'a Gpu, model: &'a ResNet, mode: Mode) -> Self {
-        Self { gpu, model, mode, dispatches: Vec::new() }
+        Self { gpu, model, mode, dispatches: Vec::new(), free: Vec::new() }
     }
 
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.gpu.zeros(name, shape)
+    /// A tensor for the plan: a released buffer that fits, else a new zeroed one. Every kernel
+    /// overwrites its outputs, so a reused buffer's old contents never show.
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let bytes = 4 * shape.iter().product::<usize>() as u64;
+        let fits = self.free.iter().enumerate().filter(|(_, b)| b.size() >= bytes).min_by_key(|(_, b)| b.size());
+        match fits.map(|(i, _)| i) {
+            Some(i) => Ok(Tensor { buffer: self.free.swap_remove(i), offset: 0, shape: shape.to_vec() }),
+            None => self.gpu.zeros(name, shape),
+        }
+    }
+
+    /// Marks tensors dead: no dispatch planned after this call reads them. Releasing one twice is harmless.
+    fn release(&mut self, tensors: &[&Tensor]) {
+        for t in tensors {
+            if !self.free.iter().any(|b| Arc::ptr_eq(b, &t.buffer)) {
+                self.free.push(Arc::clone(&t.buffer));
+            }
+        }
     }
 
     /// Adds a dispatch, labelled with the layer it belongs to.
     fn push(&mut self, label: &str, dispatch: Result<Dispatch>) -> Result<()> {
-        let mut dispatch = dispatch?;
-        dispatch.label = label.to_string();
-        self.dispatches.push(dispatch);
+        self.push_all(label, dispatch.map(|d| vec![d]))
+    }
+
+    fn push_all(&mut self, label: &str, dispatches: Result<Vec<Dispatch>>) -> Result<()> {
+        for mut dispatch in dispatches? {
+            dispatch.label = label.to_string();
+            self.dispatches.push(dispatch);
+        }
         Ok(())
     }
 
@@ -445,11 +470,12 @@ impl<'a> Planner<'a> {
             ),
         )?;
         let weight_name = format!("{conv}.weight");
-        self.push(
+        self.push_all(
             conv,
             layers::conv2d_backward_weight(gpu, g.get(&weight_name), &dconv_out, &saved.inp, saved.stride, saved.pad),
         )?;
         if !dinp_needed {
+            self.release(&[&dconv_out]);
             return Ok(None);
         }
         let dinp = self.tensor(&format!("d {conv} input"), &saved.inp.shape)?;
@@ -457,6 +483,7 @@ impl<'a> Planner<'a> {
             conv,
             layers::conv2d_backward_input(gpu, &dinp, &dconv_out, p.get(&weight_name), saved.stride, saved.pad),
         )?;
+        self.release(&[&dconv_out]);
         Ok(Some(dinp))
     }
 
@@ -481,7 +508,8 @@ impl<'a> Planner<'a> {
     /// The network from the image batch to the logits.
     fn forward(&mut self, batch: usize) -> Result<Forward> {
         let arch = &self.model.arch;
-        let input = self.tensor("input", &[batch, 3, arch.image, arch.image])?;
+        // Written by the CPU before the step: never a reused buffer.
+        let input = self.gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
         // Stem: CIFAR 3x3 conv 16; ImageNet 7x7/2 conv 64 and a 3x3/2 max pool after the ReLU.
         let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };
         let stem = self.conv_bn(&input, "conv1", "bn1", stride, pad)?;
@@ -510,13 +538,16 @@ impl<'a> Planner<'a> {
                 };
                 layers_saved.push(pair);
             }
+            let mut shortcut_out = None;
             let (shortcut, sum) = match spec.shortcut {
                 ShortcutSpec::None => (SavedShortcut::None, y),
                 ShortcutSpec::Identity => (SavedShortcut::Identity, self.add(&y, &x, &format!("{name}.add"))?),
                 ShortcutSpec::A => {
                     let shortcut = self.tensor(&format!("{name}.shortcut"), &y.shape)?;
                     self.push(&format!("{name}.shortcut"), layers::shortcut_a_forward(self.gpu, &shortcut, &x))?;
-                    (SavedShortcut::A, self.add(&y, &shortcut, &format!("{name}.add"))?)
+                    let sum = self.add(&y, &shortcut, &format!("{name}.add"))?;
+                    shortcut_out = Some(shortcut);
+                    (SavedShortcut::A, sum)
                 }
                 ShortcutSpec::B { stride } => {
                     let projection =
@@ -525,6 +556,16 @@ impl<'a> Planner<'a> {
                     (SavedShortcut::B(projection), sum)
                 }
             };
+            // What the add read and no backward kernel needs: the branch's last BN output and
+            // the shortcut's output.
+            if !matches!(shortcut, SavedShortcut::None) {
+                self.release(&[&layers_saved.last().expect("a block has convs").out]);
+            }
+            match &shortcut {
+                SavedShortcut::A => self.release(&[&shortcut_out.expect("planned above")]),
+                SavedShortcut::B(projection) => self.release(&[&projection.out]),
+                _ => {}
+            }
             let out = self.relu(&sum, &format!("{name}.relu"))?;
             blocks.push(Block { name, inp: x, layers: layers_saved, shortcut, sum });
             x = out;
@@ -549,42 +590,76 @@ impl<'a> Planner<'a> {
         self.push("fc", layers::linear_backward_input(gpu, &dpooled, dlogits, p.get("fc.weight")))?;
         let mut dx = self.tensor("d last block", &fwd.last.shape)?;
         self.push("avgpool", layers::avgpool_backward(gpu, &dx, &dpooled))?;
+        self.release(&[&dpooled]);
 
+        // Each gradient is released once its last reader is planned, and each block's saved
+        // activations once its backward is: later (shallower) layers reuse their buffers.
         for block in fwd.blocks.iter().rev() {
             let name = &block.name;
             let dsum = self.relu_backward(&dx, &block.sum, &format!("{name}.relu"))?;
+            self.release(&[&dx]);
             // sum = branch + shortcut: dsum reaches both unchanged.
             let mut d = dsum.clone();
             for (j, pair) in block.layers.iter().enumerate().rev() {
                 if j + 1 < block.layers.len() {
-                    d = self.relu_backward(&d, &pair.out, &format!("{name}.relu{}", j + 1))?;
+                    let dbn = self.relu_backward(&d, &pair.out, &format!("{name}.relu{}", j + 1))?;
+                    self.release(&[&d]);
+                    d = dbn;
                 }
-                d = self.conv_bn_backward(pair, &d, true)?.expect("dinp requested");
+                let dinp = self.conv_bn_backward(pair, &d, true)?.expect("dinp requested");
+                if !Arc::ptr_eq(&d.buffer, &dsum.buffer) {
+                    self.release(&[&d]);
+                }
+                d = dinp;
             }
             // The block input's gradient: the branch's (written `=` by conv1's backward) plus the
             // shortcut's, summed by `add` into a new tensor.
             let add = format!("{name}.add");
             dx = match &block.shortcut {
-                SavedShortcut::None => d,
+                SavedShortcut::None => d.clone(),
                 SavedShortcut::Identity => self.add(&d, &dsum, &add)?,
                 SavedShortcut::A => {
                     let dshortcut = self.tensor(&format!("d {name}.shortcut"), &block.inp.shape)?;
                     self.push(&format!("{name}.shortcut"), layers::shortcut_a_backward(gpu, &dshortcut, &dsum))?;
-                    self.add(&d, &dshortcut, &add)?
+                    let dx = self.add(&d, &dshortcut, &add)?;
+                    self.release(&[&dshortcut]);
+                    dx
                 }
                 SavedShortcut::B(projection) => {
                     let dshortcut = self.conv_bn_backward(projection, &dsum, true)?.expect("dinp requested");
-                    self.add(&d, &dshortcut, &add)?
+                    let dx = self.add(&d, &dshortcut, &add)?;
+                    self.release(&[
+                        &dshortcut,
+                        &projection.inp,
+                        &projection.conv_out,
+                        &projection.mean,
+                        &projection.rstd,
+                    ]);
+                    dx
                 }
             };
+            if !Arc::ptr_eq(&dx.buffer, &d.buffer) {
+                self.release(&[&d]);
+            }
+            self.release(&[&dsum, &block.sum, &block.inp]);
+            // The last pair's output was released by the forward (unless it is the sum).
+            let (last, inner) = block.layers.split_last().expect("a block has convs");
+            for pair in inner {
+                self.release(&[&pair.out]);
+            }
+            for pair in block.layers.iter().chain([last]) {
+                self.release(&[&pair.inp, &pair.conv_out, &pair.mean, &pair.rstd]);
+            }
         }
 
         if let Some((relu_out, indices)) = &fwd.maxpool {
             let dpool_in = self.tensor("d maxpool", &relu_out.shape)?;
             self.push("maxpool", layers::maxpool_backward(gpu, &dpool_in, &dx, indices, 3, 2, 1))?;
+            self.release(&[&dx]);
             dx = dpool_in;
         }
         let dstem = self.relu_backward(&dx, &fwd.stem.out, "relu")?;
+        self.release(&[&dx]);
         self.conv_bn_backward(&fwd.stem, &dstem, false)?;
         Ok(())
     }
@@ -616,9 +691,10 @@ impl TrainStep {
     pub fn new(gpu: &Gpu, model: &ResNet, batch: usize, sgd: SgdParams) -> Result<Self> {
         let mut plan = Planner::new(gpu, model, Mode::Train);
         let fwd = plan.forward(batch)?;
-        let labels = plan.tensor("labels", &[batch])?;
-        let (dlogits, loss, correct) =
-            (plan.tensor("d logits", &fwd.logits.shape)?, plan.tensor("loss", &[1])?, plan.tensor("correct", &[1])?);
+        // Written by the CPU before the step, or kept across steps: never reused buffers.
+        let labels = gpu.zeros("labels", &[batch])?;
+        let (loss, correct) = (gpu.zeros("loss", &[1])?, gpu.zeros("correct", &[1])?);
+        let dlogits = plan.tensor("d logits", &fwd.logits.shape)?;
         plan.push("loss", layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
         plan.backward(&fwd, &dlogits)?;
         let m = &model;
@@ -626,7 +702,7 @@ impl TrainStep {
             "sgd",
             layers::sgd(gpu, &m.params.all, &m.velocity.all, &m.grads.all, sgd.lr, sgd.momentum, sgd.weight_decay),
         )?;
-        let history = plan.tensor("loss history", &[HISTORY, 2])?;
+        let history = gpu.zeros("loss history", &[HISTORY, 2])?;
         Ok(Self {
             input: fwd.input,
             labels,
@@ -668,9 +744,10 @@ impl EvalStep {
     pub fn new(gpu: &Gpu, model: &ResNet, batch: usize) -> Result<Self> {
         let mut plan = Planner::new(gpu, model, Mode::Eval);
         let fwd = plan.forward(batch)?;
-        let labels = plan.tensor("labels", &[batch])?;
-        let (dlogits, loss, correct) =
-            (plan.tensor("d logits", &fwd.logits.shape)?, plan.tensor("loss", &[1])?, plan.tensor("correct", &[1])?);
+        // Written by the CPU before the step, or kept across steps: never reused buffers.
+        let labels = gpu.zeros("labels", &[batch])?;
+        let (loss, correct) = (gpu.zeros("loss", &[1])?, gpu.zeros("correct", &[1])?);
+        let dlogits = plan.tensor("d logits", &fwd.logits.shape)?;
         plan.push("loss", layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
         Ok(Self { input: fwd.input, labels, logits: fwd.logits, loss, correct, dispatches: plan.dispatches })
     }

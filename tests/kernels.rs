@@ -50,6 +50,9 @@ const CONV_CASES: &[[usize; 9]] = &[
     [1, 70, 7, 5, 67, 3, 3, 1, 1],
     [5, 8, 20, 19, 16, 3, 3, 1, 1],
     [2, 4, 10, 11, 6, 3, 3, 3, 1],
+    // Wide enough that conv2d_backward_weight's direct path vectorises over input channels:
+    // with 4 reduction slices, and (case 4 above) with none.
+    [2, 64, 6, 5, 20, 3, 3, 2, 1],
 ];
 
 #[test]
@@ -71,7 +74,9 @@ fn conv2d_forward_and_backward_match_cpu() {
             let forward = layers::conv2d_forward(gpu, &out, &inp, &weight, stride, pad).unwrap();
             let backward_input = layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad).unwrap();
             let backward_weight = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
-            gpu.run(&[&forward, &backward_input, &backward_weight]).unwrap();
+            let mut dispatches = vec![&forward, &backward_input];
+            dispatches.extend(&backward_weight);
+            gpu.run(&dispatches).unwrap();
 
             let (inp_c, weight_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&dout_v));
             let mut out_c = vec![0.0; out.len()];
@@ -263,6 +268,21 @@ fn batchnorm_backward_matches_finite_differences() {
         finite_differences("batchnorm_backward dinp", |x| forward(x, &weight, &bias).0, &inp, &dout, &dinp);
         finite_differences("batchnorm_backward dweight", |x| forward(&inp, x, &bias).0, &weight, &dout, &dweight);
         finite_differences("batchnorm_backward dbias", |x| forward(&inp, &weight, x).0, &bias, &dout, &dbias);
+    }
+}
+
+#[test]
+fn sum_slices_matches_cpu() {
+    for gpu in gpus() {
+        // 13 slices of 70,001 elements: several workgroups and a ragged end.
+        let mut rng = Rng::new(450);
+        let (slices, shape) = (13, [7, 11, 31, 29]);
+        let inp_v = rng.vec(slices * shape.iter().product::<usize>());
+        let (inp, out) = (upload(gpu, &[slices, 7, 11, 31, 29], &inp_v), zeros(gpu, &shape));
+        gpu.run(&[&layers::sum_slices(gpu, &out, &inp).unwrap()]).unwrap();
+        let mut out_c = vec![0.0; out.len()];
+        cpu::sum_slices(&mut out_c, &f64s(&inp_v));
+        assert_close("sum_slices", &read(gpu, &out), &out_c, 1e-6, 1e-6);
     }
 }
 
@@ -526,7 +546,7 @@ fn reductions_give_the_same_bits_every_run() {
             layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias).unwrap();
         let runs: Vec<(Vec<u32>, Vec<u32>)> = (0..3)
             .map(|_| {
-                gpu.run(&[&step, &bn]).unwrap();
+                gpu.run(&step.iter().chain([&bn]).collect::<Vec<_>>()).unwrap();
                 (gpu.read::<u32>(&dweight).unwrap(), gpu.read::<u32>(&out).unwrap())
             })
             .collect();
