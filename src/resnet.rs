@@ -532,7 +532,11 @@ impl<'a> Planner<'a> {
                 let pair =
                     self.conv_bn(&y, &format!("{name}.conv{}", j + 1), &format!("{name}.bn{}", j + 1), stride, r / 2)?;
                 y = if j + 1 < spec.convs.len() {
-                    self.relu(&pair.out, &format!("{name}.relu{}", j + 1))?
+                    // The ReLU's backward masks by its output (> 0 exactly where its input is),
+                    // so the BN output dies here.
+                    let relu = self.relu(&pair.out, &format!("{name}.relu{}", j + 1))?;
+                    self.release(&[&pair.out]);
+                    relu
                 } else {
                     pair.out.clone()
                 };
@@ -601,8 +605,8 @@ impl<'a> Planner<'a> {
             // sum = branch + shortcut: dsum reaches both unchanged.
             let mut d = dsum.clone();
             for (j, pair) in block.layers.iter().enumerate().rev() {
-                if j + 1 < block.layers.len() {
-                    let dbn = self.relu_backward(&d, &pair.out, &format!("{name}.relu{}", j + 1))?;
+                if let Some(next) = block.layers.get(j + 1) {
+                    let dbn = self.relu_backward(&d, &next.inp, &format!("{name}.relu{}", j + 1))?;
                     self.release(&[&d]);
                     d = dbn;
                 }
@@ -641,13 +645,10 @@ impl<'a> Planner<'a> {
             if !Arc::ptr_eq(&dx.buffer, &d.buffer) {
                 self.release(&[&d]);
             }
+            // The pairs' BN outputs were released by the forward (the last one is the sum where
+            // there is no shortcut).
             self.release(&[&dsum, &block.sum, &block.inp]);
-            // The last pair's output was released by the forward (unless it is the sum).
-            let (last, inner) = block.layers.split_last().expect("a block has convs");
-            for pair in inner {
-                self.release(&[&pair.out]);
-            }
-            for pair in block.layers.iter().chain([last]) {
+            for pair in &block.layers {
                 self.release(&[&pair.inp, &pair.conv_out, &pair.mean, &pair.rstd]);
             }
         }
