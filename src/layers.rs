@@ -220,7 +220,6 @@ pub fn conv2d_backward_weight(
         ("WG_Z", wg_z as f64),
         ("SLICE_LANES", slice_lanes as u8 as f64),
         ("SHARED", 0.0),
-        ("BK", 1.0),
     ];
     let workgroups = [x as u32, y as u32, (r * s * groups_z) as u32];
     if splits == 1 {
