@@ -15,6 +15,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use resnet_wgpu::bench::Kind;
 use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor};
 use resnet_wgpu::kernels::{Dispatch, Kernel};
 use resnet_wgpu::layers::{self, ConvParams};
@@ -82,7 +83,8 @@ impl Bench<'_> {
             return Ok(());
         }
         let dispatches = prepare().with_context(|| format!("preparing {}", kernel.name()))?;
-        assert_eq!(dispatches[0].kernel, kernel, "the bench row names the wrong kernel");
+        // A conv row names the kernel; the `_lanes` twin that may run it is named in the shape column.
+        assert_eq!(Kind::of(dispatches[0].kernel), Kind::of(kernel), "the bench row names the wrong kernel");
         let ms = median(self.measure(&dispatches)?);
         let (gflops, gbs) = match work {
             Work::Flops(flops) => (format!("{:.2}", flops / ms / 1e6), "-".to_string()),
@@ -168,19 +170,14 @@ impl Bench<'_> {
     }
 }
 
-/// Which conv path `gpu` uses (its `SHARED` override, see `Gpu::shared_tiles`).
-fn variant(gpu: &Gpu) -> &'static str {
-    if gpu.shared_tiles { "shared tiles" } else { "direct" }
-}
-
 /// conv2d_forward, conv2d_backward_input and conv2d_backward_weight of one layer on `gpu` (one
-/// of the two conv variants); each does 2*N*K*P*Q*C*R*S flops.
+/// of its conv paths); each does 2*N*K*P*Q*C*R*S flops.
 fn conv(b: &mut Bench, gpu: &Gpu, name: &str, inp: [usize; 4], k: usize, r: usize, pad: usize) -> Result<()> {
     let [n, c, h, w] = inp;
     let params = ConvParams::new(&inp, &[k, c, r, r], 1, pad)?;
     let (p, q) = (params.p as usize, params.q as usize);
     let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
-    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s1 p{pad}, {}", variant(gpu));
+    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s1 p{pad}, {}", gpu.conv_path.name());
     let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
     b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, 1, pad))?;
     b.run(Kernel::Conv2dBackwardInput, &shape, flops, || layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad))?;
@@ -227,17 +224,15 @@ fn main() -> Result<()> {
         if timestamps { "GPU timestamp queries at compute pass boundaries" } else { "wall clock around submit + poll" }
     );
     println!("GB/s counts every tensor a kernel reads or writes once, even where it reads one more than once");
-    // Both conv paths, the adapter's default first.
-    let conv_gpus = [gpu.with_shared_tiles(gpu.shared_tiles), gpu.with_shared_tiles(!gpu.shared_tiles)];
-    println!(
-        "conv: {} by default on this adapter (RESNET_WGPU_SHARED_TILES=0|1 overrides), {} shown too",
-        variant(&conv_gpus[0]),
-        variant(&conv_gpus[1])
-    );
+    // Every conv path the adapter can run, its default first.
+    let conv_gpus: Vec<Gpu> = gpu.conv_paths().into_iter().map(|path| gpu.with_conv_path(path)).collect();
+    let names: Vec<&str> = conv_gpus.iter().map(|g| g.conv_path.name()).collect();
+    println!("conv paths: {} (the first is this adapter's default; RESNET_WGPU_CONV picks one)", names.join(", "));
     for conv_gpu in &conv_gpus {
-        resnet_wgpu::bench::self_check(conv_gpu).with_context(|| format!("self-check ({})", variant(conv_gpu)))?;
+        resnet_wgpu::bench::self_check(conv_gpu)
+            .with_context(|| format!("self-check ({} conv path)", conv_gpu.conv_path.name()))?;
     }
-    println!("self-check: conv, BN and a ResNet-8 step, both conv paths, match their CPU twins (bench::self_check)");
+    println!("self-check: conv, BN and a ResNet-8 step, every conv path, match their CPU twins (bench::self_check)");
     println!();
     println!("| kernel | shape | median ms | GFLOP/s | GB/s |");
     println!("|---|---|---:|---:|---:|");

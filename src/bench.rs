@@ -443,9 +443,9 @@ impl Kind {
     pub fn of(kernel: Kernel) -> Self {
         use Kernel::*;
         match kernel {
-            Conv2dForward => Kind::ConvForward,
-            Conv2dBackwardInput => Kind::ConvBackwardInput,
-            Conv2dBackwardWeight | SumSlices => Kind::ConvBackwardWeight,
+            Conv2dForward | Conv2dForwardLanes => Kind::ConvForward,
+            Conv2dBackwardInput | Conv2dBackwardInputLanes => Kind::ConvBackwardInput,
+            Conv2dBackwardWeight | Conv2dBackwardWeightLanes | SumSlices => Kind::ConvBackwardWeight,
             BatchnormForwardTrain | BatchnormForwardEval | BatchnormBackward => Kind::Batchnorm,
             ReluForward | ReluBackward | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,

@@ -39,13 +39,41 @@ pub struct Gpu {
     pub(crate) pipelines: Mutex<PipelineCache>,
     /// A 4-byte tensor bound where a kernel's optional input is switched off by an override.
     pub(crate) placeholder: Tensor,
-    /// Whether the conv kernels stage tiles in workgroup memory (their `SHARED` override): yes on
-    /// GPUs, no on CPU adapters, where barriers cost more than the loads they save. The variable
-    /// `RESNET_WGPU_SHARED_TILES=0|1` overrides the choice.
-    pub shared_tiles: bool,
+    /// Which conv kernels run (see `ConvPath`); `RESNET_WGPU_CONV=shared|direct|lanes` overrides
+    /// the adapter's default.
+    pub conv_path: ConvPath,
     /// Bytes of every storage buffer created so far (never decremented when one is dropped):
     /// the difference across building a plan is the GPU memory that plan holds.
     allocated: Arc<AtomicU64>,
+}
+
+/// The conv kernels come in three variants that compute the same thing in different ways; which
+/// is fastest depends on the adapter (BENCHMARKS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// Operand tiles staged in workgroup memory between barriers: the GPU default.
+    Shared,
+    /// Every invocation loads its operands from storage, no barriers: CPU adapters without
+    /// subgroups (llvmpipe through GL), where a barrier costs more than the loads it saves.
+    Direct,
+    /// The `_lanes` kernels: like `Direct`, but the lanes of a subgroup share the loads of the
+    /// operand they have in common. The default on CPU adapters with subgroups of 8 or more (lavapipe).
+    Lanes,
+}
+
+impl ConvPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Shared => "shared",
+            ConvPath::Direct => "direct",
+            ConvPath::Lanes => "lanes",
+        }
+    }
+}
+
+/// Whether the lanes conv kernels can run: they need subgroups of at least 8 invocations.
+fn has_lanes(features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
+    features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8
 }
 
 /// A view of `len` 4-byte elements (f32, or u32 for labels and indices) at `offset` bytes into a
@@ -205,8 +233,9 @@ impl Gpu {
             max_compute_workgroups_per_dimension: 65535,
             ..needed
         };
-        // Timestamps are used by the benchmarks when the adapter has them.
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamps are used by the benchmarks when the adapter has them, subgroups by the lanes
+        // conv kernels.
+        let features = adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("resnet-wgpu"),
             required_features: features,
@@ -224,10 +253,18 @@ impl Gpu {
             offset: 0,
             shape: vec![1],
         };
-        let shared_tiles = match std::env::var("RESNET_WGPU_SHARED_TILES").as_deref() {
-            Ok("0") => false,
-            Ok("1") => true,
-            _ => !is_software(&info),
+        let lanes = has_lanes(features, &info);
+        let conv_path = match std::env::var("RESNET_WGPU_CONV").as_deref() {
+            Ok("shared") => ConvPath::Shared,
+            Ok("direct") => ConvPath::Direct,
+            Ok("lanes") if lanes => ConvPath::Lanes,
+            Ok(other) if !other.is_empty() => bail!(
+                "RESNET_WGPU_CONV={other}: expected shared, direct{}",
+                if lanes { " or lanes" } else { " (lanes needs subgroups of 8 or more, which this adapter lacks)" }
+            ),
+            _ if !is_software(&info) => ConvPath::Shared,
+            _ if lanes => ConvPath::Lanes,
+            _ => ConvPath::Direct,
         };
         Ok(Self {
             device,
@@ -237,13 +274,24 @@ impl Gpu {
             features,
             pipelines: Mutex::default(),
             placeholder,
-            shared_tiles,
+            conv_path,
             allocated: Arc::default(),
         })
     }
 
-    /// The same device with the other conv variant (tests and benchmarks compare both).
-    pub fn with_shared_tiles(&self, shared_tiles: bool) -> Self {
+    /// The conv paths this adapter can run, its default first.
+    pub fn conv_paths(&self) -> Vec<ConvPath> {
+        let mut paths = vec![self.conv_path];
+        for path in [ConvPath::Shared, ConvPath::Direct, ConvPath::Lanes] {
+            if !paths.contains(&path) && (path != ConvPath::Lanes || has_lanes(self.features, &self.info)) {
+                paths.push(path);
+            }
+        }
+        paths
+    }
+
+    /// The same device with another conv path (tests and benchmarks compare them).
+    pub fn with_conv_path(&self, conv_path: ConvPath) -> Self {
         Self {
             device: self.device.clone(),
             queue: self.queue.clone(),
@@ -252,7 +300,7 @@ impl Gpu {
             features: self.features,
             pipelines: Mutex::default(),
             placeholder: self.placeholder.clone(),
-            shared_tiles,
+            conv_path,
             allocated: self.allocated.clone(),
         }
     }

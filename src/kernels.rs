@@ -33,8 +33,11 @@ macro_rules! kernels {
 
 kernels! {
     Conv2dForward => "conv2d_forward",
+    Conv2dForwardLanes => "conv2d_forward_lanes",
     Conv2dBackwardInput => "conv2d_backward_input",
+    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes",
     Conv2dBackwardWeight => "conv2d_backward_weight",
+    Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes",
     BatchnormForwardTrain => "batchnorm_forward_train",
     BatchnormForwardEval => "batchnorm_forward_eval",
     BatchnormBackward => "batchnorm_backward",
@@ -59,7 +62,7 @@ kernels! {
 pub fn validate(kernel: Kernel) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
     let module = naga::front::wgsl::parse_str(kernel.source())
         .map_err(|e| anyhow!("{}.wgsl: {}", kernel.name(), e.emit_to_string(kernel.source())))?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SUBGROUP)
         .validate(&module)
         .map_err(|e| anyhow!("{}.wgsl: {}", kernel.name(), e.emit_to_string(kernel.source())))?;
     Ok((module, info))

@@ -6,7 +6,7 @@
 use anyhow::{Result, bail, ensure};
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{ConvPath, Gpu, Tensor};
 use crate::kernels::{Dispatch, Kernel, grid};
 
 /// Batch norm's constants, as PyTorch's defaults.
@@ -74,50 +74,57 @@ fn check(name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Outputs per invocation (rows, columns) of the conv kernels' shared and direct paths: their
-/// `TM x TN` and `DM x DN` constants.
+/// Outputs per invocation (rows, columns) of the conv kernels' shared path, and of the direct and
+/// lanes paths: their `TM x TN` and `DM x DN` constants.
 const SHARED_BLOCK: usize = 4;
 const DIRECT_BLOCK: usize = 8;
 
-/// Dispatches a conv kernel over a `rows` x `columns` output matrix. `SHARED` picks the
-/// workgroup-memory or the direct path (see `Gpu::shared_tiles`). Shared workgroups have 256
+/// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the adapter's conv path
+/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin. Shared workgroups have 256
 /// invocations of 4x4 outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a workgroup
 /// on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit the rows
 /// (a CIFAR layer's 16 output channels get 4 x 64 invocations, not 16 x 16 with three quarters idle).
+#[allow(clippy::too_many_arguments)]
 fn conv_dispatch(
     gpu: &Gpu,
     kernel: Kernel,
+    lanes: Kernel,
     epilogue: &[(&str, f64)],
     tensors: &[&Tensor],
     params: &ConvParams,
     rows: usize,
     columns: usize,
 ) -> Result<Dispatch> {
-    let (block, threads) = if gpu.shared_tiles { (SHARED_BLOCK, 256) } else { (DIRECT_BLOCK, 64) };
-    // CPU adapters vectorise along x: the direct path keeps WG_N >= 8.
-    let wg_m = rows.div_ceil(block).next_power_of_two().clamp(1, if gpu.shared_tiles { 16 } else { 8 });
-    let wg_n = threads / wg_m;
-    let (x, y) = (columns.div_ceil(block * wg_n), rows.div_ceil(block * wg_m));
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    ensure!(
-        x <= limit && y <= limit,
-        "{} needs {x} x {y} workgroups, the adapter allows {limit} per dimension; use a smaller batch",
-        kernel.name()
-    );
+    let fits = |x: usize, y: usize| {
+        ensure!(
+            x <= limit && y <= limit,
+            "{} needs {x} x {y} workgroups, the adapter allows {limit} per dimension; use a smaller batch",
+            kernel.name()
+        );
+        Ok([x as u32, y as u32, 1])
+    };
+    if gpu.conv_path == ConvPath::Lanes {
+        // 64 invocations share 8 rows and own 8 columns each (DM x DN in the shader).
+        let workgroups = fits(columns.div_ceil(64 * DIRECT_BLOCK), rows.div_ceil(DIRECT_BLOCK))?;
+        return gpu.dispatch(lanes, epilogue, tensors, params, workgroups);
+    }
+    let shared = gpu.conv_path == ConvPath::Shared;
+    let (block, threads) = if shared { (SHARED_BLOCK, 256) } else { (DIRECT_BLOCK, 64) };
+    // CPU adapters vectorise along x: the direct path keeps WG_N >= 8.
+    let wg_m = rows.div_ceil(block).next_power_of_two().clamp(1, if shared { 16 } else { 8 });
+    let wg_n = threads / wg_m;
+    let workgroups = fits(columns.div_ceil(block * wg_n), rows.div_ceil(block * wg_m))?;
     // The shared path's two tiles hold BK x 4*(WG_M + WG_N) values: keep them within 8 KiB.
     let bk = 1 << (2048 / (4 * (wg_m + wg_n))).clamp(1, 16).ilog2();
-    let mut overrides = vec![
-        ("WG_M", wg_m as f64),
-        ("WG_N", wg_n as f64),
-        ("BK", bk as f64),
-        ("SHARED", gpu.shared_tiles as u8 as f64),
-    ];
+    let mut overrides =
+        vec![("WG_M", wg_m as f64), ("WG_N", wg_n as f64), ("BK", bk as f64), ("SHARED", shared as u8 as f64)];
     if kernel == Kernel::Conv2dBackwardWeight {
         // Its workgroup size names the axes, not the roles (see conv2d_backward_weight).
         overrides.extend([("WG_X", wg_n as f64), ("WG_Y", wg_m as f64)]);
     }
     overrides.extend_from_slice(epilogue);
-    gpu.dispatch(kernel, &overrides, tensors, params, [x as u32, y as u32, 1])
+    gpu.dispatch(kernel, &overrides, tensors, params, workgroups)
 }
 
 pub fn conv2d_forward(
@@ -158,7 +165,7 @@ pub fn conv2d_forward_fused(
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
     let tensors = [out, inp, weight, bias, residual];
-    conv_dispatch(gpu, Kernel::Conv2dForward, &epilogue, &tensors, &params, k, n * p * q)
+    conv_dispatch(gpu, Kernel::Conv2dForward, Kernel::Conv2dForwardLanes, &epilogue, &tensors, &params, k, n * p * q)
 }
 
 pub fn conv2d_backward_input(
@@ -172,12 +179,12 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    conv_dispatch(gpu, Kernel::Conv2dBackwardInput, &[], &[dinp, dout, weight], &params, c, n * h * w)
+    conv_dispatch(gpu, Kernel::Conv2dBackwardInput, Kernel::Conv2dBackwardInputLanes, &[], &[dinp, dout, weight], &params, c, n * h * w)
 }
 
-/// dweight = the weight gradient. On the direct path (CPU adapters) a workgroup covers one tap,
-/// and layers with few (k, c) blocks split the reduction into slices written to a scratch tensor
-/// [SPLITS,K,C,R,S] that `sum_slices` then adds up, so that every core has work: two dispatches.
+/// dweight = the weight gradient. On the direct and lanes paths (CPU adapters) layers with few
+/// output blocks split the reduction into slices written to a scratch tensor [SPLITS,K,C,R,S]
+/// that `sum_slices` then adds up, so that every core has work: two dispatches.
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     dweight: &Tensor,
@@ -190,9 +197,54 @@ pub fn conv2d_backward_weight(
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, k, r, s, p] = [params.n, params.c, params.k, params.r, params.s, params.p].map(|x| x as usize);
     let tensors = [dweight, dout, inp];
-    if gpu.shared_tiles {
-        return Ok(vec![conv_dispatch(gpu, Kernel::Conv2dBackwardWeight, &[], &tensors, &params, k, c * r * s)?]);
+    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let (kernel, overrides, workgroups) = match gpu.conv_path {
+        ConvPath::Shared => {
+            let (kernel, tensors) = (Kernel::Conv2dBackwardWeight, &tensors);
+            return Ok(vec![conv_dispatch(gpu, kernel, kernel, &[], tensors, &params, k, c * r * s)?]);
+        }
+        ConvPath::Lanes => {
+            // One subgroup of 8 invocations per workgroup, 8 x 8 outputs each (DM x DN in the
+            // shader); at least 32 workgroups, and no more slices than reduction rows (n, p).
+            let (x, y) = ((c * r * s).div_ceil(8 * DIRECT_BLOCK), k.div_ceil(DIRECT_BLOCK));
+            let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
+            params.splits = splits as u32;
+            (Kernel::Conv2dBackwardWeightLanes, vec![], [x, y, splits])
+        }
+        ConvPath::Direct => {
+            let (overrides, workgroups) = direct_weight_blocks(&mut params, n, c, k, r * s, p);
+            (Kernel::Conv2dBackwardWeight, overrides, workgroups)
+        }
+    };
+    let [x, y, z] = workgroups;
+    ensure!(
+        x <= limit && y <= limit && z <= limit,
+        "{} needs {x} x {y} x {z} workgroups, the adapter allows {limit} per dimension",
+        kernel.name()
+    );
+    let workgroups = workgroups.map(|w| w as u32);
+    if params.splits == 1 {
+        return Ok(vec![gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups)?]);
     }
+    let mut shape = dweight.shape.clone();
+    shape.insert(0, params.splits as usize);
+    let slices = gpu.zeros("conv2d_backward_weight slices", &shape)?;
+    Ok(vec![
+        gpu.dispatch(kernel, &overrides, &[&slices, dout, inp], &params, workgroups)?,
+        sum_slices(gpu, dweight, &slices)?,
+    ])
+}
+
+/// The direct path's weight-gradient blocks: the kernel's overrides and workgroup counts, with
+/// `params.splits` set.
+fn direct_weight_blocks(
+    params: &mut ConvParams,
+    n: usize,
+    c: usize,
+    k: usize,
+    rs: usize,
+    p: usize,
+) -> (Vec<(&'static str, f64)>, [usize; 3]) {
     // 64 invocations at most, 8 along x (CPU adapters vectorise along x): 8 column blocks where
     // the layer has them, else 8 slices. At least 32 workgroups, and no more slices than
     // reduction rows (n, p).
@@ -201,17 +253,10 @@ pub fn conv2d_backward_weight(
     let wg_m = k.div_ceil(DIRECT_BLOCK).next_power_of_two().min(if slice_lanes { 8 / wg_n } else { 8 });
     let (x, y) = (c.div_ceil(DIRECT_BLOCK * wg_n), k.div_ceil(DIRECT_BLOCK * wg_m));
     let wg_s = if slice_lanes { 8 } else { 1 };
-    let groups_z = (32usize.div_ceil(x * y * r * s)).min((n * p).div_ceil(wg_s)).max(1);
-    let splits = wg_s * groups_z;
-    params.splits = splits as u32;
+    let groups_z = (32usize.div_ceil(x * y * rs)).min((n * p).div_ceil(wg_s)).max(1);
+    params.splits = (wg_s * groups_z) as u32;
     let [wg_x, wg_y, wg_z] = if slice_lanes { [wg_s, wg_n, wg_m] } else { [wg_n, wg_m, wg_s] };
-    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    ensure!(
-        x <= limit && y <= limit && r * s * groups_z <= limit,
-        "conv2d_backward_weight needs {x} x {y} x {} workgroups, the adapter allows {limit} per dimension",
-        r * s * groups_z
-    );
-    let overrides = [
+    let overrides = vec![
         ("WG_M", wg_m as f64),
         ("WG_N", wg_n as f64),
         ("WG_S", wg_s as f64),
@@ -221,17 +266,7 @@ pub fn conv2d_backward_weight(
         ("SLICE_LANES", slice_lanes as u8 as f64),
         ("SHARED", 0.0),
     ];
-    let workgroups = [x as u32, y as u32, (r * s * groups_z) as u32];
-    if splits == 1 {
-        return Ok(vec![gpu.dispatch(Kernel::Conv2dBackwardWeight, &overrides, &tensors, &params, workgroups)?]);
-    }
-    let mut shape = dweight.shape.clone();
-    shape.insert(0, splits);
-    let slices = gpu.zeros("conv2d_backward_weight slices", &shape)?;
-    Ok(vec![
-        gpu.dispatch(Kernel::Conv2dBackwardWeight, &overrides, &[&slices, dout, inp], &params, workgroups)?,
-        sum_slices(gpu, dweight, &slices)?,
-    ])
+    (overrides, [x, y, rs * groups_z])
 }
 
 /// The uniform of sum_slices.

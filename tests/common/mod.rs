@@ -27,11 +27,11 @@ pub fn gpus() -> &'static [Gpu] {
     })
 }
 
-/// Every test adapter twice, once per conv variant (workgroup-memory tiles and the direct path),
-/// so both are checked wherever the tests run.
+/// Every test adapter once per conv path it can run (see `ConvPath`), so that all are checked
+/// wherever the tests run.
 pub fn conv_variants() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
-    GPUS.get_or_init(|| gpus().iter().flat_map(|g| [g.with_shared_tiles(true), g.with_shared_tiles(false)]).collect())
+    GPUS.get_or_init(|| gpus().iter().flat_map(|g| g.conv_paths().into_iter().map(|path| g.with_conv_path(path))).collect())
 }
 
 pub fn f64s(v: &[f32]) -> Vec<f64> {

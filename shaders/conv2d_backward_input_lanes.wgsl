@@ -1,0 +1,79 @@
+// conv2d_backward_input_lanes: conv2d_backward_input (same formula, shapes and bindings) for CPU
+// adapters with subgroups, blocked as conv2d_forward_lanes: rows m = c, columns j = (n,h,w),
+// reduction e = (k,r,s); the 64 invocations of a workgroup share DM = 8 rows, each owns DN = 8
+// columns j0 + lid.x + t*64, and `lanes8` hands the subgroup the weights of the 8 rows for one
+// load per lane. Needs subgroups of at least 8 invocations.
+// CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (64*DN)), ceil(C / DM), 1).
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, r: u32, s: u32, p: u32,
+    q: u32, stride: u32, pad: u32, _unused: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+const DM: u32 = 8;
+const DN: u32 = 8;
+
+// The values of `v` in lanes 0..7 of the subgroup.
+fn lanes8(v: f32) -> array<f32, 8> {
+    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    let rs = params.r * params.s;
+    let hw = params.h * params.w;
+    let pq = params.p * params.q;
+    let st = i32(params.stride);
+    let m0 = wid.y * DM;
+    let j0 = wid.x * 64u * DN + lid.x;
+    // The weight row this lane loads for the subgroup.
+    let row = min(m0 + lane % 8u, params.c - 1u) * rs;
+    var image: array<u32, DN>;
+    var hp: array<i32, DN>;
+    var wp: array<i32, DN>;
+    for (var t = 0u; t < DN; t++) {
+        let col = min(j0 + t * 64u, params.n * hw - 1u);
+        image[t] = (col / hw) * params.k * pq;
+        hp[t] = i32((col % hw) / params.w + params.pad);
+        wp[t] = i32(col % params.w + params.pad);
+    }
+    var acc: array<f32, DM * DN>;
+    for (var r = 0u; r < params.r; r++) {
+        for (var s = 0u; s < params.s; s++) {
+            // The output position (p, q) this tap reads for each column, if it exists.
+            var at: array<u32, DN>;
+            var inside: array<bool, DN>;
+            for (var t = 0u; t < DN; t++) {
+                let ph = hp[t] - i32(r);
+                let qw = wp[t] - i32(s);
+                let p = ph / st;
+                let q = qw / st;
+                inside[t] = ph >= 0 && qw >= 0 && ph % st == 0 && qw % st == 0 && p < i32(params.p) && q < i32(params.q);
+                at[t] = image[t] + u32(clamp(p, 0, i32(params.p) - 1)) * params.q + u32(clamp(q, 0, i32(params.q) - 1));
+            }
+            let tap = r * params.s + s;
+            for (var k = 0u; k < params.k; k++) {
+                let a = lanes8(weight[k * params.c * rs + row + tap]);
+                for (var t = 0u; t < DN; t++) {
+                    let b = select(0.0, dout[at[t] + k * pq], inside[t]);
+                    for (var i = 0u; i < DM; i++) { acc[i * DN + t] = fma(a[i], b, acc[i * DN + t]); }
+                }
+            }
+        }
+    }
+    for (var t = 0u; t < DN; t++) {
+        let j = j0 + t * 64u;
+        let at = (j / hw) * params.c * hw + j % hw;
+        for (var i = 0u; i < DM; i++) {
+            if (m0 + i < params.c && j < params.n * hw) { dinp[at + (m0 + i) * hw] = acc[i * DN + t]; }
+        }
+    }
+}
