@@ -34,15 +34,6 @@ fn lanes8(v: f32) -> array<f32, 8> {
                  subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 
-// Writes output (m, j) at index i = offset of (n, 0, p, q) + m*P*Q, with the epilogue.
-fn store(m: u32, i: u32, acc: f32) {
-    var v = acc;
-    if (BIAS) { v += bias[m]; }
-    if (RESIDUAL) { v += residual[i]; }
-    if (RELU) { v = max(v, 0.0); }
-    out[i] = v;
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(subgroup_invocation_id) lane: u32) {
@@ -83,11 +74,26 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             }
         }
     }
+    // The epilogue. The subgroup shares the bias of its 8 rows like the weights. (Loops stay
+    // small so that the compiler unrolls them: a rolled loop would index acc at run time and
+    // move all of it from registers to memory.)
+    if (BIAS) {
+        let b = lanes8(bias[min(m0 + lane % 8u, params.k - 1u)]);
+        for (var i = 0u; i < DM; i++) {
+            for (var t = 0u; t < DN; t++) { acc[i * DN + t] += b[i]; }
+        }
+    }
     for (var t = 0u; t < DN; t++) {
         let j = j0 + t * 64u;
         let at = (j / pq) * params.k * pq + j % pq;
         for (var i = 0u; i < DM; i++) {
-            if (m0 + i < params.k && j < params.n * pq) { store(m0 + i, at + (m0 + i) * pq, acc[i * DN + t]); }
+            let o = at + (m0 + i) * pq;
+            if (m0 + i < params.k && j < params.n * pq) {
+                var v = acc[i * DN + t];
+                if (RESIDUAL) { v += residual[o]; }
+                if (RELU) { v = max(v, 0.0); }
+                out[o] = v;
+            }
         }
     }
 }
