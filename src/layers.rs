@@ -179,7 +179,16 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    conv_dispatch(gpu, Kernel::Conv2dBackwardInput, Kernel::Conv2dBackwardInputLanes, &[], &[dinp, dout, weight], &params, c, n * h * w)
+    conv_dispatch(
+        gpu,
+        Kernel::Conv2dBackwardInput,
+        Kernel::Conv2dBackwardInputLanes,
+        &[],
+        &[dinp, dout, weight],
+        &params,
+        c,
+        n * h * w,
+    )
 }
 
 /// dweight = the weight gradient. On the direct and lanes paths (CPU adapters) layers with few
@@ -200,8 +209,8 @@ pub fn conv2d_backward_weight(
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let (kernel, overrides, workgroups) = match gpu.conv_path {
         ConvPath::Shared => {
-            let (kernel, tensors) = (Kernel::Conv2dBackwardWeight, &tensors);
-            return Ok(vec![conv_dispatch(gpu, kernel, kernel, &[], tensors, &params, k, c * r * s)?]);
+            let kernel = Kernel::Conv2dBackwardWeight;
+            return Ok(vec![conv_dispatch(gpu, kernel, kernel, &[], &tensors, &params, k, c * r * s)?]);
         }
         ConvPath::Lanes => {
             // One subgroup of 8 invocations per workgroup, 8 x 8 outputs each (DM x DN in the

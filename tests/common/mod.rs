@@ -31,7 +31,9 @@ pub fn gpus() -> &'static [Gpu] {
 /// wherever the tests run.
 pub fn conv_variants() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
-    GPUS.get_or_init(|| gpus().iter().flat_map(|g| g.conv_paths().into_iter().map(|path| g.with_conv_path(path))).collect())
+    GPUS.get_or_init(|| {
+        gpus().iter().flat_map(|g| g.conv_paths().into_iter().map(|path| g.with_conv_path(path))).collect()
+    })
 }
 
 pub fn f64s(v: &[f32]) -> Vec<f64> {
