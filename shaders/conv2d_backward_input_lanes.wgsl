@@ -1,8 +1,8 @@
 // conv2d_backward_input_lanes: conv2d_backward_input (same formula, shapes and bindings) for CPU
 // adapters with subgroups, blocked as conv2d_forward_lanes: rows m = c, columns j = (n,h,w),
-// reduction e = (k,r,s); the 64 invocations of a workgroup share DM = 8 rows, each owns DN = 8
-// columns j0 + lid.x + t*64, and `lanes8` hands the subgroup the weights of the 8 rows for one
-// load per lane. Needs subgroups of at least 8 invocations.
+// reduction e = (k,r,s); the 64 invocations of a workgroup share DM = 16 rows, each owns DN = 4
+// columns j0 + lid.x + t*64, and `lanes8` hands the subgroup the weights of the 16 rows for two
+// loads per lane. Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (64*DN)), ceil(C / DM), 1).
 
 struct Params {
@@ -16,8 +16,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-const DM: u32 = 8;
-const DN: u32 = 8;
+const DM: u32 = 16;
+const DN: u32 = 4;
 
 // The values of `v` in lanes 0..7 of the subgroup.
 fn lanes8(v: f32) -> array<f32, 8> {
@@ -31,40 +31,42 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let rs = params.r * params.s;
     let hw = params.h * params.w;
     let pq = params.p * params.q;
-    let st = i32(params.stride);
+    let st = vec4(i32(params.stride));
     let m0 = wid.y * DM;
     let j0 = wid.x * 64u * DN + lid.x;
-    // The weight row this lane loads for the subgroup.
-    let row = min(m0 + lane % 8u, params.c - 1u) * rs;
-    var image: array<u32, DN>;
-    var hp: array<i32, DN>;
-    var wp: array<i32, DN>;
+    // The weight rows this lane loads for the subgroup: m0 + lane and m0 + 8 + lane.
+    let lo = min(m0 + lane % 8u, params.c - 1u) * rs;
+    let hi = min(m0 + 8u + lane % 8u, params.c - 1u) * rs;
+    var image: vec4<u32>;
+    var hp: vec4<i32>;
+    var wp: vec4<i32>;
     for (var t = 0u; t < DN; t++) {
         let col = min(j0 + t * 64u, params.n * hw - 1u);
         image[t] = (col / hw) * params.k * pq;
         hp[t] = i32((col % hw) / params.w + params.pad);
         wp[t] = i32(col % params.w + params.pad);
     }
-    var acc: array<f32, DM * DN>;
+    var acc: array<vec4<f32>, DM>;
     for (var r = 0u; r < params.r; r++) {
         for (var s = 0u; s < params.s; s++) {
             // The output position (p, q) this tap reads for each column, if it exists.
-            var at: array<u32, DN>;
-            var inside: array<bool, DN>;
-            for (var t = 0u; t < DN; t++) {
-                let ph = hp[t] - i32(r);
-                let qw = wp[t] - i32(s);
-                let p = ph / st;
-                let q = qw / st;
-                inside[t] = ph >= 0 && qw >= 0 && ph % st == 0 && qw % st == 0 && p < i32(params.p) && q < i32(params.q);
-                at[t] = image[t] + u32(clamp(p, 0, i32(params.p) - 1)) * params.q + u32(clamp(q, 0, i32(params.q) - 1));
-            }
+            let ph = hp - vec4(i32(r));
+            let qw = wp - vec4(i32(s));
+            let p = ph / st;
+            let q = qw / st;
+            let inside = ph >= vec4(0) & qw >= vec4(0) & ph % st == vec4(0) & qw % st == vec4(0)
+                & p < vec4(i32(params.p)) & q < vec4(i32(params.q));
+            let at = image + vec4<u32>(clamp(p, vec4(0), vec4(i32(params.p) - 1))) * params.q
+                + vec4<u32>(clamp(q, vec4(0), vec4(i32(params.q) - 1)));
             let tap = r * params.s + s;
             for (var k = 0u; k < params.k; k++) {
-                let a = lanes8(weight[k * params.c * rs + row + tap]);
-                for (var t = 0u; t < DN; t++) {
-                    let b = select(0.0, dout[at[t] + k * pq], inside[t]);
-                    for (var i = 0u; i < DM; i++) { acc[i * DN + t] = fma(a[i], b, acc[i * DN + t]); }
+                let e = k * pq;
+                let b = select(vec4(0.0), vec4(dout[at.x + e], dout[at.y + e], dout[at.z + e], dout[at.w + e]), inside);
+                let a_lo = lanes8(weight[k * params.c * rs + lo + tap]);
+                let a_hi = lanes8(weight[k * params.c * rs + hi + tap]);
+                for (var i = 0u; i < 8u; i++) {
+                    acc[i] = fma(vec4(a_lo[i]), b, acc[i]);
+                    acc[i + 8u] = fma(vec4(a_hi[i]), b, acc[i + 8u]);
                 }
             }
         }
@@ -73,7 +75,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let j = j0 + t * 64u;
         let at = (j / hw) * params.c * hw + j % hw;
         for (var i = 0u; i < DM; i++) {
-            if (m0 + i < params.c && j < params.n * hw) { dinp[at + (m0 + i) * hw] = acc[i * DN + t]; }
+            if (m0 + i < params.c && j < params.n * hw) { dinp[at + (m0 + i) * hw] = acc[i][t]; }
         }
     }
 }

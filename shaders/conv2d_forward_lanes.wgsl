@@ -1,11 +1,12 @@
 // conv2d_forward_lanes: conv2d_forward (same formula, shapes, epilogue and bindings) for CPU
 // adapters with subgroups, such as lavapipe (8 lanes, one per slot of a 256-bit vector).
 // Implicit GEMM as there: rows m = k, columns j = (n,p,q), reduction e = (c,r,s). The 64
-// invocations of a workgroup share DM = 8 rows; each owns DN = 8 columns, j0 + lid.x + t*64. Per
-// reduction step every lane loads the weight of one row and `lanes8` hands the subgroup all
-// eight, so a step costs 1 + DN loads for DM*DN multiply-adds instead of conv2d_forward's
-// DM + DN: on CPU adapters every storage load is a per-lane gather, a broadcast a register
-// shuffle. (Bigger blocks ran slower on lavapipe: BENCHMARKS.md.)
+// invocations of a workgroup share DM = 16 rows; each owns DN = 4 columns, j0 + lid.x + t*64, as
+// one vec4 per row. Per reduction step every lane loads the weights of two rows and `lanes8`
+// hands the subgroup all sixteen, so a step costs 2 + DN = 6 loads for DM*DN = 64 multiply-adds
+// (conv2d_forward's would be DM + DN): on CPU adapters every storage load is a per-lane gather,
+// a broadcast a register shuffle. 8 x 8 blocks cost 9 loads; blocks of more than 64
+// accumulators spill out of the registers and run slower (BENCHMARKS.md).
 // Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*Q / (64*DN)), ceil(K / DM), 1).
 
@@ -25,8 +26,8 @@ struct Params {
 override BIAS: bool = false;
 override RESIDUAL: bool = false;
 override RELU: bool = false;
-const DM: u32 = 8;
-const DN: u32 = 8;
+const DM: u32 = 16;
+const DN: u32 = 4;
 
 // The values of `v` in lanes 0..7 of the subgroup.
 fn lanes8(v: f32) -> array<f32, 8> {
@@ -42,45 +43,37 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let hw = params.h * params.w;
     let m0 = wid.y * DM;
     let j0 = wid.x * 64u * DN + lid.x;
-    // The weight row this lane loads for the subgroup.
-    let row = min(m0 + lane % 8u, params.k - 1u) * params.c * rs;
-    var image: array<u32, DN>;
-    var h0: array<i32, DN>;
-    var w0: array<i32, DN>;
+    // The weight rows this lane loads for the subgroup: m0 + lane and m0 + 8 + lane.
+    let lo = min(m0 + lane % 8u, params.k - 1u) * params.c * rs;
+    let hi = min(m0 + 8u + lane % 8u, params.k - 1u) * params.c * rs;
+    var image: vec4<u32>;
+    var h0: vec4<i32>;
+    var w0: vec4<i32>;
     for (var t = 0u; t < DN; t++) {
         let col = min(j0 + t * 64u, params.n * pq - 1u);
         image[t] = (col / pq) * params.c * hw;
         h0[t] = i32(((col % pq) / params.q) * params.stride) - i32(params.pad);
         w0[t] = i32((col % params.q) * params.stride) - i32(params.pad);
     }
-    var acc: array<f32, DM * DN>;
+    var acc: array<vec4<f32>, DM>;
     for (var r = 0u; r < params.r; r++) {
         for (var s = 0u; s < params.s; s++) {
-            var at: array<u32, DN>;
-            var inside: array<bool, DN>;
-            for (var t = 0u; t < DN; t++) {
-                let h = h0[t] + i32(r);
-                let w = w0[t] + i32(s);
-                inside[t] = h >= 0 && w >= 0 && h < i32(params.h) && w < i32(params.w);
-                at[t] = image[t] + u32(clamp(h, 0, i32(params.h) - 1)) * params.w + u32(clamp(w, 0, i32(params.w) - 1));
-            }
+            let h = h0 + vec4(i32(r));
+            let w = w0 + vec4(i32(s));
+            let inside = h >= vec4(0) & w >= vec4(0) & h < vec4(i32(params.h)) & w < vec4(i32(params.w));
+            let at = image + vec4<u32>(clamp(h, vec4(0), vec4(i32(params.h) - 1))) * params.w
+                + vec4<u32>(clamp(w, vec4(0), vec4(i32(params.w) - 1)));
             let tap = r * params.s + s;
             for (var c = 0u; c < params.c; c++) {
-                let a = lanes8(weight[row + c * rs + tap]);
-                for (var t = 0u; t < DN; t++) {
-                    let b = select(0.0, inp[at[t] + c * hw], inside[t]);
-                    for (var i = 0u; i < DM; i++) { acc[i * DN + t] = fma(a[i], b, acc[i * DN + t]); }
+                let e = c * hw;
+                let b = select(vec4(0.0), vec4(inp[at.x + e], inp[at.y + e], inp[at.z + e], inp[at.w + e]), inside);
+                let a_lo = lanes8(weight[lo + c * rs + tap]);
+                let a_hi = lanes8(weight[hi + c * rs + tap]);
+                for (var i = 0u; i < 8u; i++) {
+                    acc[i] = fma(vec4(a_lo[i]), b, acc[i]);
+                    acc[i + 8u] = fma(vec4(a_hi[i]), b, acc[i + 8u]);
                 }
             }
-        }
-    }
-    // The epilogue. The subgroup shares the bias of its 8 rows like the weights. (Loops stay
-    // small so that the compiler unrolls them: a rolled loop would index acc at run time and
-    // move all of it from registers to memory.)
-    if (BIAS) {
-        let b = lanes8(bias[min(m0 + lane % 8u, params.k - 1u)]);
-        for (var i = 0u; i < DM; i++) {
-            for (var t = 0u; t < DN; t++) { acc[i * DN + t] += b[i]; }
         }
     }
     for (var t = 0u; t < DN; t++) {
@@ -89,7 +82,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var i = 0u; i < DM; i++) {
             let o = at + (m0 + i) * pq;
             if (m0 + i < params.k && j < params.n * pq) {
-                var v = acc[i * DN + t];
+                var v = acc[i][t];
+                if (BIAS) { v += bias[m0 + i]; }
                 if (RESIDUAL) { v += residual[o]; }
                 if (RELU) { v = max(v, 0.0); }
                 out[o] = v;

@@ -74,10 +74,15 @@ fn check(name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Outputs per invocation (rows, columns) of the conv kernels' shared path, and of the direct and
-/// lanes paths: their `TM x TN` and `DM x DN` constants.
+/// Outputs per invocation (rows and columns) of the conv kernels' shared and direct paths: their
+/// `TM x TN` and `DM x DN` constants.
 const SHARED_BLOCK: usize = 4;
 const DIRECT_BLOCK: usize = 8;
+/// Outputs per invocation (rows, columns) of the lanes path: its kernels' `DM x DN`. Every
+/// reduction step costs DM / 8 + DN loads per invocation (a row load serves the subgroup's 8
+/// lanes) for DM * DN multiply-adds; 16 x 4 needs 6 where 8 x 8 needed 9, and more than 64
+/// accumulators no longer fit the registers (BENCHMARKS.md).
+const LANES_BLOCK: [usize; 2] = [16, 4];
 
 /// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the adapter's conv path
 /// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin. Shared workgroups have 256
@@ -105,8 +110,9 @@ fn conv_dispatch(
         Ok([x as u32, y as u32, 1])
     };
     if gpu.conv_path == ConvPath::Lanes {
-        // 64 invocations share 8 rows and own 8 columns each (DM x DN in the shader).
-        let workgroups = fits(columns.div_ceil(64 * DIRECT_BLOCK), rows.div_ceil(DIRECT_BLOCK))?;
+        // 64 invocations share 16 rows and own 4 columns each.
+        let [dm, dn] = LANES_BLOCK;
+        let workgroups = fits(columns.div_ceil(64 * dn), rows.div_ceil(dm))?;
         return gpu.dispatch(lanes, epilogue, tensors, params, workgroups);
     }
     let shared = gpu.conv_path == ConvPath::Shared;
@@ -213,9 +219,10 @@ pub fn conv2d_backward_weight(
             return Ok(vec![conv_dispatch(gpu, kernel, kernel, &[], &tensors, &params, k, c * r * s)?]);
         }
         ConvPath::Lanes => {
-            // One subgroup of 8 invocations per workgroup, 8 x 8 outputs each (DM x DN in the
-            // shader); at least 32 workgroups, and no more slices than reduction rows (n, p).
-            let (x, y) = ((c * r * s).div_ceil(8 * DIRECT_BLOCK), k.div_ceil(DIRECT_BLOCK));
+            // One subgroup of 8 invocations per workgroup, 16 x 4 outputs each (LANES_BLOCK); at
+            // least 32 workgroups, and no more slices than reduction rows (n, p).
+            let [dm, dn] = LANES_BLOCK;
+            let (x, y) = ((c * r * s).div_ceil(8 * dn), k.div_ceil(dm));
             let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
             params.splits = splits as u32;
             (Kernel::Conv2dBackwardWeightLanes, vec![], [x, y, splits])
