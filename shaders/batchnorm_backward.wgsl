@@ -33,8 +33,11 @@ fn workgroup_sum(t: u32, v: f32) -> f32 {
     return total;
 }
 
-fn at(c: u32, i: u32) -> u32 {
-    return ((i / params.hw) * params.c + c) * params.hw + i % params.hw;
+// Channel c's values are N rows of HW: invocation t walks rows t / L, t / L + WG / L, ... and in
+// each the columns t % L, t % L + L, ..., with L = min(WG, HW rounded up to a power of two): no
+// division per value, and few idle invocations where HW is small.
+fn row_lanes() -> u32 {
+    return min(WG, 1u << (32u - countLeadingZeros(max(params.hw, 2u) - 1u)));
 }
 
 @compute @workgroup_size(WG)
@@ -45,19 +48,24 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let m = params.n * params.hw;
     let mu = mean[c];
     let r = rstd[c];
+    let l = row_lanes();
     var sd = 0.0;
     var sdx = 0.0;
-    for (var i = t; i < m; i += WG) {
-        let j = at(c, i);
-        sd += dout[j];
-        sdx = fma(dout[j], (inp[j] - mu) * r, sdx);
+    for (var n = t / l; n < params.n; n += WG / l) {
+        let row = (n * params.c + c) * params.hw;
+        for (var j = row + t % l; j < row + params.hw; j += l) {
+            sd += dout[j];
+            sdx = fma(dout[j], (inp[j] - mu) * r, sdx);
+        }
     }
     let db = workgroup_sum(t, sd);
     let dw = workgroup_sum(t, sdx);
     let k = weight[c] * r / f32(m);
-    for (var i = t; i < m; i += WG) {
-        let j = at(c, i);
-        dinp[j] = k * (f32(m) * dout[j] - db - (inp[j] - mu) * r * dw);
+    for (var n = t / l; n < params.n; n += WG / l) {
+        let row = (n * params.c + c) * params.hw;
+        for (var j = row + t % l; j < row + params.hw; j += l) {
+            dinp[j] = k * (f32(m) * dout[j] - db - (inp[j] - mu) * r * dw);
+        }
     }
     if (t == 0u) {
         dweight[c] = dw;

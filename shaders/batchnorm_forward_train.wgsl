@@ -36,9 +36,11 @@ fn workgroup_sum(t: u32, v: f32) -> f32 {
     return total;
 }
 
-// Index of the i-th value (i < M) of channel c.
-fn at(c: u32, i: u32) -> u32 {
-    return ((i / params.hw) * params.c + c) * params.hw + i % params.hw;
+// Channel c's values are N rows of HW: invocation t walks rows t / L, t / L + WG / L, ... and in
+// each the columns t % L, t % L + L, ..., with L = min(WG, HW rounded up to a power of two): no
+// division per value, and few idle invocations where HW is small.
+fn row_lanes() -> u32 {
+    return min(WG, 1u << (32u - countLeadingZeros(max(params.hw, 2u) - 1u)));
 }
 
 @compute @workgroup_size(WG)
@@ -47,16 +49,26 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let c = wid.x + wid.y * nwg.x;
     if (c >= params.c) { return; }
     let m = params.n * params.hw;
+    let l = row_lanes();
     var s = 0.0;
-    for (var i = t; i < m; i += WG) { s += inp[at(c, i)]; }
+    for (var n = t / l; n < params.n; n += WG / l) {
+        let row = (n * params.c + c) * params.hw;
+        for (var j = row + t % l; j < row + params.hw; j += l) { s += inp[j]; }
+    }
     let mu = workgroup_sum(t, s) / f32(m);
     var ss = 0.0;
-    for (var i = t; i < m; i += WG) { let d = inp[at(c, i)] - mu; ss = fma(d, d, ss); }
+    for (var n = t / l; n < params.n; n += WG / l) {
+        let row = (n * params.c + c) * params.hw;
+        for (var j = row + t % l; j < row + params.hw; j += l) { let d = inp[j] - mu; ss = fma(d, d, ss); }
+    }
     let variance = workgroup_sum(t, ss) / f32(m);
     let r = inverseSqrt(variance + params.eps);
     let scale = r * weight[c];
     let shift = bias[c] - mu * scale;
-    for (var i = t; i < m; i += WG) { let j = at(c, i); out[j] = fma(inp[j], scale, shift); }
+    for (var n = t / l; n < params.n; n += WG / l) {
+        let row = (n * params.c + c) * params.hw;
+        for (var j = row + t % l; j < row + params.hw; j += l) { out[j] = fma(inp[j], scale, shift); }
+    }
     if (t == 0u) {
         mean[c] = mu;
         rstd[c] = r;
