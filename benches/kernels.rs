@@ -198,14 +198,26 @@ fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
     // Reads inp (three passes, counted once), weight, bias, running_mean, running_var; writes
     // out, mean, rstd, running_mean, running_var.
     b.run(Kernel::BatchnormForwardTrain, &label, bytes(2 * len + 8 * c), || {
-        layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &running_mean, &running_var, &inp, &weight, &bias)
+        layers::batchnorm_forward_train(
+            gpu,
+            &out,
+            &mean,
+            &rstd,
+            &running_mean,
+            &running_var,
+            &inp,
+            &weight,
+            &bias,
+            None,
+            false,
+        )
     })?;
     // Reads dout and inp (two passes, counted once), weight, mean, rstd; writes dinp, dweight, dbias.
     b.run(Kernel::BatchnormBackward, &label, bytes(3 * len + 5 * c), || {
-        layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd)
+        layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
     })?;
     b.run(Kernel::BatchnormForwardEval, &label, bytes(2 * len + 4 * c), || {
-        layers::batchnorm_forward_eval(gpu, &out, &inp, &weight, &bias, &running_mean, &running_var)
+        layers::batchnorm_forward_eval(gpu, &out, &inp, &weight, &bias, &running_mean, &running_var, None, false)
     })
 }
 

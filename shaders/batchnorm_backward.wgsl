@@ -2,9 +2,11 @@
 //   xhat = (inp - mean[c]) * rstd[c]:
 //   dbias[c] = sum(dout),  dweight[c] = sum(dout * xhat),
 //   dinp = weight[c] * rstd[c] / M * (M * dout - dbias[c] - xhat * dweight[c]).
-// Shapes: inp, dout, dinp [N,C,H,W]; weight, mean, rstd, dweight, dbias [C].
+// With the RELU override, the forward's ReLU (fused into batchnorm_forward_train) is undone first:
+//   dout = 0 where its output out == 0 (out > 0 exactly where the BN output is, as relu_backward).
+// Shapes: inp, dout, dinp, out [N,C,H,W]; weight, mean, rstd, dweight, dbias [C].
 // Overwrites dinp, dweight, dbias. One workgroup of WG invocations per channel; fixed-order reductions.
-// CPU twin: reference::batchnorm_backward. Dispatch: grid(C).
+// CPU twin: reference::batchnorm_backward (after reference::relu_backward). Dispatch: grid(C).
 
 struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
 
@@ -16,9 +18,11 @@ struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, 
 @group(0) @binding(5) var<storage, read> weight: array<f32>;
 @group(0) @binding(6) var<storage, read> mean: array<f32>;
 @group(0) @binding(7) var<storage, read> rstd: array<f32>;
-@group(0) @binding(8) var<uniform> params: Params;
+@group(0) @binding(8) var<storage, read> out: array<f32>;
+@group(0) @binding(9) var<uniform> params: Params;
 
 override WG: u32 = 256;
+override RELU: bool = false;
 var<workgroup> partial: array<f32, WG>;
 
 fn workgroup_sum(t: u32, v: f32) -> f32 {
@@ -36,6 +40,12 @@ fn workgroup_sum(t: u32, v: f32) -> f32 {
 // Channel c's values are N rows of HW: invocation t walks rows t / L, t / L + WG / L, ... and in
 // each the columns t % L, t % L + L, ..., with L = min(WG, HW rounded up to a power of two): no
 // division per value, and few idle invocations where HW is small.
+// The gradient of the BN output at j.
+fn grad(j: u32) -> f32 {
+    if (RELU) { return select(0.0, dout[j], out[j] > 0.0); }
+    return dout[j];
+}
+
 fn row_lanes() -> u32 {
     return min(WG, 1u << (32u - countLeadingZeros(max(params.hw, 2u) - 1u)));
 }
@@ -54,8 +64,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (var n = t / l; n < params.n; n += WG / l) {
         let row = (n * params.c + c) * params.hw;
         for (var j = row + t % l; j < row + params.hw; j += l) {
-            sd += dout[j];
-            sdx = fma(dout[j], (inp[j] - mu) * r, sdx);
+            let g = grad(j);
+            sd += g;
+            sdx = fma(g, (inp[j] - mu) * r, sdx);
         }
     }
     let db = workgroup_sum(t, sd);
@@ -64,7 +75,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     for (var n = t / l; n < params.n; n += WG / l) {
         let row = (n * params.c + c) * params.hw;
         for (var j = row + t % l; j < row + params.hw; j += l) {
-            dinp[j] = k * (f32(m) * dout[j] - db - (inp[j] - mu) * r * dw);
+            dinp[j] = k * (f32(m) * grad(j) - db - (inp[j] - mu) * r * dw);
         }
     }
     if (t == 0u) {

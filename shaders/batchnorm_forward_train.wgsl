@@ -1,12 +1,13 @@
 // batchnorm_forward_train: per channel c, over the M = N*H*W values x of that channel,
 //   mean[c] = sum(x) / M,  var = sum((x - mean)^2) / M (biased),  rstd[c] = 1 / sqrt(var + eps),
-//   out = (x - mean) * rstd * weight[c] + bias[c],
+//   out = relu?((x - mean) * rstd * weight[c] + bias[c] + residual?)   (RESIDUAL, RELU overrides:
+//         a block's residual add and ReLU fused in, so neither needs a pass of its own),
 //   running_mean = (1 - momentum) * running_mean + momentum * mean,
 //   running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1) (unbiased), as PyTorch.
-// Shapes: inp, out [N,C,H,W]; weight, bias, mean, rstd, running_mean, running_var [C].
+// Shapes: inp, out, residual [N,C,H,W]; weight, bias, mean, rstd, running_mean, running_var [C].
 // Overwrites out, mean, rstd; updates running_mean and running_var in place.
 // One workgroup of WG invocations per channel; fixed-order tree reductions, two passes for the variance.
-// CPU twin: reference::batchnorm_forward_train. Dispatch: grid(C) (workgroups folded into y past 65,535).
+// CPU twin: reference::batchnorm_forward_train (then reference::add, reference::relu_forward). Dispatch: grid(C) (workgroups folded into y past 65,535).
 
 struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
 
@@ -18,9 +19,12 @@ struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, 
 @group(0) @binding(5) var<storage, read> inp: array<f32>;
 @group(0) @binding(6) var<storage, read> weight: array<f32>;
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
-@group(0) @binding(8) var<uniform> params: Params;
+@group(0) @binding(8) var<storage, read> residual: array<f32>;
+@group(0) @binding(9) var<uniform> params: Params;
 
 override WG: u32 = 256;
+override RESIDUAL: bool = false;
+override RELU: bool = false;
 var<workgroup> partial: array<f32, WG>;
 
 // Sum of every invocation's v, the same bits every time.
@@ -67,7 +71,12 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let shift = bias[c] - mu * scale;
     for (var n = t / l; n < params.n; n += WG / l) {
         let row = (n * params.c + c) * params.hw;
-        for (var j = row + t % l; j < row + params.hw; j += l) { out[j] = fma(inp[j], scale, shift); }
+        for (var j = row + t % l; j < row + params.hw; j += l) {
+            var v = fma(inp[j], scale, shift);
+            if (RESIDUAL) { v += residual[j]; }
+            if (RELU) { v = max(v, 0.0); }
+            out[j] = v;
+        }
     }
     if (t == 0u) {
         mean[c] = mu;

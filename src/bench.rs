@@ -1001,8 +1001,8 @@ fn check_batchnorm(gpu: &Gpu, rng: &mut Rng, shape: [usize; 4]) -> Result<()> {
     let (out, mean, rstd) = (gpu.zeros("out", &shape)?, gpu.zeros("mean", &[c])?, gpu.zeros("rstd", &[c])?);
     let (dinp, dweight, dbias) = (gpu.zeros("dinp", &shape)?, gpu.zeros("dweight", &[c])?, gpu.zeros("dbias", &[c])?);
     gpu.run(&[
-        &layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm_t, &rv_t, &x_t, &w_t, &b_t)?,
-        &layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dy_t, &x_t, &w_t, &mean, &rstd)?,
+        &layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm_t, &rv_t, &x_t, &w_t, &b_t, None, false)?,
+        &layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dy_t, &x_t, &w_t, &mean, &rstd, None)?,
     ])?;
     let (x, dy, weight, bias) = (f64s(&x), f64s(&dy), f64s(&weight), f64s(&bias));
     let (mut rm, mut rv) = (f64s(&running_mean), f64s(&running_var));

@@ -202,7 +202,7 @@ impl AdapterChoice {
 
 impl Gpu {
     /// Opens the chosen adapter, asking for the limits this project uses (as much storage per
-    /// binding and per buffer as the adapter offers, 8 storage buffers per stage, 16 KiB of
+    /// binding and per buffer as the adapter offers, 9 storage buffers per stage, 16 KiB of
     /// workgroup memory), never more than it offers.
     pub fn new(choice: &AdapterChoice) -> Result<Self> {
         let adapter = choice.select()?;
@@ -214,7 +214,7 @@ impl Gpu {
         let offered = adapter.limits();
         let needed = wgpu::Limits::downlevel_defaults();
         for (what, need, have) in [
-            ("max_storage_buffers_per_shader_stage", 8, offered.max_storage_buffers_per_shader_stage),
+            ("max_storage_buffers_per_shader_stage", 9, offered.max_storage_buffers_per_shader_stage),
             ("max_compute_workgroup_storage_size", 8192, offered.max_compute_workgroup_storage_size),
             ("max_compute_invocations_per_workgroup", 256, offered.max_compute_invocations_per_workgroup),
         ] {
@@ -225,7 +225,7 @@ impl Gpu {
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: offered.max_storage_buffer_binding_size,
             max_buffer_size: offered.max_buffer_size,
-            max_storage_buffers_per_shader_stage: 8,
+            max_storage_buffers_per_shader_stage: 9,
             max_compute_workgroup_storage_size: offered.max_compute_workgroup_storage_size.min(32768),
             max_compute_invocations_per_workgroup: 256,
             max_compute_workgroup_size_x: 256,

@@ -341,6 +341,23 @@ impl BatchnormParams {
     }
 }
 
+/// The epilogue switches of the BN forward kernels: a residual to add, then a ReLU. Binds the
+/// placeholder where there is no residual.
+fn bn_epilogue<'a>(
+    gpu: &'a Gpu,
+    out: &Tensor,
+    residual: Option<&'a Tensor>,
+    relu: bool,
+) -> Result<([(&'static str, f64); 2], &'a Tensor)> {
+    if let Some(residual) = residual {
+        check("batch norm residual", residual, &out.shape)?;
+    }
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    Ok(([("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))], residual.unwrap_or(&gpu.placeholder)))
+}
+
+/// out = relu?(bn(inp) + residual?) with the batch's statistics: batch norm with a block's
+/// residual add and ReLU fused in.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_train(
     gpu: &Gpu,
@@ -352,6 +369,8 @@ pub fn batchnorm_forward_train(
     inp: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
 ) -> Result<Dispatch> {
     let channels = [
         ("mean", mean),
@@ -363,10 +382,13 @@ pub fn batchnorm_forward_train(
     ];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm output", out, &inp.shape)?;
-    let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias];
-    gpu.dispatch(Kernel::BatchnormForwardTrain, &[], &tensors, &params, grid(params.c as usize))
+    let (overrides, residual) = bn_epilogue(gpu, out, residual, relu)?;
+    let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias, residual];
+    gpu.dispatch(Kernel::BatchnormForwardTrain, &overrides, &tensors, &params, grid(params.c as usize))
 }
 
+/// out = relu?(bn(inp) + residual?) with the running statistics.
+#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_eval(
     gpu: &Gpu,
     out: &Tensor,
@@ -375,14 +397,19 @@ pub fn batchnorm_forward_eval(
     bias: &Tensor,
     running_mean: &Tensor,
     running_var: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
 ) -> Result<Dispatch> {
     let channels = [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm output", out, &inp.shape)?;
-    let tensors = [out, inp, weight, bias, running_mean, running_var];
-    gpu.dispatch(Kernel::BatchnormForwardEval, &[], &tensors, &params, grid(inp.len().div_ceil(WG)))
+    let (overrides, residual) = bn_epilogue(gpu, out, residual, relu)?;
+    let tensors = [out, inp, weight, bias, running_mean, running_var, residual];
+    gpu.dispatch(Kernel::BatchnormForwardEval, &overrides, &tensors, &params, grid(inp.len().div_ceil(WG)))
 }
 
+/// The backward of `batchnorm_forward_train` without a residual: with `relu_out` (the
+/// forward's output after its ReLU), dout first goes through the ReLU's backward.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,
@@ -394,13 +421,18 @@ pub fn batchnorm_backward(
     weight: &Tensor,
     mean: &Tensor,
     rstd: &Tensor,
+    relu_out: Option<&Tensor>,
 ) -> Result<Dispatch> {
     let channels = [("dweight", dweight), ("dbias", dbias), ("weight", weight), ("mean", mean), ("rstd", rstd)];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm input gradient", dinp, &inp.shape)?;
     check("batch norm output gradient", dout, &inp.shape)?;
-    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd];
-    gpu.dispatch(Kernel::BatchnormBackward, &[], &tensors, &params, grid(params.c as usize))
+    if let Some(out) = relu_out {
+        check("batch norm output", out, &inp.shape)?;
+    }
+    let overrides = [("RELU", if relu_out.is_some() { 1.0 } else { 0.0 })];
+    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_out.unwrap_or(&gpu.placeholder)];
+    gpu.dispatch(Kernel::BatchnormBackward, &overrides, &tensors, &params, grid(params.c as usize))
 }
 
 /// The uniform of the elementwise kernels.

@@ -322,7 +322,8 @@ pub enum Mode {
     Eval,
 }
 
-/// One conv + BN pair and what its backward needs (`mean`, `rstd` only in training mode).
+/// One conv + BN pair, out = relu?(bn(conv(inp)) + residual?), and what its backward needs
+/// (`mean`, `rstd` only in training mode).
 struct ConvBn {
     conv: String,
     bn: String,
@@ -333,17 +334,20 @@ struct ConvBn {
     out: Tensor,
     mean: Tensor,
     rstd: Tensor,
+    /// Whether a ReLU follows the BN with no residual in between, so that the BN's backward
+    /// undoes it, masking by `out`. (Where a residual is added first, the block's backward
+    /// undoes the ReLU, as the shortcut needs the same gradient.)
+    relu: bool,
 }
 
 /// What a residual block saves for its backward.
 struct Block {
     name: String,
     inp: Tensor,
-    /// conv1/bn1, conv2/bn2[, conv3/bn3]; a ReLU follows every pair but the last.
+    /// conv1/bn1, conv2/bn2[, conv3/bn3], each followed by a ReLU; the last pair's BN adds the
+    /// shortcut before its ReLU, and its `out` is the block's output.
     layers: Vec<ConvBn>,
     shortcut: SavedShortcut,
-    /// Branch plus shortcut, before the block's final ReLU.
-    sum: Tensor,
 }
 
 enum SavedShortcut {
@@ -416,8 +420,18 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// out = bn(conv(inp)).
-    fn conv_bn(&mut self, inp: &Tensor, conv: &str, bn: &str, stride: usize, pad: usize) -> Result<ConvBn> {
+    /// out = relu?(bn(conv(inp)) + residual?): the add and the ReLU run in the BN kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bn(
+        &mut self,
+        inp: &Tensor,
+        conv: &str,
+        bn: &str,
+        stride: usize,
+        pad: usize,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<ConvBn> {
         let (gpu, p, b) = (self.gpu, &self.model.params, &self.model.buffers);
         let weight = p.get(&format!("{conv}.weight"));
         let shape = layers::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?.out_shape();
@@ -438,13 +452,24 @@ impl<'a> Planner<'a> {
                 &conv_out,
                 bn_weight,
                 bn_bias,
+                residual,
+                relu,
             ),
-            Mode::Eval => {
-                layers::batchnorm_forward_eval(gpu, &out, &conv_out, bn_weight, bn_bias, running_mean, running_var)
-            }
+            Mode::Eval => layers::batchnorm_forward_eval(
+                gpu,
+                &out,
+                &conv_out,
+                bn_weight,
+                bn_bias,
+                running_mean,
+                running_var,
+                residual,
+                relu,
+            ),
         };
         self.push(bn, dispatch)?;
-        Ok(ConvBn { conv: conv.into(), bn: bn.into(), stride, pad, inp: inp.clone(), conv_out, out, mean, rstd })
+        let relu = relu && residual.is_none();
+        Ok(ConvBn { conv: conv.into(), bn: bn.into(), stride, pad, inp: inp.clone(), conv_out, out, mean, rstd, relu })
     }
 
     /// Writes the pair's parameter gradients (`=`) and returns the gradient of its input, unless
@@ -467,6 +492,7 @@ impl<'a> Planner<'a> {
                 bn_weight,
                 &saved.mean,
                 &saved.rstd,
+                saved.relu.then_some(&saved.out),
             ),
         )?;
         let weight_name = format!("{conv}.weight");
@@ -485,12 +511,6 @@ impl<'a> Planner<'a> {
         )?;
         self.release(&[&dconv_out]);
         Ok(Some(dinp))
-    }
-
-    fn relu(&mut self, inp: &Tensor, name: &str) -> Result<Tensor> {
-        let out = self.tensor(name, &inp.shape)?;
-        self.push(name, layers::relu_forward(self.gpu, &out, inp))?;
-        Ok(out)
     }
 
     fn relu_backward(&mut self, dout: &Tensor, inp: &Tensor, name: &str) -> Result<Tensor> {
@@ -512,8 +532,8 @@ impl<'a> Planner<'a> {
         let input = self.gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
         // Stem: CIFAR 3x3 conv 16; ImageNet 7x7/2 conv 64 and a 3x3/2 max pool after the ReLU.
         let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };
-        let stem = self.conv_bn(&input, "conv1", "bn1", stride, pad)?;
-        let mut x = self.relu(&stem.out, "relu")?;
+        let stem = self.conv_bn(&input, "conv1", "bn1", stride, pad, None, true)?;
+        let mut x = stem.out.clone();
         let mut maxpool = None;
         if arch.imagenet {
             let shape = layers::PoolParams::new(&x.shape, 3, 2, 1)?.out_shape();
@@ -526,53 +546,39 @@ impl<'a> Planner<'a> {
         let mut blocks = Vec::new();
         for spec in arch.blocks() {
             let name = spec.name;
+            // The shortcut first: the branch's last BN adds it.
+            let (shortcut, residual) = match spec.shortcut {
+                ShortcutSpec::None => (SavedShortcut::None, None),
+                ShortcutSpec::Identity => (SavedShortcut::Identity, Some(x.clone())),
+                ShortcutSpec::A => {
+                    let (_, _, k) = *spec.convs.last().expect("a block has convs");
+                    let shape = [x.shape[0], k, x.shape[2].div_ceil(2), x.shape[3].div_ceil(2)];
+                    let out = self.tensor(&format!("{name}.shortcut"), &shape)?;
+                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_forward(self.gpu, &out, &x))?;
+                    (SavedShortcut::A, Some(out))
+                }
+                ShortcutSpec::B { stride } => {
+                    let (conv, bn) = (format!("{name}.downsample.0"), format!("{name}.downsample.1"));
+                    let projection = self.conv_bn(&x, &conv, &bn, stride, 0, None, false)?;
+                    let out = projection.out.clone();
+                    (SavedShortcut::B(projection), Some(out))
+                }
+            };
             let mut layers_saved = Vec::new();
             let mut y = x.clone();
             for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
-                let pair =
-                    self.conv_bn(&y, &format!("{name}.conv{}", j + 1), &format!("{name}.bn{}", j + 1), stride, r / 2)?;
-                y = if j + 1 < spec.convs.len() {
-                    // The ReLU's backward masks by its output (> 0 exactly where its input is),
-                    // so the BN output dies here.
-                    let relu = self.relu(&pair.out, &format!("{name}.relu{}", j + 1))?;
-                    self.release(&[&pair.out]);
-                    relu
-                } else {
-                    pair.out.clone()
-                };
+                let (conv, bn) = (format!("{name}.conv{}", j + 1), format!("{name}.bn{}", j + 1));
+                let last = j + 1 == spec.convs.len();
+                let pair = self.conv_bn(&y, &conv, &bn, stride, r / 2, residual.as_ref().filter(|_| last), true)?;
+                y = pair.out.clone();
                 layers_saved.push(pair);
             }
-            let mut shortcut_out = None;
-            let (shortcut, sum) = match spec.shortcut {
-                ShortcutSpec::None => (SavedShortcut::None, y),
-                ShortcutSpec::Identity => (SavedShortcut::Identity, self.add(&y, &x, &format!("{name}.add"))?),
-                ShortcutSpec::A => {
-                    let shortcut = self.tensor(&format!("{name}.shortcut"), &y.shape)?;
-                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_forward(self.gpu, &shortcut, &x))?;
-                    let sum = self.add(&y, &shortcut, &format!("{name}.add"))?;
-                    shortcut_out = Some(shortcut);
-                    (SavedShortcut::A, sum)
-                }
-                ShortcutSpec::B { stride } => {
-                    let projection =
-                        self.conv_bn(&x, &format!("{name}.downsample.0"), &format!("{name}.downsample.1"), stride, 0)?;
-                    let sum = self.add(&y, &projection.out, &format!("{name}.add"))?;
-                    (SavedShortcut::B(projection), sum)
-                }
-            };
-            // What the add read and no backward kernel needs: the branch's last BN output and
-            // the shortcut's output.
-            if !matches!(shortcut, SavedShortcut::None) {
-                self.release(&[&layers_saved.last().expect("a block has convs").out]);
+            // The shortcut's output, once the last BN has read it (the identity's is the block input).
+            if matches!(shortcut, SavedShortcut::A | SavedShortcut::B(_)) {
+                self.release(&[&residual.expect("planned above")]);
             }
-            match &shortcut {
-                SavedShortcut::A => self.release(&[&shortcut_out.expect("planned above")]),
-                SavedShortcut::B(projection) => self.release(&[&projection.out]),
-                _ => {}
-            }
-            let out = self.relu(&sum, &format!("{name}.relu"))?;
-            blocks.push(Block { name, inp: x, layers: layers_saved, shortcut, sum });
-            x = out;
+            blocks.push(Block { name, inp: x, layers: layers_saved, shortcut });
+            x = y;
         }
 
         let (gpu, p) = (self.gpu, &self.model.params);
@@ -600,16 +606,18 @@ impl<'a> Planner<'a> {
         // activations once its backward is: later (shallower) layers reuse their buffers.
         for block in fwd.blocks.iter().rev() {
             let name = &block.name;
-            let dsum = self.relu_backward(&dx, &block.sum, &format!("{name}.relu"))?;
-            self.release(&[&dx]);
-            // sum = branch + shortcut: dsum reaches both unchanged.
+            let last = block.layers.last().expect("a block has convs");
+            // out = relu(branch + shortcut): the ReLU's gradient dsum reaches both summands
+            // unchanged. (A plain block's last BN undoes its ReLU itself.)
+            let dsum = if last.relu {
+                dx.clone()
+            } else {
+                let dsum = self.relu_backward(&dx, &last.out, &format!("{name}.relu"))?;
+                self.release(&[&dx]);
+                dsum
+            };
             let mut d = dsum.clone();
-            for (j, pair) in block.layers.iter().enumerate().rev() {
-                if let Some(next) = block.layers.get(j + 1) {
-                    let dbn = self.relu_backward(&d, &next.inp, &format!("{name}.relu{}", j + 1))?;
-                    self.release(&[&d]);
-                    d = dbn;
-                }
+            for pair in block.layers.iter().rev() {
                 let dinp = self.conv_bn_backward(pair, &d, true)?.expect("dinp requested");
                 if !Arc::ptr_eq(&d.buffer, &dsum.buffer) {
                     self.release(&[&d]);
@@ -632,24 +640,21 @@ impl<'a> Planner<'a> {
                 SavedShortcut::B(projection) => {
                     let dshortcut = self.conv_bn_backward(projection, &dsum, true)?.expect("dinp requested");
                     let dx = self.add(&d, &dshortcut, &add)?;
-                    self.release(&[
-                        &dshortcut,
-                        &projection.inp,
-                        &projection.conv_out,
-                        &projection.mean,
-                        &projection.rstd,
-                    ]);
+                    self.release(&[&dshortcut, &projection.conv_out, &projection.mean, &projection.rstd]);
                     dx
                 }
             };
             if !Arc::ptr_eq(&dx.buffer, &d.buffer) {
                 self.release(&[&d]);
             }
-            // The pairs' BN outputs were released by the forward (the last one is the sum where
-            // there is no shortcut).
-            self.release(&[&dsum, &block.sum, &block.inp]);
-            for pair in &block.layers {
-                self.release(&[&pair.inp, &pair.conv_out, &pair.mean, &pair.rstd]);
+            // The saved activations. The block's input is the previous block's output, which that
+            // block's backward still reads (its ReLU's mask) and releases.
+            self.release(&[&dsum, &last.out]);
+            for (j, pair) in block.layers.iter().enumerate() {
+                self.release(&[&pair.conv_out, &pair.mean, &pair.rstd]);
+                if j > 0 {
+                    self.release(&[&pair.inp]);
+                }
             }
         }
 
@@ -659,9 +664,7 @@ impl<'a> Planner<'a> {
             self.release(&[&dx]);
             dx = dpool_in;
         }
-        let dstem = self.relu_backward(&dx, &fwd.stem.out, "relu")?;
-        self.release(&[&dx]);
-        self.conv_bn_backward(&fwd.stem, &dstem, false)?;
+        self.conv_bn_backward(&fwd.stem, &dx, false)?;
         Ok(())
     }
 }

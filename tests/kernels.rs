@@ -182,9 +182,18 @@ fn batchnorm_matches_cpu() {
             let (out, out_eval, dinp) = (zeros(gpu, &shape), zeros(gpu, &shape), zeros(gpu, &shape));
             let (mean, rstd, dweight, dbias) = (zeros(gpu, &[c]), zeros(gpu, &[c]), zeros(gpu, &[c]), zeros(gpu, &[c]));
             // Inference first, so it sees the running statistics before the training forward updates them.
-            let eval =
-                layers::batchnorm_forward_eval(gpu, &out_eval, &inp, &weight, &bias, &running_mean, &running_var)
-                    .unwrap();
+            let eval = layers::batchnorm_forward_eval(
+                gpu,
+                &out_eval,
+                &inp,
+                &weight,
+                &bias,
+                &running_mean,
+                &running_var,
+                None,
+                false,
+            )
+            .unwrap();
             let train = layers::batchnorm_forward_train(
                 gpu,
                 &out,
@@ -195,10 +204,13 @@ fn batchnorm_matches_cpu() {
                 &inp,
                 &weight,
                 &bias,
+                None,
+                false,
             )
             .unwrap();
             let backward =
-                layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd).unwrap();
+                layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
+                    .unwrap();
             gpu.run(&[&eval]).unwrap();
             let out_eval_v = read(gpu, &out_eval);
             gpu.run(&[&train, &backward]).unwrap();
@@ -244,6 +256,117 @@ fn batchnorm_matches_cpu() {
             assert_close(&what("batchnorm_backward dinp"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-3);
             assert_close(&what("batchnorm_backward dweight"), &read(gpu, &dweight), &dweight_c, 1e-4, 1e-4);
             assert_close(&what("batchnorm_backward dbias"), &read(gpu, &dbias), &dbias_c, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn batchnorm_fused_matches_cpu() {
+    // What the training plan fuses into batch norm: a block's relu(bn(x) + residual), and the
+    // backward of relu(bn(x)), which masks dout by the forward's output.
+    for gpu in gpus() {
+        for (case, &[n, c, h, w]) in BN_CASES.iter().enumerate().skip(2) {
+            let (shape, len) = ([n, c, h, w], n * c * h * w);
+            let mut rng = Rng::new(400 + case as u64);
+            let (inp_v, residual_v, dout_v) = (rng.vec(len), rng.vec(len), rng.vec(len));
+            let (weight_v, bias_v, rm_v) = (rng.vec(c), rng.vec(c), rng.vec(c));
+            let rv_v: Vec<f32> = rng.vec(c).iter().map(|x| 1.5 + x).collect();
+            let (inp, residual, dout) =
+                (upload(gpu, &shape, &inp_v), upload(gpu, &shape, &residual_v), upload(gpu, &shape, &dout_v));
+            let (weight, bias) = (upload(gpu, &[c], &weight_v), upload(gpu, &[c], &bias_v));
+            let (rm, rv) = (upload(gpu, &[c], &rm_v), upload(gpu, &[c], &rv_v));
+            let [eval_out, with_residual, with_relu, dinp] = [(); 4].map(|_| zeros(gpu, &shape));
+            let [mean, rstd, dweight, dbias] = [(); 4].map(|_| zeros(gpu, &[c]));
+            let dispatches = [
+                // Inference first, so it sees the running statistics before the training forward updates them.
+                layers::batchnorm_forward_eval(gpu, &eval_out, &inp, &weight, &bias, &rm, &rv, Some(&residual), true),
+                layers::batchnorm_forward_train(
+                    gpu,
+                    &with_residual,
+                    &mean,
+                    &rstd,
+                    &rm,
+                    &rv,
+                    &inp,
+                    &weight,
+                    &bias,
+                    Some(&residual),
+                    true,
+                ),
+                layers::batchnorm_forward_train(
+                    gpu, &with_relu, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, None, true,
+                ),
+                layers::batchnorm_backward(
+                    gpu,
+                    &dinp,
+                    &dweight,
+                    &dbias,
+                    &dout,
+                    &inp,
+                    &weight,
+                    &mean,
+                    &rstd,
+                    Some(&with_relu),
+                ),
+            ]
+            .map(Result::unwrap);
+            gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+
+            let params = BatchnormParams::for_input(&shape).unwrap();
+            let (inp_c, residual_c, dout_c) = (f64s(&inp_v), f64s(&residual_v), f64s(&dout_v));
+            let (weight_c, bias_c, mut rm_c, mut rv_c) = (f64s(&weight_v), f64s(&bias_v), f64s(&rm_v), f64s(&rv_v));
+            let add_relu =
+                |v: &[f64]| -> Vec<f64> { v.iter().zip(&residual_c).map(|(x, r)| (x + r).max(0.0)).collect() };
+            let mut eval_c = vec![0.0; len];
+            cpu::batchnorm_forward_eval(&mut eval_c, &inp_c, &weight_c, &bias_c, &rm_c, &rv_c, &params);
+            let (mut bn_c, mut mean_c, mut rstd_c) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            cpu::batchnorm_forward_train(
+                &mut bn_c,
+                &mut mean_c,
+                &mut rstd_c,
+                &mut rm_c,
+                &mut rv_c,
+                &inp_c,
+                &weight_c,
+                &bias_c,
+                &params,
+            );
+            let mut relu_c = vec![0.0; len];
+            cpu::relu_forward(&mut relu_c, &bn_c);
+            let mut masked_c = vec![0.0; len];
+            cpu::relu_backward(&mut masked_c, &dout_c, &bn_c);
+            let (mut dinp_c, mut dweight_c, mut dbias_c) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+            cpu::batchnorm_backward(
+                &mut dinp_c,
+                &mut dweight_c,
+                &mut dbias_c,
+                &masked_c,
+                &inp_c,
+                &weight_c,
+                &mean_c,
+                &rstd_c,
+                &params,
+            );
+
+            let what = |name: &str| format!("{name} {shape:?} on {} ({:?})", gpu.info.name, gpu.info.backend);
+            assert_close(
+                &what("batchnorm_forward_eval + residual + relu"),
+                &read(gpu, &eval_out),
+                &add_relu(&eval_c),
+                1e-5,
+                1e-5,
+            );
+            assert_close(
+                &what("batchnorm_forward_train + residual + relu"),
+                &read(gpu, &with_residual),
+                &add_relu(&bn_c),
+                1e-4,
+                1e-4,
+            );
+            assert_close(&what("batchnorm_forward_train + relu"), &read(gpu, &with_relu), &relu_c, 1e-4, 1e-4);
+            assert_close(&what("batchnorm_backward after relu: dinp"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-3);
+            assert_close(&what("batchnorm_backward after relu: dweight"), &read(gpu, &dweight), &dweight_c, 1e-4, 1e-4);
+            assert_close(&what("batchnorm_backward after relu: dbias"), &read(gpu, &dbias), &dbias_c, 1e-4, 1e-4);
         }
     }
 }
@@ -543,7 +666,8 @@ fn reductions_give_the_same_bits_every_run() {
             (zeros(gpu, &shape), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]));
         let (bn_weight, bn_bias) = (upload(gpu, &[16], &rng.vec(16)), upload(gpu, &[16], &rng.vec(16)));
         let bn =
-            layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias).unwrap();
+            layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias, None, false)
+                .unwrap();
         let runs: Vec<(Vec<u32>, Vec<u32>)> = (0..3)
             .map(|_| {
                 gpu.run(&step.iter().chain([&bn]).collect::<Vec<_>>()).unwrap();

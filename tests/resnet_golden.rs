@@ -1,6 +1,7 @@
 //! A CIFAR ResNet-8 training step on the GPU against PyTorch (f64) on the same weights and batch:
 //! logits, loss, every parameter gradient, the updated BN running statistics, and the parameters
-//! after one and two SGD steps. Fixture: tests/fixtures/make_resnet8_golden.py.
+//! after one and two SGD steps; with option-A and option-B shortcuts and without (plain8).
+//! Fixtures: tests/fixtures/make_resnet8_golden.py.
 
 mod common;
 
@@ -11,9 +12,8 @@ use resnet_wgpu::layers::SgdParams;
 use resnet_wgpu::resnet::{Arch, ResNet, Shortcut, TrainStep};
 use safetensors::SafeTensors;
 
-fn fixture() -> HashMap<String, Vec<f32>> {
-    let bytes =
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/resnet8_golden.safetensors")).unwrap();
+fn fixture(file: &str) -> HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let tensors = SafeTensors::deserialize(&bytes).unwrap();
     tensors
         .tensors()
@@ -41,12 +41,26 @@ fn compare(what: &str, gpu: &[f32], torch: &[f32], bound: f32) -> f32 {
 
 #[test]
 fn resnet8_training_step_matches_pytorch() {
-    let golden = fixture();
+    training_step_matches_pytorch("resnet8", Shortcut::A, "resnet8_golden.safetensors");
+}
+
+#[test]
+fn resnet8_option_b_training_step_matches_pytorch() {
+    training_step_matches_pytorch("resnet8", Shortcut::B, "resnet8b_golden.safetensors");
+}
+
+#[test]
+fn plain8_training_step_matches_pytorch() {
+    training_step_matches_pytorch("plain8", Shortcut::A, "plain8_golden.safetensors");
+}
+
+fn training_step_matches_pytorch(name: &str, shortcut: Shortcut, file: &str) {
+    let golden = fixture(file);
     let subset = |prefix: &str| -> HashMap<String, Vec<f32>> {
         golden.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone()))).collect()
     };
     for gpu in gpus() {
-        let arch = Arch::cifar("resnet8", Shortcut::A).unwrap();
+        let arch = Arch::cifar(name, shortcut).unwrap();
         let model = ResNet::new(gpu, arch.clone()).unwrap();
         let names = arch.parameters();
         assert_eq!(names.len(), subset("param.").len(), "the fixture and the model list the same parameters");
@@ -58,7 +72,7 @@ fn resnet8_training_step_matches_pytorch() {
         gpu.write(&step.labels, &golden["labels"].iter().map(|&l| l as u32).collect::<Vec<u32>>());
         step.run(gpu, 0, 0.1).unwrap();
 
-        let on = format!("on {} ({:?})", gpu.info.name, gpu.info.backend);
+        let on = format!("{name} ({shortcut:?}) on {} ({:?})", gpu.info.name, gpu.info.backend);
         compare(&format!("logits {on}"), &gpu.read(&step.logits).unwrap(), &golden["logits"], 1e-5);
         compare(&format!("loss {on}"), &gpu.read(&step.loss).unwrap(), &golden["loss"], 1e-5);
         let mut worst = 0.0f32;

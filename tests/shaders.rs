@@ -25,7 +25,9 @@ fn bindings_are_outputs_and_inputs_then_one_uniform() {
         let slots = slots(kernel).unwrap();
         assert_eq!(slots.last(), Some(&Slot::Uniform), "{}: the params uniform comes last", kernel.name());
         let storage = &slots[..slots.len() - 1];
-        assert!(storage.len() <= 8, "{}: WebGPU allows 8 storage buffers per stage", kernel.name());
+        // WebGPU's default is 8; Gpu::new asks for 9 (the fused batch norm kernels), which every
+        // desktop and mobile driver offers, and names the adapter where it cannot.
+        assert!(storage.len() <= 9, "{}: Gpu::new asks for 9 storage buffers per stage", kernel.name());
         let first_input = storage.iter().position(|s| *s == Slot::Storage { read_only: true }).unwrap_or(storage.len());
         assert!(first_input > 0, "{}: a kernel writes at least one output", kernel.name());
         assert!(
