@@ -232,15 +232,20 @@ impl Gpu {
             slots.len() - 1,
             tensors.len()
         );
-        // A writable binding may not alias any other binding of the same buffer.
+        // wgpu tracks usage per buffer: one buffer may not be bound both writable and read-only
+        // in a dispatch, not even as two ranges; two writable bindings of it must not overlap.
         for (i, a) in tensors.iter().enumerate() {
             for (j, b) in tensors.iter().enumerate().skip(i + 1) {
-                let writes = slots[i] == (Slot::Storage { read_only: false })
-                    || slots[j] == (Slot::Storage { read_only: false });
-                let overlap = Arc::ptr_eq(&a.buffer, &b.buffer)
-                    && a.offset < b.offset + b.bytes().max(4)
-                    && b.offset < a.offset + a.bytes().max(4);
-                assert!(!(writes && overlap), "{}: bindings {i} and {j} overlap and one is written", kernel.name());
+                if !Arc::ptr_eq(&a.buffer, &b.buffer) {
+                    continue;
+                }
+                let writes = [slots[i], slots[j]].map(|s| s == Slot::Storage { read_only: false });
+                let overlap = a.offset < b.offset + b.bytes().max(4) && b.offset < a.offset + a.bytes().max(4);
+                assert!(
+                    writes == [false, false] || (writes == [true, true] && !overlap),
+                    "{}: bindings {i} and {j} share a buffer and one is written",
+                    kernel.name()
+                );
             }
         }
         let params = wgpu::util::DeviceExt::create_buffer_init(

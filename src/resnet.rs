@@ -473,7 +473,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Writes the pair's parameter gradients (`=`) and returns the gradient of its input, unless
-    /// `dinp_needed` is false (the stem: nothing upstream of the image).
+    /// `dinp_needed` is false (the stem: nothing upstream of the image). Releases what only the
+    /// BN's backward reads (its input and statistics, and its output where that is a ReLU's mask)
+    /// as soon as that is planned, so that the input's gradient may take one of their buffers.
     fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor, dinp_needed: bool) -> Result<Option<Tensor>> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
         let (bn, conv) = (&saved.bn, &saved.conv);
@@ -495,6 +497,10 @@ impl<'a> Planner<'a> {
                 saved.relu.then_some(&saved.out),
             ),
         )?;
+        self.release(&[&saved.conv_out, &saved.mean, &saved.rstd]);
+        if saved.relu {
+            self.release(&[&saved.out]);
+        }
         let weight_name = format!("{conv}.weight");
         self.push_all(
             conv,
@@ -602,8 +608,8 @@ impl<'a> Planner<'a> {
         self.push("avgpool", layers::avgpool_backward(gpu, &dx, &dpooled))?;
         self.release(&[&dpooled]);
 
-        // Each gradient is released once its last reader is planned, and each block's saved
-        // activations once its backward is: later (shallower) layers reuse their buffers.
+        // Each gradient and each saved activation is released once its last reader is planned:
+        // later (shallower) layers reuse their buffers.
         for block in fwd.blocks.iter().rev() {
             let name = &block.name;
             let last = block.layers.last().expect("a block has convs");
@@ -613,7 +619,7 @@ impl<'a> Planner<'a> {
                 dx.clone()
             } else {
                 let dsum = self.relu_backward(&dx, &last.out, &format!("{name}.relu"))?;
-                self.release(&[&dx]);
+                self.release(&[&dx, &last.out]);
                 dsum
             };
             let mut d = dsum.clone();
@@ -640,22 +646,16 @@ impl<'a> Planner<'a> {
                 SavedShortcut::B(projection) => {
                     let dshortcut = self.conv_bn_backward(projection, &dsum, true)?.expect("dinp requested");
                     let dx = self.add(&d, &dshortcut, &add)?;
-                    self.release(&[&dshortcut, &projection.conv_out, &projection.mean, &projection.rstd]);
+                    self.release(&[&dshortcut]);
                     dx
                 }
             };
             if !Arc::ptr_eq(&dx.buffer, &d.buffer) {
                 self.release(&[&d]);
             }
-            // The saved activations. The block's input is the previous block's output, which that
-            // block's backward still reads (its ReLU's mask) and releases.
-            self.release(&[&dsum, &last.out]);
-            for (j, pair) in block.layers.iter().enumerate() {
-                self.release(&[&pair.conv_out, &pair.mean, &pair.rstd]);
-                if j > 0 {
-                    self.release(&[&pair.inp]);
-                }
-            }
+            // Every saved activation of the block is released by now but its input: the previous
+            // block's output, which that block's backward still reads (its ReLU's mask) and releases.
+            self.release(&[&dsum]);
         }
 
         if let Some((relu_out, indices)) = &fwd.maxpool {
@@ -671,6 +671,19 @@ impl<'a> Planner<'a> {
 
 /// Steps whose loss and correct count `TrainStep::history` keeps.
 pub const HISTORY: usize = 20;
+
+/// Where a training plan's GPU memory goes, in bytes of storage buffers (the model's parameters,
+/// gradients, velocity and running statistics are apart, in `ResNet`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanMemory {
+    /// What the forward leaves for the backward: the input, saved activations, BN statistics,
+    /// pool indices and the logits.
+    pub saved: u64,
+    /// The forward's buffers that are dead when it ends (free for the backward to reuse).
+    pub spare: u64,
+    /// The buffers the backward adds: the loss, gradients that fit no dead buffer, split-K scratch.
+    pub backward: u64,
+}
 
 /// A planned training step at a fixed batch size: forward, loss, backward and SGD, in order.
 pub struct TrainStep {
@@ -689,12 +702,16 @@ pub struct TrainStep {
     pub history: Tensor,
     pub sgd: SgdParams,
     pub dispatches: Vec<Dispatch>,
+    pub memory: PlanMemory,
 }
 
 impl TrainStep {
     pub fn new(gpu: &Gpu, model: &ResNet, batch: usize, sgd: SgdParams) -> Result<Self> {
+        let start = gpu.allocated_bytes();
         let mut plan = Planner::new(gpu, model, Mode::Train);
         let fwd = plan.forward(batch)?;
+        let forward = gpu.allocated_bytes() - start;
+        let spare: u64 = plan.free.iter().map(|b| b.size()).sum();
         // Written by the CPU before the step, or kept across steps: never reused buffers.
         let labels = gpu.zeros("labels", &[batch])?;
         let (loss, correct) = (gpu.zeros("loss", &[1])?, gpu.zeros("correct", &[1])?);
@@ -707,6 +724,7 @@ impl TrainStep {
             layers::sgd(gpu, &m.params.all, &m.velocity.all, &m.grads.all, sgd.lr, sgd.momentum, sgd.weight_decay),
         )?;
         let history = gpu.zeros("loss history", &[HISTORY, 2])?;
+        let memory = PlanMemory { saved: forward - spare, spare, backward: gpu.allocated_bytes() - start - forward };
         Ok(Self {
             input: fwd.input,
             labels,
@@ -716,6 +734,7 @@ impl TrainStep {
             history,
             sgd,
             dispatches: plan.dispatches,
+            memory,
         })
     }
 
