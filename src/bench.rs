@@ -345,6 +345,8 @@ impl Options {
 ///     "gflops": 6512.0, "pct_peak": 8.1,  achieved, and as % of peak.fp32_gflops
 ///     "gbs": 300.1, "pct_bandwidth": 32.9, bytes bound by the step's dispatches / median, % of peak
 ///     "memory_bytes": 8123456789,         storage buffers the model and the plan allocated
+///     "encode_ms": 1.2,                   host time to record, finish and submit the step's
+///                                         command buffer (median): the CPU's cost of a step
 ///     "layers": [                          with --per-layer and timestamps, else []
 ///       {"name": "layer2.0.conv1", "kind": "conv_forward", "ms": 1.25, "bytes": 3211264}
 ///     ]                                   one entry per timed pass, in execution order; kind is
@@ -412,6 +414,9 @@ pub struct Measurement {
     pub gbs: f64,
     pub pct_bandwidth: f64,
     pub memory_bytes: u64,
+    /// Absent from files of earlier versions (read as 0).
+    #[serde(default)]
+    pub encode_ms: f64,
     pub layers: Vec<LayerTime>,
 }
 
@@ -544,11 +549,12 @@ pub fn bench_adapter(gpu: &Gpu, configs: &[Config], options: &Options) -> Result
         match measure(gpu, config, options, &peak) {
             Ok(m) => {
                 eprintln!(
-                    "{what}: {} ms per step (p10 {}, p90 {}), {} images/s",
+                    "{what}: {} ms per step (p10 {}, p90 {}), {} images/s; encoding it takes {} ms on the CPU",
                     fmt3(m.median_ms),
                     fmt3(m.p10_ms),
                     fmt3(m.p90_ms),
-                    fmt3(m.images_per_s)
+                    fmt3(m.images_per_s),
+                    fmt3(m.encode_ms)
                 );
                 results.push(m);
             }
@@ -627,9 +633,11 @@ pub fn measure(gpu: &Gpu, config: &Config, options: &Options, peak: &Peak) -> Re
         submit_step(gpu, dispatches, None)?;
     }
     let stamps = (options.timer == Timer::Timestamps).then(|| Timestamps::new(gpu, 1));
-    let mut samples = Vec::with_capacity(options.iters);
+    let (mut samples, mut encodes) = (Vec::with_capacity(options.iters), Vec::with_capacity(options.iters));
     for _ in 0..options.iters {
-        samples.push(submit_step(gpu, dispatches, stamps.as_ref())?);
+        let step = submit_step(gpu, dispatches, stamps.as_ref())?;
+        samples.push(step.ms[0]);
+        encodes.push(step.encode_ms);
     }
     let layers = match options.timer {
         Timer::Timestamps if options.per_layer => time_layers(gpu, dispatches, options.iters)?,
@@ -657,6 +665,7 @@ pub fn measure(gpu: &Gpu, config: &Config, options: &Options, peak: &Peak) -> Re
         gbs,
         pct_bandwidth: 100.0 * gbs / peak.bandwidth_gbs,
         memory_bytes,
+        encode_ms: percentile(&encodes, 0.5),
         layers,
     })
 }
@@ -793,16 +802,25 @@ impl Timestamps {
     }
 }
 
+/// What `submit` measured.
+struct Submitted {
+    /// Each pass's milliseconds from its timestamps, or without them one wall-clock figure for the
+    /// whole submission.
+    ms: Vec<f64>,
+    /// Host milliseconds from creating the command encoder to the return of `Queue::submit`.
+    encode_ms: f64,
+}
+
 /// Records `passes` compute passes (the contents of pass i by `record(i, pass)`) into one command
-/// buffer, submits it and waits. Returns each pass's milliseconds from its timestamps, or without
-/// `stamps` one wall-clock figure for the whole submission.
+/// buffer, submits it and waits.
 fn submit(
     gpu: &Gpu,
     passes: usize,
     stamps: Option<&Timestamps>,
     mut record: impl FnMut(usize, &mut wgpu::ComputePass<'_>),
-) -> Result<Vec<f64>> {
+) -> Result<Submitted> {
     assert!(stamps.is_some() || passes == 1, "the wall clock times one pass per submission");
+    let encode = Instant::now();
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
     for i in 0..passes {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -814,24 +832,26 @@ fn submit(
     if let Some(stamps) = stamps {
         stamps.resolve(&mut encoder);
     }
+    let commands = encoder.finish();
     let start = Instant::now();
-    gpu.queue.submit([encoder.finish()]);
+    gpu.queue.submit([commands]);
+    let encode_ms = encode.elapsed().as_secs_f64() * 1e3;
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
     let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-    match stamps {
-        Some(stamps) => stamps.read(gpu),
-        None => Ok(vec![wall_ms]),
-    }
+    let ms = match stamps {
+        Some(stamps) => stamps.read(gpu)?,
+        None => vec![wall_ms],
+    };
+    Ok(Submitted { ms, encode_ms })
 }
 
 /// The whole step in one compute pass: its milliseconds by timestamps, else by the wall clock.
-fn submit_step(gpu: &Gpu, dispatches: &[Dispatch], stamps: Option<&Timestamps>) -> Result<f64> {
-    let ms = submit(gpu, 1, stamps, |_, pass| {
+fn submit_step(gpu: &Gpu, dispatches: &[Dispatch], stamps: Option<&Timestamps>) -> Result<Submitted> {
+    submit(gpu, 1, stamps, |_, pass| {
         for d in dispatches {
             d.record(pass);
         }
-    })?;
-    Ok(ms[0])
+    })
 }
 
 /// The step split into `passes`, each timed by its timestamps.
@@ -841,6 +861,7 @@ fn submit_passes(gpu: &Gpu, dispatches: &[Dispatch], passes: &[Range<usize>], st
             d.record(pass);
         }
     })
+    .map(|submitted| submitted.ms)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1288,7 +1309,7 @@ fn peak_fma(gpu: &Gpu, timer: Timer) -> Result<f64> {
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(PEAK_WORKGROUPS, 1, 1);
         })?;
-        Ok(ms[0])
+        Ok(ms.ms[0])
     };
     let mut loops = 1;
     let mut ms = run(loops)?;
@@ -1432,6 +1453,7 @@ pub fn human_tables(reports: &[Report]) -> String {
         "GB/s",
         "% BW",
         "memory MiB",
+        "encode ms",
     ];
     let mut rows = Vec::new();
     for r in reports {
@@ -1449,6 +1471,7 @@ pub fn human_tables(reports: &[Report]) -> String {
                 fmt3(m.gbs),
                 format!("{:.1}", m.pct_bandwidth),
                 format!("{:.1}", m.memory_bytes as f64 / (1 << 20) as f64),
+                fmt3(m.encode_ms),
             ]);
         }
     }

@@ -252,6 +252,7 @@ fn assert_schema(doc: &Value) {
                 ("gbs", positive),
                 ("pct_bandwidth", positive),
                 ("memory_bytes", |v| v.as_u64().is_some_and(|b| b > 0)),
+                ("encode_ms", positive),
                 ("layers", Value::is_array),
             ],
         );
