@@ -180,7 +180,9 @@ fn conv(b: &mut Bench, gpu: &Gpu, name: &str, inp: [usize; 4], k: usize, r: usiz
     let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s1 p{pad}, {}", gpu.conv_path.name());
     let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
     b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, 1, pad))?;
-    b.run(Kernel::Conv2dBackwardInput, &shape, flops, || layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad))?;
+    b.run(Kernel::Conv2dBackwardInput, &shape, flops, || {
+        layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad, false)
+    })?;
     b.run_all(Kernel::Conv2dBackwardWeight, &shape, flops, || {
         layers::conv2d_backward_weight(gpu, &weight, &y, &x, 1, pad)
     })
@@ -267,8 +269,8 @@ fn main() -> Result<()> {
     let (len, label) = (act.iter().product::<usize>(), format!("ResNet-20: {act:?}"));
     let (x, y, z) = (b.random(&act)?, b.random(&act)?, b.zeros(&act)?);
     b.run(Kernel::ReluForward, &label, bytes(2 * len), || layers::relu_forward(gpu, &z, &x))?;
-    b.run(Kernel::ReluBackward, &label, bytes(3 * len), || layers::relu_backward(gpu, &z, &y, &x))?;
-    b.run(Kernel::Add, &label, bytes(3 * len), || layers::add(gpu, &z, &x, &y))?;
+    b.run(Kernel::ReluBackward, &label, bytes(2 * len), || layers::relu_backward(gpu, &y, &x))?;
+    b.run(Kernel::Add, &label, bytes(3 * len), || layers::add(gpu, &z, &x))?;
 
     // Option-A shortcut of ResNet-20's first downsampling block: [32,16,32,32] -> [32,32,16,16].
     // It reads only the even rows and columns of inp (N*C*P*Q values) and writes N*K*P*Q.

@@ -1,15 +1,13 @@
-// add: out[i] = inp[i] + other[i]. Any shape, LEN elements. Overwrites out.
-// The residual connection's forward (block output = branch + shortcut) and its backward: the
-// gradient of a sum reaches both summands unchanged, so backward only needs `add` where two
-// gradients meet (the block input's gradient = branch path + shortcut path).
+// add: out[i] += inp[i]. Any shape, LEN elements. Accumulates into out (`+=`).
+// Where two gradients meet in the backward: a block input's gradient is the branch's plus the
+// identity shortcut's. (The forward's residual add runs in batch norm's epilogue.)
 // One invocation per element. CPU twin: reference::add. Dispatch: grid(ceil(LEN / WG)).
 
 struct Params { len: u32, _unused: u32, _unused2: u32, _unused3: u32 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<storage, read> other: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(2) var<uniform> params: Params;
 
 override WG: u32 = 256;
 
@@ -17,5 +15,5 @@ override WG: u32 = 256;
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= params.len) { return; }
-    out[i] = inp[i] + other[i];
+    out[i] += inp[i];
 }

@@ -1,6 +1,7 @@
 // conv2d_backward_input: dinp[n,c,h,w] = sum_{k,r,s} weight[k,c,r,s] * dout[n,k,p,q]
 //   over the (p,q) with p*stride+r-pad = h and q*stride+s-pad = w.
-// Shapes: dout [N,K,P,Q], weight [K,C,R,S], dinp [N,C,H,W]. Overwrites dinp; fixed summation order.
+// Shapes: dout [N,K,P,Q], weight [K,C,R,S], dinp [N,C,H,W]. Overwrites dinp, or with ACCUMULATE adds
+// to it (`+=`: a projection shortcut's gradient joins the branch's); fixed summation order.
 // Implicit GEMM, no col2im buffer: rows m = c (C of them), columns j = (n,h,w) (N*H*W), reduction
 // e = (k,r,s) (K*R*S); each output gathers its terms, so no atomics are needed. Tiling as in
 // conv2d_forward: WG_M x WG_N invocations, (WG_M*TM) x (WG_N*TN) outputs, BK-deep slices.
@@ -20,6 +21,7 @@ struct Params {
 // SHARED stages operand tiles in workgroup memory (fast on GPUs); without it every invocation
 // reads its operands from storage directly, which avoids barriers (fast on CPU adapters such as lavapipe).
 override SHARED: bool = true;
+override ACCUMULATE: bool = false;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
@@ -64,7 +66,8 @@ fn load_b(e: u32, j: u32) -> f32 {
 fn store(m: u32, j: u32, v: f32) {
     let hw = params.h * params.w;
     if (m >= params.c || j >= params.n * hw) { return; }
-    dinp[((j / hw) * params.c + m) * hw + j % hw] = v;
+    let o = ((j / hw) * params.c + m) * hw + j % hw;
+    if (ACCUMULATE) { dinp[o] += v; } else { dinp[o] = v; }
 }
 
 // Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory.

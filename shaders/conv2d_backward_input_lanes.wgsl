@@ -3,7 +3,7 @@
 // reduction e = (k,r,s); the 64 invocations of a workgroup share DM = 16 rows, each owns DN = 4
 // columns j0 + lid.x + t*64, and `lanes8` hands the subgroup the weights of the 16 rows for two
 // loads per lane. Needs subgroups of at least 8 invocations.
-// CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (64*DN)), ceil(C / DM), 1).
+// ACCUMULATE as there. CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (64*DN)), ceil(C / DM), 1).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -16,6 +16,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
+override ACCUMULATE: bool = false;
 const DM: u32 = 16;
 const DN: u32 = 4;
 
@@ -75,7 +76,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let j = j0 + t * 64u;
         let at = (j / hw) * params.c * hw + j % hw;
         for (var i = 0u; i < DM; i++) {
-            if (m0 + i < params.c && j < params.n * hw) { dinp[at + (m0 + i) * hw] = acc[i][t]; }
+            let o = at + (m0 + i) * hw;
+            if (m0 + i < params.c && j < params.n * hw) {
+                if (ACCUMULATE) { dinp[o] += acc[i][t]; } else { dinp[o] = acc[i][t]; }
+            }
         }
     }
 }

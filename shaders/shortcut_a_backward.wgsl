@@ -1,6 +1,7 @@
 // shortcut_a_backward: with lo = (K - C) / 2,
-//   dinp[n,c,h,w] = dout[n,c+lo,h/2,w/2] if h and w are even, else 0.
-// Shapes: dout [N,K,P,Q], dinp [N,C,H,W]. Overwrites dinp.
+//   dinp[n,c,h,w] += dout[n,c+lo,h/2,w/2] if h and w are even (else nothing reaches it).
+// Shapes: dout [N,K,P,Q], dinp [N,C,H,W]. Accumulates into dinp (`+=`): the block input's
+// gradient, which the branch wrote.
 // One invocation per input element. CPU twin: reference::shortcut_a_backward.
 // Dispatch: grid(ceil(N*C*H*W / WG)).
 
@@ -21,9 +22,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let c = (i / (params.h * params.w)) % params.c;
     let n = i / (params.c * params.h * params.w);
     let lo = (params.k - params.c) / 2u;
-    var v = 0.0;
     if (h % 2u == 0u && w % 2u == 0u) {
-        v = dout[((n * params.k + c + lo) * params.p + h / 2u) * params.q + w / 2u];
+        dinp[i] += dout[((n * params.k + c + lo) * params.p + h / 2u) * params.q + w / 2u];
     }
-    dinp[i] = v;
 }

@@ -628,6 +628,18 @@ pub fn measure(gpu: &Gpu, config: &Config, options: &Options, peak: &Peak) -> Re
     ensure!(options.iters > 0, "at least one timed step is needed");
     let arch = Arch::parse(&config.model, config.shortcut)?;
     let (plan, memory_bytes) = Plan::new(gpu, &arch, config.mode, config.batch)?;
+    if let Plan::Train { step, .. } = &plan {
+        let (m, mib) = (step.memory, |bytes: u64| bytes as f64 / (1 << 20) as f64);
+        eprintln!(
+            "{} train batch {} plan: {:.1} MiB saved by the forward for the backward, {:.1} MiB added by the \
+             backward, {:.1} MiB of parameters, gradients, velocity and running statistics",
+            config.model,
+            config.batch,
+            mib(m.saved),
+            mib(m.backward),
+            mib(memory_bytes - m.saved - m.spare - m.backward)
+        );
+    }
     let dispatches = plan.dispatches();
     for _ in 0..options.warmup {
         submit_step(gpu, dispatches, None)?;
@@ -990,7 +1002,7 @@ fn check_conv(gpu: &Gpu, rng: &mut Rng, inp: [usize; 4], weight: [usize; 4], str
         (gpu.zeros("check out", &out_shape)?, gpu.zeros("check dinp", &inp)?, gpu.zeros("check dweight", &weight)?);
     let mut dispatches = vec![
         layers::conv2d_forward(gpu, &out, &x_t, &w_t, stride, pad)?,
-        layers::conv2d_backward_input(gpu, &dinp, &dy_t, &w_t, stride, pad)?,
+        layers::conv2d_backward_input(gpu, &dinp, &dy_t, &w_t, stride, pad, false)?,
     ];
     dispatches.extend(layers::conv2d_backward_weight(gpu, &dweight, &dy_t, &x_t, stride, pad)?);
     gpu.run(&dispatches.iter().collect::<Vec<_>>())?;
@@ -1151,8 +1163,8 @@ fn reference_forward(arch: &Arch, ck: &Checkpoint, images: &[f64], batch: usize,
                 reference::shortcut_a_forward(&mut out, &x, &params);
                 out
             };
-            let mut sum = vec![0.0; y.len()];
-            reference::add(&mut sum, &y, &shortcut);
+            let mut sum = y;
+            reference::add(&mut sum, &shortcut);
             (x, shape) = (relu(sum), y_shape);
         }
     }

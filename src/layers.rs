@@ -174,6 +174,7 @@ pub fn conv2d_forward_fused(
     conv_dispatch(gpu, Kernel::Conv2dForward, Kernel::Conv2dForwardLanes, &epilogue, &tensors, &params, k, n * p * q)
 }
 
+/// dinp = the input gradient, or with `accumulate` dinp += it.
 pub fn conv2d_backward_input(
     gpu: &Gpu,
     dinp: &Tensor,
@@ -181,6 +182,7 @@ pub fn conv2d_backward_input(
     weight: &Tensor,
     stride: usize,
     pad: usize,
+    accumulate: bool,
 ) -> Result<Dispatch> {
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
@@ -189,7 +191,7 @@ pub fn conv2d_backward_input(
         gpu,
         Kernel::Conv2dBackwardInput,
         Kernel::Conv2dBackwardInputLanes,
-        &[],
+        &[("ACCUMULATE", if accumulate { 1.0 } else { 0.0 })],
         &[dinp, dout, weight],
         &params,
         c,
@@ -455,12 +457,14 @@ pub fn relu_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
     elementwise(gpu, Kernel::ReluForward, &[out, inp])
 }
 
-pub fn relu_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor, inp: &Tensor) -> Result<Dispatch> {
-    elementwise(gpu, Kernel::ReluBackward, &[dinp, dout, inp])
+/// In place: `dinp` holds dout and becomes dinp.
+pub fn relu_backward(gpu: &Gpu, dinp: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    elementwise(gpu, Kernel::ReluBackward, &[dinp, inp])
 }
 
-pub fn add(gpu: &Gpu, out: &Tensor, inp: &Tensor, other: &Tensor) -> Result<Dispatch> {
-    elementwise(gpu, Kernel::Add, &[out, inp, other])
+/// out += inp.
+pub fn add(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    elementwise(gpu, Kernel::Add, &[out, inp])
 }
 
 #[repr(C)]
@@ -496,6 +500,7 @@ pub fn shortcut_a_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispa
     gpu.dispatch(Kernel::ShortcutAForward, &[], &[out, inp], &params, grid(out.len().div_ceil(WG)))
 }
 
+/// dinp += the option-A shortcut's gradient.
 pub fn shortcut_a_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor) -> Result<Dispatch> {
     let params = ShortcutParams::new(&dinp.shape, &dout.shape)?;
     gpu.dispatch(Kernel::ShortcutABackward, &[], &[dinp, dout], &params, grid(dinp.len().div_ceil(WG)))

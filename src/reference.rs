@@ -180,9 +180,9 @@ pub fn relu_backward(dinp: &mut [f64], dout: &[f64], inp: &[f64]) {
     }
 }
 
-pub fn add(out: &mut [f64], inp: &[f64], other: &[f64]) {
-    for ((o, a), b) in out.iter_mut().zip(inp).zip(other) {
-        *o = a + b;
+pub fn add(out: &mut [f64], inp: &[f64]) {
+    for (o, x) in out.iter_mut().zip(inp) {
+        *o += x;
     }
 }
 
@@ -218,12 +218,11 @@ pub fn shortcut_a_backward(dinp: &mut [f64], dout: &[f64], params: &ShortcutPara
     let [n_len, c_len, h_len, w_len, k_len, p_len, q_len] =
         [params.n, params.c, params.h, params.w, params.k, params.p, params.q].map(|x| x as usize);
     let lo = (k_len - c_len) / 2;
-    dinp.fill(0.0);
     for n in 0..n_len {
         for c in 0..c_len {
             for p in 0..p_len {
                 for q in 0..q_len {
-                    dinp[((n * c_len + c) * h_len + 2 * p) * w_len + 2 * q] =
+                    dinp[((n * c_len + c) * h_len + 2 * p) * w_len + 2 * q] +=
                         dout[((n * k_len + c + lo) * p_len + p) * q_len + q];
                 }
             }

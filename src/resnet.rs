@@ -343,7 +343,6 @@ struct ConvBn {
 /// What a residual block saves for its backward.
 struct Block {
     name: String,
-    inp: Tensor,
     /// conv1/bn1, conv2/bn2[, conv3/bn3], each followed by a ReLU; the last pair's BN adds the
     /// shortcut before its ReLU, and its `out` is the block's output.
     layers: Vec<ConvBn>,
@@ -368,6 +367,17 @@ struct Forward {
     last: Tensor,
     pooled: Tensor,
     logits: Tensor,
+}
+
+/// Where `Planner::conv_bn_backward` puts the gradient of the pair's input.
+#[derive(Clone, Copy)]
+enum Dinp<'t> {
+    /// Nowhere: the stem's input is the image.
+    Skip,
+    /// Into a new tensor, which it returns.
+    New,
+    /// Added to this tensor (`+=`): a projection shortcut's gradient joins the branch's.
+    AddTo(&'t Tensor),
 }
 
 /// Records dispatches in order while allocating each intermediate tensor once.
@@ -472,11 +482,11 @@ impl<'a> Planner<'a> {
         Ok(ConvBn { conv: conv.into(), bn: bn.into(), stride, pad, inp: inp.clone(), conv_out, out, mean, rstd, relu })
     }
 
-    /// Writes the pair's parameter gradients (`=`) and returns the gradient of its input, unless
-    /// `dinp_needed` is false (the stem: nothing upstream of the image). Releases what only the
+    /// Writes the pair's parameter gradients (`=`) and the gradient of its input where `dinp`
+    /// says (a new tensor is returned). Releases what only the
     /// BN's backward reads (its input and statistics, and its output where that is a ReLU's mask)
     /// as soon as that is planned, so that the input's gradient may take one of their buffers.
-    fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor, dinp_needed: bool) -> Result<Option<Tensor>> {
+    fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor, dinp: Dinp) -> Result<Option<Tensor>> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
         let (bn, conv) = (&saved.bn, &saved.conv);
         let dconv_out = self.tensor(&format!("d {bn}"), &saved.conv_out.shape)?;
@@ -506,29 +516,20 @@ impl<'a> Planner<'a> {
             conv,
             layers::conv2d_backward_weight(gpu, g.get(&weight_name), &dconv_out, &saved.inp, saved.stride, saved.pad),
         )?;
-        if !dinp_needed {
-            self.release(&[&dconv_out]);
-            return Ok(None);
+        let target = match dinp {
+            Dinp::Skip => None,
+            Dinp::New => Some(self.tensor(&format!("d {conv} input"), &saved.inp.shape)?),
+            Dinp::AddTo(t) => Some(t.clone()),
+        };
+        if let Some(target) = &target {
+            let (weight, accumulate) = (p.get(&weight_name), matches!(dinp, Dinp::AddTo(_)));
+            self.push(
+                conv,
+                layers::conv2d_backward_input(gpu, target, &dconv_out, weight, saved.stride, saved.pad, accumulate),
+            )?;
         }
-        let dinp = self.tensor(&format!("d {conv} input"), &saved.inp.shape)?;
-        self.push(
-            conv,
-            layers::conv2d_backward_input(gpu, &dinp, &dconv_out, p.get(&weight_name), saved.stride, saved.pad),
-        )?;
         self.release(&[&dconv_out]);
-        Ok(Some(dinp))
-    }
-
-    fn relu_backward(&mut self, dout: &Tensor, inp: &Tensor, name: &str) -> Result<Tensor> {
-        let dinp = self.tensor(name, &inp.shape)?;
-        self.push(name, layers::relu_backward(self.gpu, &dinp, dout, inp))?;
-        Ok(dinp)
-    }
-
-    fn add(&mut self, inp: &Tensor, other: &Tensor, name: &str) -> Result<Tensor> {
-        let out = self.tensor(name, &inp.shape)?;
-        self.push(name, layers::add(self.gpu, &out, inp, other))?;
-        Ok(out)
+        Ok(target.filter(|_| matches!(dinp, Dinp::New)))
     }
 
     /// The network from the image batch to the logits.
@@ -583,7 +584,7 @@ impl<'a> Planner<'a> {
             if matches!(shortcut, SavedShortcut::A | SavedShortcut::B(_)) {
                 self.release(&[&residual.expect("planned above")]);
             }
-            blocks.push(Block { name, inp: x, layers: layers_saved, shortcut });
+            blocks.push(Block { name, layers: layers_saved, shortcut });
             x = y;
         }
 
@@ -613,46 +614,34 @@ impl<'a> Planner<'a> {
         for block in fwd.blocks.iter().rev() {
             let name = &block.name;
             let last = block.layers.last().expect("a block has convs");
-            // out = relu(branch + shortcut): the ReLU's gradient dsum reaches both summands
-            // unchanged. (A plain block's last BN undoes its ReLU itself.)
-            let dsum = if last.relu {
-                dx.clone()
-            } else {
-                let dsum = self.relu_backward(&dx, &last.out, &format!("{name}.relu"))?;
-                self.release(&[&dx, &last.out]);
-                dsum
-            };
+            // out = relu(branch + shortcut): the ReLU's gradient dsum (dx masked in place) reaches
+            // both summands unchanged. (A plain block's last BN undoes its ReLU itself.)
+            if !last.relu {
+                self.push(&format!("{name}.relu"), layers::relu_backward(gpu, &dx, &last.out))?;
+                self.release(&[&last.out]);
+            }
+            let dsum = dx.clone();
             let mut d = dsum.clone();
             for pair in block.layers.iter().rev() {
-                let dinp = self.conv_bn_backward(pair, &d, true)?.expect("dinp requested");
+                let dinp = self.conv_bn_backward(pair, &d, Dinp::New)?.expect("a new tensor");
                 if !Arc::ptr_eq(&d.buffer, &dsum.buffer) {
                     self.release(&[&d]);
                 }
                 d = dinp;
             }
-            // The block input's gradient: the branch's (written `=` by conv1's backward) plus the
-            // shortcut's, summed by `add` into a new tensor.
-            let add = format!("{name}.add");
-            dx = match &block.shortcut {
-                SavedShortcut::None => d.clone(),
-                SavedShortcut::Identity => self.add(&d, &dsum, &add)?,
+            // The block input's gradient: the branch's (written `=` by conv1's backward), to which
+            // the shortcut's is added (`+=`).
+            match &block.shortcut {
+                SavedShortcut::None => {}
+                SavedShortcut::Identity => self.push(&format!("{name}.add"), layers::add(gpu, &d, &dsum))?,
                 SavedShortcut::A => {
-                    let dshortcut = self.tensor(&format!("d {name}.shortcut"), &block.inp.shape)?;
-                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_backward(gpu, &dshortcut, &dsum))?;
-                    let dx = self.add(&d, &dshortcut, &add)?;
-                    self.release(&[&dshortcut]);
-                    dx
+                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_backward(gpu, &d, &dsum))?;
                 }
                 SavedShortcut::B(projection) => {
-                    let dshortcut = self.conv_bn_backward(projection, &dsum, true)?.expect("dinp requested");
-                    let dx = self.add(&d, &dshortcut, &add)?;
-                    self.release(&[&dshortcut]);
-                    dx
+                    self.conv_bn_backward(projection, &dsum, Dinp::AddTo(&d))?;
                 }
-            };
-            if !Arc::ptr_eq(&dx.buffer, &d.buffer) {
-                self.release(&[&d]);
             }
+            dx = d;
             // Every saved activation of the block is released by now but its input: the previous
             // block's output, which that block's backward still reads (its ReLU's mask) and releases.
             self.release(&[&dsum]);
@@ -664,7 +653,7 @@ impl<'a> Planner<'a> {
             self.release(&[&dx]);
             dx = dpool_in;
         }
-        self.conv_bn_backward(&fwd.stem, &dx, false)?;
+        self.conv_bn_backward(&fwd.stem, &dx, Dinp::Skip)?;
         Ok(())
     }
 }

@@ -72,9 +72,14 @@ fn conv2d_forward_and_backward_match_cpu() {
             );
             let (out, dinp, dweight) = (zeros(gpu, &out_shape), zeros(gpu, &[n, c, h, w]), zeros(gpu, &[k, c, r, s]));
             let forward = layers::conv2d_forward(gpu, &out, &inp, &weight, stride, pad).unwrap();
-            let backward_input = layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad).unwrap();
+            let backward_input = layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad, false).unwrap();
+            // With ACCUMULATE the gradient is added to what the tensor holds.
+            let prior_v = rng.vec(n * c * h * w);
+            let dinp_sum = upload(gpu, &[n, c, h, w], &prior_v);
+            let backward_input_sum =
+                layers::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, stride, pad, true).unwrap();
             let backward_weight = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
-            let mut dispatches = vec![&forward, &backward_input];
+            let mut dispatches = vec![&forward, &backward_input, &backward_input_sum];
             dispatches.extend(&backward_weight);
             gpu.run(&dispatches).unwrap();
 
@@ -91,6 +96,8 @@ fn conv2d_forward_and_backward_match_cpu() {
             };
             assert_close(&what("conv2d_forward"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
             assert_close(&what("conv2d_backward_input"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-4);
+            let sum_c: Vec<f64> = dinp_c.iter().zip(&prior_v).map(|(d, p)| d + *p as f64).collect();
+            assert_close(&what("conv2d_backward_input, accumulating"), &read(gpu, &dinp_sum), &sum_c, 1e-4, 1e-4);
             assert_close(&what("conv2d_backward_weight"), &read(gpu, &dweight), &dweight_c, 2e-4, 1e-4);
         }
     }
@@ -417,20 +424,20 @@ fn relu_and_add_match_cpu() {
             let mut rng = Rng::new(400 + case as u64);
             let len: usize = shape.iter().product();
             let (inp_v, other_v, dout_v) = (rng.vec(len), rng.vec(len), rng.vec(len));
-            let (inp, other, dout) =
-                (upload(gpu, shape, &inp_v), upload(gpu, shape, &other_v), upload(gpu, shape, &dout_v));
-            let (out, dinp, sum) = (zeros(gpu, shape), zeros(gpu, shape), zeros(gpu, shape));
+            let inp = upload(gpu, shape, &inp_v);
+            // relu_backward masks dout in place; add accumulates into what `sum` holds.
+            let (out, dinp, sum) = (zeros(gpu, shape), upload(gpu, shape, &dout_v), upload(gpu, shape, &other_v));
             let dispatches = [
                 layers::relu_forward(gpu, &out, &inp).unwrap(),
-                layers::relu_backward(gpu, &dinp, &dout, &inp).unwrap(),
-                layers::add(gpu, &sum, &inp, &other).unwrap(),
+                layers::relu_backward(gpu, &dinp, &inp).unwrap(),
+                layers::add(gpu, &sum, &inp).unwrap(),
             ];
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
             let (inp_c, other_c, dout_c) = (f64s(&inp_v), f64s(&other_v), f64s(&dout_v));
-            let (mut out_c, mut dinp_c, mut sum_c) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+            let (mut out_c, mut dinp_c, mut sum_c) = (vec![0.0; len], vec![0.0; len], other_c.clone());
             cpu::relu_forward(&mut out_c, &inp_c);
             cpu::relu_backward(&mut dinp_c, &dout_c, &inp_c);
-            cpu::add(&mut sum_c, &inp_c, &other_c);
+            cpu::add(&mut sum_c, &inp_c);
             assert_close("relu_forward", &read(gpu, &out), &out_c, 0.0, 0.0);
             assert_close("relu_backward", &read(gpu, &dinp), &dinp_c, 0.0, 0.0);
             assert_close("add", &read(gpu, &sum), &sum_c, 1e-7, 0.0);
@@ -461,7 +468,9 @@ fn shortcut_a_matches_cpu() {
             let (in_len, out_len) = (inp_shape.iter().product(), out_shape.iter().product());
             let (inp_v, dout_v) = (rng.vec(in_len), rng.vec(out_len));
             let (inp, dout) = (upload(gpu, inp_shape, &inp_v), upload(gpu, out_shape, &dout_v));
-            let (out, dinp) = (zeros(gpu, out_shape), zeros(gpu, inp_shape));
+            // The backward adds to what dinp holds (the branch's gradient in a block).
+            let prior_v = rng.vec(in_len);
+            let (out, dinp) = (zeros(gpu, out_shape), upload(gpu, inp_shape, &prior_v));
             let forward = layers::shortcut_a_forward(gpu, &out, &inp).unwrap();
             let backward = layers::shortcut_a_backward(gpu, &dinp, &dout).unwrap();
             gpu.run(&[&forward, &backward]).unwrap();
@@ -469,8 +478,9 @@ fn shortcut_a_matches_cpu() {
             let (mut out_c, mut dinp_c) = (vec![0.0; out_len], vec![0.0; in_len]);
             cpu::shortcut_a_forward(&mut out_c, &inp_c, &params);
             cpu::shortcut_a_backward(&mut dinp_c, &dout_c, &params);
+            let accumulated: Vec<f64> = dinp_c.iter().zip(&prior_v).map(|(d, p)| d + *p as f64).collect();
             assert_close("shortcut_a_forward", &read(gpu, &out), &out_c, 0.0, 0.0);
-            assert_close("shortcut_a_backward", &read(gpu, &dinp), &dinp_c, 0.0, 0.0);
+            assert_close("shortcut_a_backward", &read(gpu, &dinp), &accumulated, 1e-7, 0.0);
             let forward_c = |x: &[f64]| {
                 let mut out = vec![0.0; out_len];
                 cpu::shortcut_a_forward(&mut out, x, &params);
