@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use resnet_wgpu::bench::Kind;
+use resnet_wgpu::bench::{Kind, Timer, peak_fma};
 use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor};
 use resnet_wgpu::kernels::{Dispatch, Kernel};
 use resnet_wgpu::layers::{self, ConvParams};
@@ -85,12 +85,20 @@ impl Bench<'_> {
         let dispatches = prepare().with_context(|| format!("preparing {}", kernel.name()))?;
         // A conv row names the kernel; the `_lanes` twin that may run it is named in the shape column.
         assert_eq!(Kind::of(dispatches[0].kernel), Kind::of(kernel), "the bench row names the wrong kernel");
+        // The FMA peak is measured right before each compute-bound row: on a shared machine the
+        // adapter's speed drifts between runs, and the share of the peak drifts much less.
+        let timer = if self.timestamps { Timer::Timestamps } else { Timer::WallClock };
+        let peak = matches!(work, Work::Flops(_)).then(|| peak_fma(self.gpu, timer)).transpose()?;
         let ms = median(self.measure(&dispatches)?);
-        let (gflops, gbs) = match work {
-            Work::Flops(flops) => (format!("{:.2}", flops / ms / 1e6), "-".to_string()),
-            Work::Bytes(bytes) => ("-".to_string(), format!("{:.2}", bytes / ms / 1e6)),
+        let (gflops, share, gbs) = match (work, peak) {
+            (Work::Flops(flops), Some(peak)) => {
+                let gflops = flops / ms / 1e6;
+                (format!("{gflops:.2}"), format!("{:.0} % of {peak:.1}", 100.0 * gflops / peak), "-".to_string())
+            }
+            (Work::Bytes(bytes), _) => ("-".to_string(), "-".to_string(), format!("{:.2}", bytes / ms / 1e6)),
+            (Work::Flops(_), None) => unreachable!("compute-bound rows measure the peak"),
         };
-        println!("| {} | {shape} | {ms:.3} | {gflops} | {gbs} |", kernel.name());
+        println!("| {} | {shape} | {ms:.3} | {gflops} | {share} | {gbs} |", kernel.name());
         Ok(())
     }
 
@@ -248,8 +256,8 @@ fn main() -> Result<()> {
     }
     println!("self-check: conv, BN and a ResNet-8 step, every conv path, match their CPU twins (bench::self_check)");
     println!();
-    println!("| kernel | shape | median ms | GFLOP/s | GB/s |");
-    println!("|---|---|---:|---:|---:|");
+    println!("| kernel | shape | median ms | GFLOP/s | share of the FMA peak (GFLOP/s) | GB/s |");
+    println!("|---|---|---:|---:|---:|---:|");
 
     let mut b =
         Bench { gpu: &gpu, rng: Rng::new(1), filter: std::env::var("RESNET_WGPU_BENCH_FILTER").ok(), timestamps };

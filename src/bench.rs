@@ -1282,7 +1282,7 @@ pub fn measure_peak(gpu: &Gpu, timer: Timer) -> Result<Peak> {
 
 /// GFLOP/s of `PEAK_FMA_WGSL`, with the loop count doubled until one dispatch takes 10 ms, then
 /// the median of 5 runs.
-fn peak_fma(gpu: &Gpu, timer: Timer) -> Result<f64> {
+pub fn peak_fma(gpu: &Gpu, timer: Timer) -> Result<f64> {
     let device = &gpu.device;
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("peak_fma"),
