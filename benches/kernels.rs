@@ -1,5 +1,7 @@
 //! Times every WGSL kernel on representative ResNet shapes and prints a Markdown table of the
 //! median milliseconds per dispatch with GFLOP/s (conv, linear) or GB/s (memory-bound kernels).
+//! Compute-bound rows also give their share of the adapter's FMA peak, measured (as `bench` does)
+//! right before the row, since a shared machine's speed drifts between runs.
 //!
 //!     cargo bench --bench kernels                       # wgpu's default adapter
 //!     RESNET_WGPU_BACKEND=gl cargo bench --bench kernels
