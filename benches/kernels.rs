@@ -279,7 +279,9 @@ fn main() -> Result<()> {
     let (len, label) = (act.iter().product::<usize>(), format!("ResNet-20: {act:?}"));
     let (x, y, z) = (b.random(&act)?, b.random(&act)?, b.zeros(&act)?);
     b.run(Kernel::ReluForward, &label, bytes(2 * len), || layers::relu_forward(gpu, &z, &x))?;
-    b.run(Kernel::ReluBackward, &label, bytes(2 * len), || layers::relu_backward(gpu, &y, &x))?;
+    let mask = b.zeros(&[layers::mask_words(len)])?;
+    b.run(Kernel::ReluMask, &label, bytes(len + len / 32), || layers::relu_mask(gpu, &mask, &x))?;
+    b.run(Kernel::ReluBackward, &label, bytes(2 * len + len / 32), || layers::relu_backward(gpu, &y, &mask))?;
     b.run(Kernel::Add, &label, bytes(3 * len), || layers::add(gpu, &z, &x))?;
 
     // Option-A shortcut of ResNet-20's first downsampling block: [32,16,32,32] -> [32,32,16,16].

@@ -452,7 +452,7 @@ impl Kind {
             Conv2dBackwardInput | Conv2dBackwardInputLanes => Kind::ConvBackwardInput,
             Conv2dBackwardWeight | Conv2dBackwardWeightLanes | SumSlices => Kind::ConvBackwardWeight,
             BatchnormForwardTrain | BatchnormForwardEval | BatchnormBackward => Kind::Batchnorm,
-            ReluForward | ReluBackward | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
+            ReluForward | ReluBackward | ReluMask | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
             MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward
             | LinearBackwardInput | LinearBackwardWeight | SoftmaxCrossEntropy => Kind::Other,

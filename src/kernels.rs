@@ -43,6 +43,7 @@ kernels! {
     BatchnormBackward => "batchnorm_backward",
     ReluForward => "relu_forward",
     ReluBackward => "relu_backward",
+    ReluMask => "relu_mask",
     Add => "add",
     ShortcutAForward => "shortcut_a_forward",
     ShortcutABackward => "shortcut_a_backward",

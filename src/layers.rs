@@ -3,6 +3,8 @@
 //! Arguments follow the kernel's bindings (outputs first, then inputs); the `*Params` structs
 //! mirror each shader's uniform and are also what the CPU twins in `reference` take.
 
+use std::sync::Arc;
+
 use anyhow::{Result, bail, ensure};
 use bytemuck::{Pod, Zeroable};
 
@@ -410,8 +412,9 @@ pub fn batchnorm_forward_eval(
     gpu.dispatch(Kernel::BatchnormForwardEval, &overrides, &tensors, &params, grid(inp.len().div_ceil(WG)))
 }
 
-/// The backward of `batchnorm_forward_train` without a residual: with `relu_out` (the
-/// forward's output after its ReLU), dout first goes through the ReLU's backward.
+/// The backward of `batchnorm_forward_train` without a residual: with `relu_mask` (relu_mask of
+/// the forward's output after its ReLU), dout first goes through the ReLU's backward. `dinp` may
+/// be `inp` itself: the gradient then overwrites the input it is computed from.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,
@@ -423,17 +426,20 @@ pub fn batchnorm_backward(
     weight: &Tensor,
     mean: &Tensor,
     rstd: &Tensor,
-    relu_out: Option<&Tensor>,
+    relu_mask: Option<&Tensor>,
 ) -> Result<Dispatch> {
     let channels = [("dweight", dweight), ("dbias", dbias), ("weight", weight), ("mean", mean), ("rstd", rstd)];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm input gradient", dinp, &inp.shape)?;
     check("batch norm output gradient", dout, &inp.shape)?;
-    if let Some(out) = relu_out {
-        check("batch norm output", out, &inp.shape)?;
+    if let Some(mask) = relu_mask {
+        check("batch norm ReLU mask", mask, &[mask_words(inp.len())])?;
     }
-    let overrides = [("RELU", if relu_out.is_some() { 1.0 } else { 0.0 })];
-    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_out.unwrap_or(&gpu.placeholder)];
+    let in_place = Arc::ptr_eq(&dinp.buffer, &inp.buffer) && dinp.offset == inp.offset;
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    let overrides = [("RELU", flag(relu_mask.is_some())), ("IN_PLACE", flag(in_place))];
+    let inp = if in_place { &gpu.placeholder } else { inp };
+    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_mask.unwrap_or(&gpu.placeholder)];
     gpu.dispatch(Kernel::BatchnormBackward, &overrides, &tensors, &params, grid(params.c as usize))
 }
 
@@ -457,9 +463,25 @@ pub fn relu_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
     elementwise(gpu, Kernel::ReluForward, &[out, inp])
 }
 
-/// In place: `dinp` holds dout and becomes dinp.
-pub fn relu_backward(gpu: &Gpu, dinp: &Tensor, inp: &Tensor) -> Result<Dispatch> {
-    elementwise(gpu, Kernel::ReluBackward, &[dinp, inp])
+/// The words relu_mask writes for a tensor of `len` values: one bit per value.
+pub fn mask_words(len: usize) -> usize {
+    len.div_ceil(32)
+}
+
+/// mask = one bit per value of `inp`, set where it is > 0.
+pub fn relu_mask(gpu: &Gpu, mask: &Tensor, inp: &Tensor) -> Result<Dispatch> {
+    let len = inp.len();
+    check("relu mask", mask, &[mask_words(len)])?;
+    let params = LenParams { len: len as u32, ..Default::default() };
+    gpu.dispatch(Kernel::ReluMask, &[], &[mask, inp], &params, grid(mask_words(len).div_ceil(WG)))
+}
+
+/// In place: `dinp` holds dout and becomes dinp; `mask` is relu_mask of the ReLU's input or output.
+pub fn relu_backward(gpu: &Gpu, dinp: &Tensor, mask: &Tensor) -> Result<Dispatch> {
+    let len = dinp.len();
+    check("relu mask", mask, &[mask_words(len)])?;
+    let params = LenParams { len: len as u32, ..Default::default() };
+    gpu.dispatch(Kernel::ReluBackward, &[], &[dinp, mask], &params, grid(len.div_ceil(WG)))
 }
 
 /// out += inp.

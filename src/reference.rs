@@ -174,6 +174,17 @@ pub fn relu_forward(out: &mut [f64], inp: &[f64]) {
     }
 }
 
+/// One bit per value of `inp`, set where it is > 0, 32 to a word.
+pub fn relu_mask(mask: &mut [u32], inp: &[f64]) {
+    mask.fill(0);
+    for (i, x) in inp.iter().enumerate() {
+        if *x > 0.0 {
+            mask[i / 32] |= 1 << (i % 32);
+        }
+    }
+}
+
+/// The GPU kernel reads the mask relu_mask makes of `inp`, and works in place.
 pub fn relu_backward(dinp: &mut [f64], dout: &[f64], inp: &[f64]) {
     for ((d, g), x) in dinp.iter_mut().zip(dout).zip(inp) {
         *d = if *x > 0.0 { *g } else { 0.0 };

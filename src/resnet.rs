@@ -334,9 +334,12 @@ struct ConvBn {
     out: Tensor,
     mean: Tensor,
     rstd: Tensor,
-    /// Whether a ReLU follows the BN with no residual in between, so that the BN's backward
-    /// undoes it, masking by `out`. (Where a residual is added first, the block's backward
-    /// undoes the ReLU, as the shortcut needs the same gradient.)
+    /// [ceil(len / 32)] u32: relu_mask of `out`, where a ReLU follows (training only). Saved
+    /// instead of `out` for the ReLU's backward, so `out` dies with its last conv reader.
+    mask: Option<Tensor>,
+    /// Whether the BN's backward undoes the ReLU (with `mask`): where a residual is added first,
+    /// and at the end of every block, the block's backward does, as the shortcut needs the same
+    /// gradient.
     relu: bool,
 }
 
@@ -369,17 +372,6 @@ struct Forward {
     logits: Tensor,
 }
 
-/// Where `Planner::conv_bn_backward` puts the gradient of the pair's input.
-#[derive(Clone, Copy)]
-enum Dinp<'t> {
-    /// Nowhere: the stem's input is the image.
-    Skip,
-    /// Into a new tensor, which it returns.
-    New,
-    /// Added to this tensor (`+=`): a projection shortcut's gradient joins the branch's.
-    AddTo(&'t Tensor),
-}
-
 /// Records dispatches in order while allocating each intermediate tensor once.
 struct Planner<'a> {
     gpu: &'a Gpu,
@@ -397,11 +389,14 @@ impl<'a> Planner<'a> {
         Self { gpu, model, mode, dispatches: Vec::new(), free: Vec::new() }
     }
 
-    /// A tensor for the plan: a released buffer that fits, else a new zeroed one. Every kernel
-    /// overwrites its outputs, so a reused buffer's old contents never show.
+    /// A tensor for the plan: the smallest released buffer that fits, else a new zeroed one. A
+    /// small tensor does not take a buffer more than twice its size (beyond 64 KiB), which a
+    /// large one will want. Every kernel writes its outputs before it reads them, so a reused
+    /// buffer's old contents never show.
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let bytes = 4 * shape.iter().product::<usize>() as u64;
-        let fits = self.free.iter().enumerate().filter(|(_, b)| b.size() >= bytes).min_by_key(|(_, b)| b.size());
+        let fits = |b: &Arc<wgpu::Buffer>| b.size() >= bytes && b.size() <= 2 * bytes.max(1 << 15);
+        let fits = self.free.iter().enumerate().filter(|(_, b)| fits(b)).min_by_key(|(_, b)| b.size());
         match fits.map(|(i, _)| i) {
             Some(i) => Ok(Tensor { buffer: self.free.swap_remove(i), offset: 0, shape: shape.to_vec() }),
             None => self.gpu.zeros(name, shape),
@@ -478,18 +473,27 @@ impl<'a> Planner<'a> {
             ),
         };
         self.push(bn, dispatch)?;
+        let mask = match self.mode {
+            Mode::Train if relu => {
+                let mask = self.tensor(&format!("{bn} relu mask"), &[layers::mask_words(out.len())])?;
+                self.push(bn, layers::relu_mask(gpu, &mask, &out))?;
+                Some(mask)
+            }
+            _ => None,
+        };
         let relu = relu && residual.is_none();
-        Ok(ConvBn { conv: conv.into(), bn: bn.into(), stride, pad, inp: inp.clone(), conv_out, out, mean, rstd, relu })
+        let (conv, bn, inp) = (conv.into(), bn.into(), inp.clone());
+        Ok(ConvBn { conv, bn, stride, pad, inp, conv_out, out, mean, rstd, mask, relu })
     }
 
-    /// Writes the pair's parameter gradients (`=`) and the gradient of its input where `dinp`
-    /// says (a new tensor is returned). Releases what only the
-    /// BN's backward reads (its input and statistics, and its output where that is a ReLU's mask)
-    /// as soon as that is planned, so that the input's gradient may take one of their buffers.
-    fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor, dinp: Dinp) -> Result<Option<Tensor>> {
+    /// Writes the pair's parameter gradients (`=`) and returns the gradient of its conv's output
+    /// (`conv_backward_input` takes it on to the pair's input), computed in place of the conv's
+    /// output. Releases what else only the BN's backward reads (its statistics and ReLU mask),
+    /// so that later gradients may take their buffers.
+    fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor) -> Result<Tensor> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
         let (bn, conv) = (&saved.bn, &saved.conv);
-        let dconv_out = self.tensor(&format!("d {bn}"), &saved.conv_out.shape)?;
+        let dconv_out = saved.conv_out.clone();
         let (dweight, dbias) = (g.get(&format!("{bn}.weight")), g.get(&format!("{bn}.bias")));
         let bn_weight = p.get(&format!("{bn}.weight"));
         self.push(
@@ -504,32 +508,36 @@ impl<'a> Planner<'a> {
                 bn_weight,
                 &saved.mean,
                 &saved.rstd,
-                saved.relu.then_some(&saved.out),
+                saved.mask.as_ref().filter(|_| saved.relu),
             ),
         )?;
-        self.release(&[&saved.conv_out, &saved.mean, &saved.rstd]);
-        if saved.relu {
-            self.release(&[&saved.out]);
+        self.release(&[&saved.mean, &saved.rstd]);
+        if let Some(mask) = saved.mask.as_ref().filter(|_| saved.relu) {
+            self.release(&[mask]);
         }
-        let weight_name = format!("{conv}.weight");
+        let dweight = g.get(&format!("{conv}.weight"));
         self.push_all(
             conv,
-            layers::conv2d_backward_weight(gpu, g.get(&weight_name), &dconv_out, &saved.inp, saved.stride, saved.pad),
+            layers::conv2d_backward_weight(gpu, dweight, &dconv_out, &saved.inp, saved.stride, saved.pad),
         )?;
-        let target = match dinp {
-            Dinp::Skip => None,
-            Dinp::New => Some(self.tensor(&format!("d {conv} input"), &saved.inp.shape)?),
-            Dinp::AddTo(t) => Some(t.clone()),
-        };
-        if let Some(target) = &target {
-            let (weight, accumulate) = (p.get(&weight_name), matches!(dinp, Dinp::AddTo(_)));
-            self.push(
-                conv,
-                layers::conv2d_backward_input(gpu, target, &dconv_out, weight, saved.stride, saved.pad, accumulate),
-            )?;
-        }
+        Ok(dconv_out)
+    }
+
+    /// dinp = (or with `accumulate`, +=) the gradient of the pair's input, from its conv output's
+    /// gradient, which dies here.
+    fn conv_backward_input(
+        &mut self,
+        saved: &ConvBn,
+        dconv_out: Tensor,
+        dinp: &Tensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        let weight = self.model.params.get(&format!("{}.weight", saved.conv));
+        let dispatch =
+            layers::conv2d_backward_input(self.gpu, dinp, &dconv_out, weight, saved.stride, saved.pad, accumulate);
+        self.push(&saved.conv, dispatch)?;
         self.release(&[&dconv_out]);
-        Ok(target.filter(|_| matches!(dinp, Dinp::New)))
+        Ok(())
     }
 
     /// The network from the image batch to the logits.
@@ -546,6 +554,8 @@ impl<'a> Planner<'a> {
             let shape = layers::PoolParams::new(&x.shape, 3, 2, 1)?.out_shape();
             let (out, indices) = (self.tensor("maxpool", &shape)?, self.tensor("maxpool indices", &shape)?);
             self.push("maxpool", layers::maxpool_forward(self.gpu, &out, &indices, &x, 3, 2, 1))?;
+            // The backward needs the pool's indices and the ReLU's mask, not the ReLU's output.
+            self.release(&[&x]);
             maxpool = Some((x, indices));
             x = out;
         }
@@ -576,7 +586,9 @@ impl<'a> Planner<'a> {
             for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
                 let (conv, bn) = (format!("{name}.conv{}", j + 1), format!("{name}.bn{}", j + 1));
                 let last = j + 1 == spec.convs.len();
-                let pair = self.conv_bn(&y, &conv, &bn, stride, r / 2, residual.as_ref().filter(|_| last), true)?;
+                let mut pair = self.conv_bn(&y, &conv, &bn, stride, r / 2, residual.as_ref().filter(|_| last), true)?;
+                // The block's backward undoes its last ReLU.
+                pair.relu &= !last;
                 y = pair.out.clone();
                 layers_saved.push(pair);
             }
@@ -593,6 +605,9 @@ impl<'a> Planner<'a> {
         self.push("avgpool", layers::avgpool_forward(gpu, &pooled, &x))?;
         let logits = self.tensor("logits", &[batch, arch.classes])?;
         self.push("fc", layers::linear_forward(gpu, &logits, &pooled, p.get("fc.weight"), p.get("fc.bias")))?;
+        // The last block's output: its ReLU mask is all the backward needs of it, and its buffer
+        // takes its gradient.
+        self.release(&[&x]);
         Ok(Forward { input, stem, maxpool, blocks, last: x, pooled, logits })
     }
 
@@ -603,9 +618,10 @@ impl<'a> Planner<'a> {
             "fc",
             layers::linear_backward_weight(gpu, g.get("fc.weight"), g.get("fc.bias"), dlogits, &fwd.pooled),
         )?;
+        // The last block's gradient first: it takes the buffer of the last block's output.
+        let mut dx = self.tensor("d last block", &fwd.last.shape)?;
         let dpooled = self.tensor("d avgpool", &fwd.pooled.shape)?;
         self.push("fc", layers::linear_backward_input(gpu, &dpooled, dlogits, p.get("fc.weight")))?;
-        let mut dx = self.tensor("d last block", &fwd.last.shape)?;
         self.push("avgpool", layers::avgpool_backward(gpu, &dx, &dpooled))?;
         self.release(&[&dpooled]);
 
@@ -613,38 +629,51 @@ impl<'a> Planner<'a> {
         // later (shallower) layers reuse their buffers.
         for block in fwd.blocks.iter().rev() {
             let name = &block.name;
-            let last = block.layers.last().expect("a block has convs");
-            // out = relu(branch + shortcut): the ReLU's gradient dsum (dx masked in place) reaches
-            // both summands unchanged. (A plain block's last BN undoes its ReLU itself.)
-            if !last.relu {
-                self.push(&format!("{name}.relu"), layers::relu_backward(gpu, &dx, &last.out))?;
-                self.release(&[&last.out]);
-            }
-            let dsum = dx.clone();
+            let (first, rest) = block.layers.split_first().expect("a block has convs");
+            // out = relu(branch + shortcut): dx, masked in place, is the gradient of the sum and
+            // reaches both summands unchanged.
+            let mask = block.layers.last().and_then(|last| last.mask.as_ref()).expect("a training plan");
+            self.push(&format!("{name}.relu"), layers::relu_backward(gpu, &dx, mask))?;
+            self.release(&[mask]);
+            let dsum = dx;
             let mut d = dsum.clone();
-            for pair in block.layers.iter().rev() {
-                let dinp = self.conv_bn_backward(pair, &d, Dinp::New)?.expect("a new tensor");
+            // Each conv's input dies with its weight gradient (the ReLU before it saved its mask),
+            // and the input's gradient takes its buffer.
+            for pair in rest.iter().rev() {
+                let dconv_out = self.conv_bn_backward(pair, &d)?;
                 if !Arc::ptr_eq(&d.buffer, &dsum.buffer) {
                     self.release(&[&d]);
                 }
-                d = dinp;
+                self.release(&[&pair.inp]);
+                d = self.tensor(&format!("d {} input", pair.conv), &pair.inp.shape)?;
+                self.conv_backward_input(pair, dconv_out, &d, false)?;
             }
-            // The block input's gradient: the branch's (written `=` by conv1's backward), to which
-            // the shortcut's is added (`+=`).
+            let dconv1 = self.conv_bn_backward(first, &d)?;
+            if !Arc::ptr_eq(&d.buffer, &dsum.buffer) {
+                self.release(&[&d]);
+            }
+            let dprojection = match &block.shortcut {
+                SavedShortcut::B(projection) => Some(self.conv_bn_backward(projection, &dsum)?),
+                _ => None,
+            };
+            // So does the block's input, once the projection's weight gradient has read it too.
+            self.release(&[&first.inp]);
+            let dinp = self.tensor(&format!("d {name} input"), &first.inp.shape)?;
+            self.conv_backward_input(first, dconv1, &dinp, false)?;
+            // The shortcut's gradient is added (`+=`) to the branch's.
             match &block.shortcut {
                 SavedShortcut::None => {}
-                SavedShortcut::Identity => self.push(&format!("{name}.add"), layers::add(gpu, &d, &dsum))?,
+                SavedShortcut::Identity => self.push(&format!("{name}.add"), layers::add(gpu, &dinp, &dsum))?,
                 SavedShortcut::A => {
-                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_backward(gpu, &d, &dsum))?;
+                    self.push(&format!("{name}.shortcut"), layers::shortcut_a_backward(gpu, &dinp, &dsum))?;
                 }
                 SavedShortcut::B(projection) => {
-                    self.conv_bn_backward(projection, &dsum, Dinp::AddTo(&d))?;
+                    let dprojection = dprojection.expect("planned above");
+                    self.conv_backward_input(projection, dprojection, &dinp, true)?;
                 }
             }
-            dx = d;
-            // Every saved activation of the block is released by now but its input: the previous
-            // block's output, which that block's backward still reads (its ReLU's mask) and releases.
             self.release(&[&dsum]);
+            dx = dinp;
         }
 
         if let Some((relu_out, indices)) = &fwd.maxpool {
@@ -653,7 +682,8 @@ impl<'a> Planner<'a> {
             self.release(&[&dx]);
             dx = dpool_in;
         }
-        self.conv_bn_backward(&fwd.stem, &dx, Dinp::Skip)?;
+        let dconv_out = self.conv_bn_backward(&fwd.stem, &dx)?;
+        self.release(&[&dx, &dconv_out]);
         Ok(())
     }
 }

@@ -270,7 +270,7 @@ fn batchnorm_matches_cpu() {
 #[test]
 fn batchnorm_fused_matches_cpu() {
     // What the training plan fuses into batch norm: a block's relu(bn(x) + residual), and the
-    // backward of relu(bn(x)), which masks dout by the forward's output.
+    // backward of relu(bn(x)), which masks dout by relu_mask of the forward's output.
     for gpu in gpus() {
         for (case, &[n, c, h, w]) in BN_CASES.iter().enumerate().skip(2) {
             let (shape, len) = ([n, c, h, w], n * c * h * w);
@@ -284,6 +284,8 @@ fn batchnorm_fused_matches_cpu() {
             let (rm, rv) = (upload(gpu, &[c], &rm_v), upload(gpu, &[c], &rv_v));
             let [eval_out, with_residual, with_relu, dinp] = [(); 4].map(|_| zeros(gpu, &shape));
             let [mean, rstd, dweight, dbias] = [(); 4].map(|_| zeros(gpu, &[c]));
+            let in_place = upload(gpu, &shape, &inp_v);
+            let mask = zeros(gpu, &[layers::mask_words(len)]);
             let dispatches = [
                 // Inference first, so it sees the running statistics before the training forward updates them.
                 layers::batchnorm_forward_eval(gpu, &eval_out, &inp, &weight, &bias, &rm, &rv, Some(&residual), true),
@@ -303,6 +305,7 @@ fn batchnorm_fused_matches_cpu() {
                 layers::batchnorm_forward_train(
                     gpu, &with_relu, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, None, true,
                 ),
+                layers::relu_mask(gpu, &mask, &with_relu),
                 layers::batchnorm_backward(
                     gpu,
                     &dinp,
@@ -313,7 +316,20 @@ fn batchnorm_fused_matches_cpu() {
                     &weight,
                     &mean,
                     &rstd,
-                    Some(&with_relu),
+                    Some(&mask),
+                ),
+                // In place: the gradient overwrites the input it is computed from.
+                layers::batchnorm_backward(
+                    gpu,
+                    &in_place,
+                    &dweight,
+                    &dbias,
+                    &dout,
+                    &in_place,
+                    &weight,
+                    &mean,
+                    &rstd,
+                    Some(&mask),
                 ),
             ]
             .map(Result::unwrap);
@@ -374,6 +390,7 @@ fn batchnorm_fused_matches_cpu() {
             assert_close(&what("batchnorm_backward after relu: dinp"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-3);
             assert_close(&what("batchnorm_backward after relu: dweight"), &read(gpu, &dweight), &dweight_c, 1e-4, 1e-4);
             assert_close(&what("batchnorm_backward after relu: dbias"), &read(gpu, &dbias), &dbias_c, 1e-4, 1e-4);
+            assert_close(&what("batchnorm_backward in place"), &read(gpu, &in_place), &dinp_c, 1e-4, 1e-3);
         }
     }
 }
@@ -425,11 +442,14 @@ fn relu_and_add_match_cpu() {
             let len: usize = shape.iter().product();
             let (inp_v, other_v, dout_v) = (rng.vec(len), rng.vec(len), rng.vec(len));
             let inp = upload(gpu, shape, &inp_v);
-            // relu_backward masks dout in place; add accumulates into what `sum` holds.
+            // relu_backward masks dout in place by relu_mask's bits; add accumulates into what
+            // `sum` holds.
             let (out, dinp, sum) = (zeros(gpu, shape), upload(gpu, shape, &dout_v), upload(gpu, shape, &other_v));
+            let mask = zeros(gpu, &[layers::mask_words(len)]);
             let dispatches = [
                 layers::relu_forward(gpu, &out, &inp).unwrap(),
-                layers::relu_backward(gpu, &dinp, &inp).unwrap(),
+                layers::relu_mask(gpu, &mask, &inp).unwrap(),
+                layers::relu_backward(gpu, &dinp, &mask).unwrap(),
                 layers::add(gpu, &sum, &inp).unwrap(),
             ];
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
@@ -438,6 +458,9 @@ fn relu_and_add_match_cpu() {
             cpu::relu_forward(&mut out_c, &inp_c);
             cpu::relu_backward(&mut dinp_c, &dout_c, &inp_c);
             cpu::add(&mut sum_c, &inp_c);
+            let mut mask_c = vec![0u32; layers::mask_words(len)];
+            cpu::relu_mask(&mut mask_c, &inp_c);
+            assert_eq!(gpu.read::<u32>(&mask).unwrap(), mask_c, "relu_mask {shape:?} on {}", gpu.info.name);
             assert_close("relu_forward", &read(gpu, &out), &out_c, 0.0, 0.0);
             assert_close("relu_backward", &read(gpu, &dinp), &dinp_c, 0.0, 0.0);
             assert_close("add", &read(gpu, &sum), &sum_c, 1e-7, 0.0);

@@ -1,5 +1,5 @@
 //! Where a training plan's memory goes: the backward reuses the buffers of dead activations, so it
-//! adds little beyond what the forward saves for it (BENCHMARKS.md has the figures).
+//! adds next to nothing to what the forward saves for it (BENCHMARKS.md has the figures).
 
 mod common;
 
@@ -11,19 +11,17 @@ use resnet_wgpu::resnet::{Arch, ResNet, Shortcut, TrainStep};
 fn the_backward_adds_little_to_what_the_forward_saves() {
     let gpu = &gpus()[0];
     let sgd = SgdParams { len: 0, lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
-    for (name, shortcut, share) in
-        [("resnet20", Shortcut::A, 10), ("resnet20", Shortcut::B, 10), ("plain20", Shortcut::A, 5)]
-    {
+    for (name, shortcut) in [("resnet20", Shortcut::A), ("resnet20", Shortcut::B), ("plain20", Shortcut::A)] {
         let model = ResNet::new(gpu, Arch::cifar(name, shortcut).unwrap()).unwrap();
         let before = gpu.allocated_bytes();
         let step = TrainStep::new(gpu, &model, 32, sgd).unwrap();
         let m = step.memory;
         assert_eq!(m.saved + m.spare + m.backward, gpu.allocated_bytes() - before, "{name}: {m:?}");
-        // Gradients take the buffers of dead activations; the backward adds one where a stage's
-        // first gradient is wider than anything dead (and, in plain nets, a second one there).
+        // Every gradient takes the buffer of a dead activation (most in place of the tensor it
+        // is computed from); what is left is split-K scratch and the logits' gradient.
         assert!(
-            m.backward * share < m.saved,
-            "{name} ({shortcut:?}): the backward adds {} bytes, more than 1/{share} of the {} saved",
+            m.backward * 20 < m.saved,
+            "{name} ({shortcut:?}): the backward adds {} bytes, more than 1/20 of the {} saved",
             m.backward,
             m.saved
         );
