@@ -4,8 +4,8 @@
 //   dinp = weight[c] * rstd[c] / M * (M * dout - dbias[c] - xhat * dweight[c]).
 // With the RELU override, the forward's ReLU (fused into batchnorm_forward_train) is undone first:
 //   dout = 0 where the bit of relu_mask (of the ReLU's output) is clear, as relu_backward.
-// With IN_PLACE, dinp holds inp on entry and `inp` is not bound: each value is read before it is
-// overwritten, by the same invocation, so the gradient needs no buffer of its own.
+// With IN_PLACE, dinp holds inp on entry (`inp` binds a placeholder and is not read): each value
+// is read before it is overwritten, by the same invocation, so the gradient needs no buffer of its own.
 // Shapes: inp, dout, dinp [N,C,H,W]; weight, mean, rstd, dweight, dbias [C]; mask [ceil(N*C*H*W / 32)] u32.
 // Overwrites dinp, dweight, dbias. One workgroup of WG invocations per channel; fixed-order reductions.
 // CPU twin: reference::batchnorm_backward (after reference::relu_backward). Dispatch: grid(C).

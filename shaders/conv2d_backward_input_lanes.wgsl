@@ -55,8 +55,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let qw = wp - vec4(i32(s));
             let p = ph / st;
             let q = qw / st;
-            let inside = ph >= vec4(0) & qw >= vec4(0) & ph % st == vec4(0) & qw % st == vec4(0)
-                & p < vec4(i32(params.p)) & q < vec4(i32(params.q));
+            let inside = (ph >= vec4(0)) & (qw >= vec4(0)) & (ph % st == vec4(0)) & (qw % st == vec4(0))
+                & (p < vec4(i32(params.p))) & (q < vec4(i32(params.q)));
             let at = image + vec4<u32>(clamp(p, vec4(0), vec4(i32(params.p) - 1))) * params.q
                 + vec4<u32>(clamp(q, vec4(0), vec4(i32(params.q) - 1)));
             let tap = r * params.s + s;

@@ -60,11 +60,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         let image = n * params.c * hw;
         let a_row = n * params.k * pq + u32(p) * params.q;
         let h = vec4(p * st) + dh;
-        let row_inside = h >= vec4(0) & h < vec4(i32(params.h));
+        let row_inside = (h >= vec4(0)) & (h < vec4(i32(params.h)));
         let at = vec4(image) + channel + vec4<u32>(clamp(h, vec4(0), vec4(i32(params.h) - 1))) * params.w;
         for (var q = 0u; q < params.q; q++) {
             let w = vec4(i32(q) * st) + dw;
-            let inside = row_inside & w >= vec4(0) & w < vec4(i32(params.w));
+            let inside = row_inside & (w >= vec4(0)) & (w < vec4(i32(params.w)));
             let x = at + vec4<u32>(clamp(w, vec4(0), vec4(i32(params.w) - 1)));
             let b = select(vec4(0.0), vec4(inp[x.x], inp[x.y], inp[x.z], inp[x.w]), inside);
             let a_lo = lanes8(dout[a_row + lo + q]);

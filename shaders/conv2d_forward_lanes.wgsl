@@ -60,7 +60,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var s = 0u; s < params.s; s++) {
             let h = h0 + vec4(i32(r));
             let w = w0 + vec4(i32(s));
-            let inside = h >= vec4(0) & w >= vec4(0) & h < vec4(i32(params.h)) & w < vec4(i32(params.w));
+            let inside = (h >= vec4(0)) & (w >= vec4(0)) & (h < vec4(i32(params.h))) & (w < vec4(i32(params.w)));
             let at = image + vec4<u32>(clamp(h, vec4(0), vec4(i32(params.h) - 1))) * params.w
                 + vec4<u32>(clamp(w, vec4(0), vec4(i32(params.w) - 1)));
             let tap = r * params.s + s;

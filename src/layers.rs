@@ -412,9 +412,10 @@ pub fn batchnorm_forward_eval(
     gpu.dispatch(Kernel::BatchnormForwardEval, &overrides, &tensors, &params, grid(inp.len().div_ceil(WG)))
 }
 
-/// The backward of `batchnorm_forward_train` without a residual: with `relu_mask` (relu_mask of
-/// the forward's output after its ReLU), dout first goes through the ReLU's backward. `dinp` may
-/// be `inp` itself: the gradient then overwrites the input it is computed from.
+/// The backward of `batchnorm_forward_train` (a fused residual does not change it): with
+/// `relu_mask` (relu_mask of the forward's output, where a ReLU followed the BN with no residual
+/// in between), dout first goes through the ReLU's backward. `dinp` may be `inp` itself: the
+/// gradient then overwrites the input it is computed from.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,

@@ -359,14 +359,15 @@ enum SavedShortcut {
     B(ConvBn),
 }
 
-/// The forward's tensors: input, what backward needs, and the logits.
+/// The forward's tensors: input, what backward needs, and the logits. Tensors released during
+/// the forward or the backward keep their shapes here, but their buffers may hold other tensors.
 struct Forward {
     input: Tensor,
     stem: ConvBn,
-    /// The ImageNet stem's max pool: its input and saved indices.
+    /// The ImageNet stem's max pool: its input (released: only its shape is used) and indices.
     maxpool: Option<(Tensor, Tensor)>,
     blocks: Vec<Block>,
-    /// The last block's output, [N, features, h, w].
+    /// The last block's output, [N, features, h, w] (released: only its shape is used).
     last: Tensor,
     pooled: Tensor,
     logits: Tensor,
@@ -403,7 +404,9 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Marks tensors dead: no dispatch planned after this call reads them. Releasing one twice is harmless.
+    /// Marks tensors dead: no dispatch planned after this call reads them, and a later tensor may
+    /// take their buffers. Release each tensor once: a second release, after its buffer has been
+    /// handed out again, would give the buffer two owners.
     fn release(&mut self, tensors: &[&Tensor]) {
         for t in tensors {
             if !self.free.iter().any(|b| Arc::ptr_eq(b, &t.buffer)) {
@@ -618,7 +621,7 @@ impl<'a> Planner<'a> {
             "fc",
             layers::linear_backward_weight(gpu, g.get("fc.weight"), g.get("fc.bias"), dlogits, &fwd.pooled),
         )?;
-        // The last block's gradient first: it takes the buffer of the last block's output.
+        // The last block's gradient first, so that it can take the buffer of the last block's output.
         let mut dx = self.tensor("d last block", &fwd.last.shape)?;
         let dpooled = self.tensor("d avgpool", &fwd.pooled.shape)?;
         self.push("fc", layers::linear_backward_input(gpu, &dpooled, dlogits, p.get("fc.weight")))?;
