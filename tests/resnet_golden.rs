@@ -1,6 +1,7 @@
 //! A CIFAR ResNet-8 training step on the GPU against PyTorch (f64) on the same weights and batch:
 //! logits, loss, every parameter gradient, the updated BN running statistics, and the parameters
-//! after one and two SGD steps; with option-A and option-B shortcuts and without (plain8).
+//! after one and two SGD steps; with option-A and option-B shortcuts and without (plain8), and a
+//! small network of the ImageNet design (7x7 stem, max pool, bottleneck blocks).
 //! Fixtures: tests/fixtures/make_resnet8_golden.py.
 
 mod common;
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 
 use common::gpus;
 use resnet_wgpu::layers::SgdParams;
-use resnet_wgpu::resnet::{Arch, ResNet, Shortcut, TrainStep};
+use resnet_wgpu::resnet::{Arch, BlockKind, ResNet, Shortcut, TrainStep};
 use safetensors::SafeTensors;
 
 fn fixture(file: &str) -> HashMap<String, Vec<f32>> {
@@ -41,26 +42,41 @@ fn compare(what: &str, gpu: &[f32], torch: &[f32], bound: f32) -> f32 {
 
 #[test]
 fn resnet8_training_step_matches_pytorch() {
-    training_step_matches_pytorch("resnet8", Shortcut::A, "resnet8_golden.safetensors");
+    training_step_matches_pytorch(Arch::cifar("resnet8", Shortcut::A).unwrap(), "resnet8_golden.safetensors");
 }
 
 #[test]
 fn resnet8_option_b_training_step_matches_pytorch() {
-    training_step_matches_pytorch("resnet8", Shortcut::B, "resnet8b_golden.safetensors");
+    training_step_matches_pytorch(Arch::cifar("resnet8", Shortcut::B).unwrap(), "resnet8b_golden.safetensors");
 }
 
 #[test]
 fn plain8_training_step_matches_pytorch() {
-    training_step_matches_pytorch("plain8", Shortcut::A, "plain8_golden.safetensors");
+    training_step_matches_pytorch(Arch::cifar("plain8", Shortcut::A).unwrap(), "plain8_golden.safetensors");
 }
 
-fn training_step_matches_pytorch(name: &str, shortcut: Shortcut, file: &str) {
+#[test]
+fn bottleneck_training_step_matches_pytorch() {
+    // torchvision's design (7x7/2 stem, max pool, bottlenecks with the stride on the 3x3,
+    // projections where the shape changes), small enough for a test: 32x32 images, two stages.
+    let arch = Arch {
+        name: "bottleneck".into(),
+        imagenet: true,
+        block: BlockKind::Bottleneck,
+        stages: vec![(1, 4), (2, 8)],
+        shortcut: Shortcut::B,
+        classes: 10,
+        image: 32,
+    };
+    training_step_matches_pytorch(arch, "bottleneck_golden.safetensors");
+}
+
+fn training_step_matches_pytorch(arch: Arch, file: &str) {
     let golden = fixture(file);
     let subset = |prefix: &str| -> HashMap<String, Vec<f32>> {
         golden.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone()))).collect()
     };
     for gpu in gpus() {
-        let arch = Arch::cifar(name, shortcut).unwrap();
         let model = ResNet::new(gpu, arch.clone()).unwrap();
         let names = arch.parameters();
         assert_eq!(names.len(), subset("param.").len(), "the fixture and the model list the same parameters");
@@ -72,7 +88,7 @@ fn training_step_matches_pytorch(name: &str, shortcut: Shortcut, file: &str) {
         gpu.write(&step.labels, &golden["labels"].iter().map(|&l| l as u32).collect::<Vec<u32>>());
         step.run(gpu, 0, 0.1).unwrap();
 
-        let on = format!("{name} ({shortcut:?}) on {} ({:?})", gpu.info.name, gpu.info.backend);
+        let on = format!("{} ({:?}) on {} ({:?})", arch.name, arch.shortcut, gpu.info.name, gpu.info.backend);
         compare(&format!("logits {on}"), &gpu.read(&step.logits).unwrap(), &golden["logits"], 1e-5);
         compare(&format!("loss {on}"), &gpu.read(&step.loss).unwrap(), &golden["loss"], 1e-5);
         let mut worst = 0.0f32;
