@@ -698,8 +698,8 @@ pub const HISTORY: usize = 20;
 /// gradients, velocity and running statistics are apart, in `ResNet`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlanMemory {
-    /// What the forward leaves for the backward: the input, saved activations, BN statistics,
-    /// pool indices and the logits.
+    /// What the forward leaves for the backward: the input, saved activations, ReLU masks, BN
+    /// statistics, pool indices and the logits.
     pub saved: u64,
     /// The forward's buffers that are dead when it ends (free for the backward to reuse).
     pub spare: u64,
