@@ -71,6 +71,11 @@ impl ConvParams {
     }
 }
 
+/// The value of a bool `override` constant.
+fn flag(on: bool) -> f64 {
+    if on { 1.0 } else { 0.0 }
+}
+
 fn check(name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {
     ensure!(tensor.shape == shape, "{name} has shape {:?}, expected {shape:?}", tensor.shape);
     Ok(())
@@ -168,7 +173,6 @@ pub fn conv2d_forward_fused(
     if let Some(residual) = residual {
         check("conv2d residual", residual, &out.shape)?;
     }
-    let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let epilogue = [("BIAS", flag(bias.is_some())), ("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))];
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
@@ -193,7 +197,7 @@ pub fn conv2d_backward_input(
         gpu,
         Kernel::Conv2dBackwardInput,
         Kernel::Conv2dBackwardInputLanes,
-        &[("ACCUMULATE", if accumulate { 1.0 } else { 0.0 })],
+        &[("ACCUMULATE", flag(accumulate))],
         &[dinp, dout, weight],
         &params,
         c,
@@ -356,7 +360,6 @@ fn bn_epilogue<'a>(
     if let Some(residual) = residual {
         check("batch norm residual", residual, &out.shape)?;
     }
-    let flag = |on: bool| if on { 1.0 } else { 0.0 };
     Ok(([("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))], residual.unwrap_or(&gpu.placeholder)))
 }
 
@@ -437,7 +440,6 @@ pub fn batchnorm_backward(
         check("batch norm ReLU mask", mask, &[mask_words(inp.len())])?;
     }
     let in_place = Arc::ptr_eq(&dinp.buffer, &inp.buffer) && dinp.offset == inp.offset;
-    let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let overrides = [("RELU", flag(relu_mask.is_some())), ("IN_PLACE", flag(in_place))];
     let inp = if in_place { &gpu.placeholder } else { inp };
     let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_mask.unwrap_or(&gpu.placeholder)];

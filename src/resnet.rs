@@ -337,10 +337,6 @@ struct ConvBn {
     /// [ceil(len / 32)] u32: relu_mask of `out`, where a ReLU follows (training only). Saved
     /// instead of `out` for the ReLU's backward, so `out` dies with its last conv reader.
     mask: Option<Tensor>,
-    /// Whether the BN's backward undoes the ReLU (with `mask`): where a residual is added first,
-    /// and at the end of every block, the block's backward does, as the shortcut needs the same
-    /// gradient.
-    relu: bool,
 }
 
 /// What a residual block saves for its backward.
@@ -484,16 +480,16 @@ impl<'a> Planner<'a> {
             }
             _ => None,
         };
-        let relu = relu && residual.is_none();
         let (conv, bn, inp) = (conv.into(), bn.into(), inp.clone());
-        Ok(ConvBn { conv, bn, stride, pad, inp, conv_out, out, mean, rstd, mask, relu })
+        Ok(ConvBn { conv, bn, stride, pad, inp, conv_out, out, mean, rstd, mask })
     }
 
     /// Writes the pair's parameter gradients (`=`) and returns the gradient of its conv's output
     /// (`conv_backward_input` takes it on to the pair's input), computed in place of the conv's
-    /// output. Releases what else only the BN's backward reads (its statistics and ReLU mask),
-    /// so that later gradients may take their buffers.
-    fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor) -> Result<Tensor> {
+    /// output. With `relu_mask` (the pair's), dout is the gradient of the ReLU after the BN, which
+    /// the BN's backward undoes first. Releases what else only the BN's backward reads (its
+    /// statistics and that mask), so that later gradients may take their buffers.
+    fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor, relu_mask: Option<&Tensor>) -> Result<Tensor> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
         let (bn, conv) = (&saved.bn, &saved.conv);
         let dconv_out = saved.conv_out.clone();
@@ -511,11 +507,11 @@ impl<'a> Planner<'a> {
                 bn_weight,
                 &saved.mean,
                 &saved.rstd,
-                saved.mask.as_ref().filter(|_| saved.relu),
+                relu_mask,
             ),
         )?;
         self.release(&[&saved.mean, &saved.rstd]);
-        if let Some(mask) = saved.mask.as_ref().filter(|_| saved.relu) {
+        if let Some(mask) = relu_mask {
             self.release(&[mask]);
         }
         let dweight = g.get(&format!("{conv}.weight"));
@@ -589,9 +585,7 @@ impl<'a> Planner<'a> {
             for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
                 let (conv, bn) = (format!("{name}.conv{}", j + 1), format!("{name}.bn{}", j + 1));
                 let last = j + 1 == spec.convs.len();
-                let mut pair = self.conv_bn(&y, &conv, &bn, stride, r / 2, residual.as_ref().filter(|_| last), true)?;
-                // The block's backward undoes its last ReLU.
-                pair.relu &= !last;
+                let pair = self.conv_bn(&y, &conv, &bn, stride, r / 2, residual.as_ref().filter(|_| last), true)?;
                 y = pair.out.clone();
                 layers_saved.push(pair);
             }
@@ -641,9 +635,11 @@ impl<'a> Planner<'a> {
             let dsum = dx;
             let mut d = dsum.clone();
             // Each conv's input dies with its weight gradient (the ReLU before it saved its mask),
-            // and the input's gradient takes its buffer.
-            for pair in rest.iter().rev() {
-                let dconv_out = self.conv_bn_backward(pair, &d)?;
+            // and the input's gradient takes its buffer. Every pair's BN backward but the last's
+            // undoes the ReLU after it.
+            for (j, pair) in rest.iter().enumerate().rev() {
+                let relu_mask = if j + 1 < rest.len() { pair.mask.as_ref() } else { None };
+                let dconv_out = self.conv_bn_backward(pair, &d, relu_mask)?;
                 if !Arc::ptr_eq(&d.buffer, &dsum.buffer) {
                     self.release(&[&d]);
                 }
@@ -651,12 +647,12 @@ impl<'a> Planner<'a> {
                 d = self.tensor(&format!("d {} input", pair.conv), &pair.inp.shape)?;
                 self.conv_backward_input(pair, dconv_out, &d, false)?;
             }
-            let dconv1 = self.conv_bn_backward(first, &d)?;
+            let dconv1 = self.conv_bn_backward(first, &d, first.mask.as_ref())?;
             if !Arc::ptr_eq(&d.buffer, &dsum.buffer) {
                 self.release(&[&d]);
             }
             let dprojection = match &block.shortcut {
-                SavedShortcut::B(projection) => Some(self.conv_bn_backward(projection, &dsum)?),
+                SavedShortcut::B(projection) => Some(self.conv_bn_backward(projection, &dsum, None)?),
                 _ => None,
             };
             // So does the block's input, once the projection's weight gradient has read it too.
@@ -685,7 +681,7 @@ impl<'a> Planner<'a> {
             self.release(&[&dx]);
             dx = dpool_in;
         }
-        let dconv_out = self.conv_bn_backward(&fwd.stem, &dx)?;
+        let dconv_out = self.conv_bn_backward(&fwd.stem, &dx, fwd.stem.mask.as_ref())?;
         self.release(&[&dx, &dconv_out]);
         Ok(())
     }
