@@ -40,9 +40,6 @@ fn workgroup_sum(t: u32, v: f32) -> f32 {
     return total;
 }
 
-// Channel c's values are N rows of HW: invocation t walks rows t / L, t / L + WG / L, ... and in
-// each the columns t % L, t % L + L, ..., with L = min(WG, HW rounded up to a power of two): no
-// division per value, and few idle invocations where HW is small.
 // The BN input at j.
 fn x(j: u32) -> f32 {
     if (IN_PLACE) { return dinp[j]; }
@@ -55,6 +52,9 @@ fn grad(j: u32) -> f32 {
     return dout[j];
 }
 
+// Channel c's values are N rows of HW: invocation t walks rows t / L, t / L + WG / L, ... and in
+// each the columns t % L, t % L + L, ..., with L = min(WG, HW rounded up to a power of two): no
+// division per value, and few idle invocations where HW is small.
 fn row_lanes() -> u32 {
     return min(WG, 1u << (32u - countLeadingZeros(max(params.hw, 2u) - 1u)));
 }
