@@ -86,7 +86,7 @@ impl Bench<'_> {
         }
         let dispatches = prepare().with_context(|| format!("preparing {}", kernel.name()))?;
         // A conv row names the kernel; the `_lanes` twin that may run it is named in the shape column.
-        assert_eq!(Kind::of(dispatches[0].kernel), Kind::of(kernel), "the bench row names the wrong kernel");
+        assert_eq!(Kind::of(&dispatches[0]), Kind::of_kernel(kernel), "the bench row names the wrong kernel");
         // The FMA peak is measured right before each compute-bound row: on a shared machine the
         // adapter's speed drifts between runs, and the share of the peak drifts much less.
         let timer = if self.timestamps { Timer::Timestamps } else { Timer::WallClock };

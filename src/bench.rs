@@ -445,12 +445,22 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn of(kernel: Kernel) -> Self {
+    pub fn of(dispatch: &Dispatch) -> Self {
+        match dispatch.kernel {
+            Kernel::Conv2dRowsLanes if dispatch.flag("TRANSPOSED") => Kind::ConvBackwardInput,
+            kernel => Kind::of_kernel(kernel),
+        }
+    }
+
+    /// The kind of every dispatch of `kernel` (of `conv2d_rows_lanes`, those of the forward).
+    pub fn of_kernel(kernel: Kernel) -> Self {
         use Kernel::*;
         match kernel {
-            Conv2dForward | Conv2dForwardLanes => Kind::ConvForward,
+            Conv2dForward | Conv2dForwardLanes | Conv2dRowsLanes => Kind::ConvForward,
             Conv2dBackwardInput | Conv2dBackwardInputLanes => Kind::ConvBackwardInput,
-            Conv2dBackwardWeight | Conv2dBackwardWeightLanes | SumSlices => Kind::ConvBackwardWeight,
+            Conv2dBackwardWeight | Conv2dBackwardWeightLanes | Conv2dBackwardWeightRowsLanes | SumSlices => {
+                Kind::ConvBackwardWeight
+            }
             BatchnormForwardTrain | BatchnormForwardEval | BatchnormBackward => Kind::Batchnorm,
             ReluForward | ReluBackward | ReluMask | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
@@ -708,8 +718,7 @@ fn time_layers(gpu: &Gpu, dispatches: &[Dispatch], iters: usize) -> Result<Vec<L
     for (i, d) in dispatches.iter().enumerate() {
         match passes.last_mut() {
             Some(last)
-                if dispatches[last.start].label == d.label
-                    && Kind::of(dispatches[last.start].kernel) == Kind::of(d.kernel) =>
+                if dispatches[last.start].label == d.label && Kind::of(&dispatches[last.start]) == Kind::of(d) =>
             {
                 last.end = i + 1
             }
@@ -728,7 +737,7 @@ fn time_layers(gpu: &Gpu, dispatches: &[Dispatch], iters: usize) -> Result<Vec<L
         .zip(samples)
         .map(|(range, ms)| LayerTime {
             name: dispatches[range.start].label.clone(),
-            kind: Kind::of(dispatches[range.start].kernel),
+            kind: Kind::of(&dispatches[range.start]),
             ms: percentile(&ms, 0.5),
             bytes: dispatches[range.clone()].iter().map(|d| d.bytes).sum(),
         })

@@ -37,7 +37,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub(crate) pipelines: Mutex<PipelineCache>,
-    /// A 4-byte tensor bound where a kernel's optional input is switched off by an override.
+    /// A tensor of 4 values (one `vec4`) bound where a kernel's optional input is switched off by an
+    /// override.
     pub(crate) placeholder: Tensor,
     /// Which conv kernels run (see `ConvPath`); `RESNET_WGPU_CONV=shared|direct|lanes` overrides
     /// the adapter's default.
@@ -246,12 +247,12 @@ impl Gpu {
         let placeholder = Tensor {
             buffer: Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("placeholder"),
-                size: 4,
+                size: 16,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             })),
             offset: 0,
-            shape: vec![1],
+            shape: vec![4],
         };
         let lanes = has_lanes(features, &info);
         let conv_path = match std::env::var("RESNET_WGPU_CONV").as_deref() {

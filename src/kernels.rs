@@ -38,6 +38,8 @@ kernels! {
     Conv2dBackwardInputLanes => "conv2d_backward_input_lanes",
     Conv2dBackwardWeight => "conv2d_backward_weight",
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes",
+    Conv2dRowsLanes => "conv2d_rows_lanes",
+    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes",
     BatchnormForwardTrain => "batchnorm_forward_train",
     BatchnormForwardEval => "batchnorm_forward_eval",
     BatchnormBackward => "batchnorm_backward",
@@ -113,6 +115,8 @@ pub(crate) struct PipelineCache {
 /// A kernel with its bindings and workgroup count, ready to be recorded into any number of passes.
 pub struct Dispatch {
     pub kernel: Kernel,
+    /// The values it gave the kernel's `override` constants.
+    pub overrides: Vec<(String, f64)>,
     /// The layer this dispatch belongs to (`layer2.0.conv1`), for per-layer timings.
     pub label: String,
     pipeline: wgpu::ComputePipeline,
@@ -125,6 +129,11 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// Whether the bool `override` constant `name` was set.
+    pub fn flag(&self, name: &str) -> bool {
+        self.overrides.iter().any(|(n, value)| n == name && *value != 0.0)
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
@@ -277,6 +286,7 @@ impl Gpu {
         }
         Ok(Dispatch {
             kernel,
+            overrides: overrides.iter().map(|&(name, value)| (name.to_string(), value)).collect(),
             label: kernel.name().to_string(),
             pipeline: pipeline.clone(),
             bind_group,

@@ -92,9 +92,9 @@ const DIRECT_BLOCK: usize = 8;
 const LANES_BLOCK: [usize; 2] = [16, 4];
 
 /// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the adapter's conv path
-/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin. Shared workgroups have 256
-/// invocations of 4x4 outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a workgroup
-/// on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit the rows
+/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin, or `conv2d_rows_lanes` where it
+/// fits (`rows_fit`). Shared workgroups have 256 invocations of 4x4 outputs; direct ones 64
+/// invocations of 8x8 (a CPU adapter runs a workgroup on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit the rows
 /// (a CIFAR layer's 16 output channels get 4 x 64 invocations, not 16 x 16 with three quarters idle).
 #[allow(clippy::too_many_arguments)]
 fn conv_dispatch(
@@ -140,6 +140,15 @@ fn conv_dispatch(
     gpu.dispatch(kernel, &overrides, tensors, params, workgroups)
 }
 
+/// Whether `conv2d_rows_lanes` (and `conv2d_backward_weight_rows_lanes`) run this layer: on the lanes path, 3x3 convs with stride 1 and
+/// pad 1 on rows of a multiple of 4 columns (all but the strided ones of a CIFAR ResNet; ResNet-50's
+/// at 56x56 and 28x28).
+fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
+    gpu.conv_path == ConvPath::Lanes
+        && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
+        && params.w % 4 == 0
+}
+
 pub fn conv2d_forward(
     gpu: &Gpu,
     out: &Tensor,
@@ -177,7 +186,8 @@ pub fn conv2d_forward_fused(
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
     let tensors = [out, inp, weight, bias, residual];
-    conv_dispatch(gpu, Kernel::Conv2dForward, Kernel::Conv2dForwardLanes, &epilogue, &tensors, &params, k, n * p * q)
+    let lanes = if rows_fit(gpu, &params) { Kernel::Conv2dRowsLanes } else { Kernel::Conv2dForwardLanes };
+    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, k, n * p * q)
 }
 
 /// dinp = the input gradient, or with `accumulate` dinp += it.
@@ -193,6 +203,20 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
+    if rows_fit(gpu, &params) {
+        let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
+        let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
+        return conv_dispatch(
+            gpu,
+            Kernel::Conv2dBackwardInput,
+            Kernel::Conv2dRowsLanes,
+            &overrides,
+            &tensors,
+            &params,
+            c,
+            n * h * w,
+        );
+    }
     conv_dispatch(
         gpu,
         Kernel::Conv2dBackwardInput,
@@ -227,13 +251,19 @@ pub fn conv2d_backward_weight(
             return Ok(vec![conv_dispatch(gpu, kernel, kernel, &[], &tensors, &params, k, c * r * s)?]);
         }
         ConvPath::Lanes => {
-            // One subgroup of 8 invocations per workgroup, 16 x 4 outputs each (LANES_BLOCK); at
-            // least 32 workgroups, and no more slices than reduction rows (n, p).
+            // One subgroup of 8 invocations per workgroup, 16 x 4 outputs each (LANES_BLOCK), or
+            // 16 x 3 in conv2d_backward_weight_rows_lanes; at least 32 workgroups, and no more
+            // slices than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
-            let (x, y) = ((c * r * s).div_ceil(8 * dn), k.div_ceil(dm));
+            let (kernel, columns) = if rows_fit(gpu, &params) {
+                (Kernel::Conv2dBackwardWeightRowsLanes, (c * r).div_ceil(8))
+            } else {
+                (Kernel::Conv2dBackwardWeightLanes, (c * r * s).div_ceil(8 * dn))
+            };
+            let (x, y) = (columns, k.div_ceil(dm));
             let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
             params.splits = splits as u32;
-            (Kernel::Conv2dBackwardWeightLanes, vec![], [x, y, splits])
+            (kernel, vec![], [x, y, splits])
         }
         ConvPath::Direct => {
             let (overrides, workgroups) = direct_weight_blocks(&mut params, n, c, k, r * s, p);

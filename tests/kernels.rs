@@ -53,6 +53,10 @@ const CONV_CASES: &[[usize; 9]] = &[
     // Wide enough that conv2d_backward_weight's direct path vectorises over input channels:
     // with 4 reduction slices, and (case 4 above) with none.
     [2, 64, 6, 5, 20, 3, 3, 2, 1],
+    // 3x3, stride 1, pad 1 on rows of a multiple of 4 columns (the lanes path's conv2d_rows_lanes):
+    // over two workgroups of columns, and over part of one with rows in two blocks.
+    [2, 3, 9, 20, 5, 3, 3, 1, 1],
+    [3, 5, 6, 12, 19, 3, 3, 1, 1],
 ];
 
 #[test]
@@ -106,7 +110,10 @@ fn conv2d_forward_and_backward_match_cpu() {
 #[test]
 fn conv2d_forward_fused_matches_cpu() {
     for gpu in conv_variants() {
-        for (case, &[n, c, h, w, k, r, s, stride, pad]) in CONV_CASES.iter().enumerate().skip(2).take(2) {
+        // Two cases of the generic kernels, one of conv2d_rows_lanes.
+        for (case, &[n, c, h, w, k, r, s, stride, pad]) in
+            CONV_CASES.iter().enumerate().filter(|(i, _)| [2, 3, 9].contains(i))
+        {
             let mut rng = Rng::new(50 + case as u64);
             let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
             let out_shape = params.out_shape();
