@@ -149,6 +149,15 @@ fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
         && params.w % 4 == 0
 }
 
+/// Whether `conv2d_rows_lanes` runs this layer as `POINTWISE`: on the lanes path, 1x1 convs with
+/// stride 1, H*W and both channel counts multiples of 4 (ResNet-50's 1x1s but for 7x7 planes and
+/// the strided projections).
+fn pointwise_fit(gpu: &Gpu, params: &ConvParams) -> bool {
+    gpu.conv_path == ConvPath::Lanes
+        && [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
+        && [params.h * params.w, params.c, params.k].iter().all(|x| x % 4 == 0)
+}
+
 pub fn conv2d_forward(
     gpu: &Gpu,
     out: &Tensor,
@@ -186,7 +195,12 @@ pub fn conv2d_forward_fused(
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
     let tensors = [out, inp, weight, bias, residual];
-    let lanes = if rows_fit(gpu, &params) { Kernel::Conv2dRowsLanes } else { Kernel::Conv2dForwardLanes };
+    let pointwise = pointwise_fit(gpu, &params);
+    let lanes = if rows_fit(gpu, &params) || pointwise { Kernel::Conv2dRowsLanes } else { Kernel::Conv2dForwardLanes };
+    let mut epilogue = epilogue.to_vec();
+    if pointwise {
+        epilogue.push(("POINTWISE", 1.0));
+    }
     conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, k, n * p * q)
 }
 
@@ -203,8 +217,9 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    if rows_fit(gpu, &params) {
-        let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
+    let pointwise = pointwise_fit(gpu, &params);
+    if rows_fit(gpu, &params) || pointwise {
+        let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate)), ("POINTWISE", flag(pointwise))];
         let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
         return conv_dispatch(
             gpu,
@@ -252,18 +267,22 @@ pub fn conv2d_backward_weight(
         }
         ConvPath::Lanes => {
             // One subgroup of 8 invocations per workgroup, 16 x 4 outputs each (LANES_BLOCK), or
-            // 16 x 3 in conv2d_backward_weight_rows_lanes; at least 32 workgroups, and no more
-            // slices than reduction rows (n, p).
+            // 16 x 3 (3x3) and 16 x 4 (1x1) in conv2d_backward_weight_rows_lanes; at least 32
+            // workgroups, and no more slices than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
+            let pointwise = pointwise_fit(gpu, &params);
             let (kernel, columns) = if rows_fit(gpu, &params) {
                 (Kernel::Conv2dBackwardWeightRowsLanes, (c * r).div_ceil(8))
+            } else if pointwise {
+                (Kernel::Conv2dBackwardWeightRowsLanes, (c / 4).div_ceil(8))
             } else {
                 (Kernel::Conv2dBackwardWeightLanes, (c * r * s).div_ceil(8 * dn))
             };
             let (x, y) = (columns, k.div_ceil(dm));
             let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
             params.splits = splits as u32;
-            (kernel, vec![], [x, y, splits])
+            let overrides = if pointwise { vec![("POINTWISE", 1.0)] } else { vec![] };
+            (kernel, overrides, [x, y, splits])
         }
         ConvPath::Direct => {
             let (overrides, workgroups) = direct_weight_blocks(&mut params, n, c, k, r * s, p);
