@@ -461,7 +461,11 @@ impl Kind {
             Conv2dBackwardWeight | Conv2dBackwardWeightLanes | Conv2dBackwardWeightRowsLanes | SumSlices => {
                 Kind::ConvBackwardWeight
             }
-            BatchnormForwardTrain | BatchnormForwardEval | BatchnormBackward => Kind::Batchnorm,
+            BatchnormForwardTrain
+            | BatchnormForwardTrainVec4
+            | BatchnormForwardEval
+            | BatchnormBackward
+            | BatchnormBackwardVec4 => Kind::Batchnorm,
             ReluForward | ReluBackward | ReluMask | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
             MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward

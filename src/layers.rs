@@ -146,7 +146,7 @@ fn conv_dispatch(
 fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes
         && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
-        && params.w % 4 == 0
+        && params.w.is_multiple_of(4)
 }
 
 /// Whether `conv2d_rows_lanes` runs this layer as `POINTWISE`: on the lanes path, 1x1 convs with
@@ -155,7 +155,7 @@ fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 fn pointwise_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes
         && [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
-        && [params.h * params.w, params.c, params.k].iter().all(|x| x % 4 == 0)
+        && [params.h * params.w, params.c, params.k].iter().all(|x| x.is_multiple_of(4))
 }
 
 pub fn conv2d_forward(
@@ -440,7 +440,9 @@ pub fn batchnorm_forward_train(
     check("batch norm output", out, &inp.shape)?;
     let (overrides, residual) = bn_epilogue(gpu, out, residual, relu)?;
     let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias, residual];
-    gpu.dispatch(Kernel::BatchnormForwardTrain, &overrides, &tensors, &params, grid(params.c as usize))
+    let kernel =
+        if params.hw.is_multiple_of(4) { Kernel::BatchnormForwardTrainVec4 } else { Kernel::BatchnormForwardTrain };
+    gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
 }
 
 /// out = relu?(bn(inp) + residual?) with the running statistics.
@@ -492,7 +494,8 @@ pub fn batchnorm_backward(
     let overrides = [("RELU", flag(relu_mask.is_some())), ("IN_PLACE", flag(in_place))];
     let inp = if in_place { &gpu.placeholder } else { inp };
     let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_mask.unwrap_or(&gpu.placeholder)];
-    gpu.dispatch(Kernel::BatchnormBackward, &overrides, &tensors, &params, grid(params.c as usize))
+    let kernel = if params.hw.is_multiple_of(4) { Kernel::BatchnormBackwardVec4 } else { Kernel::BatchnormBackward };
+    gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
 }
 
 /// The uniform of the elementwise kernels.

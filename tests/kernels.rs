@@ -179,7 +179,9 @@ fn conv2d_backward_matches_finite_differences() {
 }
 
 // (N, C, H, W): one value per channel spatially, odd sizes, more values than one workgroup holds.
-const BN_CASES: &[[usize; 4]] = &[[2, 3, 5, 7], [1, 6, 1, 1], [4, 5, 13, 11], [3, 67, 9, 9]];
+// The last two have H*W a multiple of 4 (the _vec4 twins): 9 vec4s a row, and 20.
+const BN_CASES: &[[usize; 4]] =
+    &[[2, 3, 5, 7], [1, 6, 1, 1], [4, 5, 13, 11], [3, 67, 9, 9], [3, 5, 6, 6], [2, 3, 4, 20]];
 
 #[test]
 fn batchnorm_matches_cpu() {
