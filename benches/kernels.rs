@@ -269,6 +269,11 @@ fn main() -> Result<()> {
         conv(&mut b, conv_gpu, "ResNet-20", [8, 16, 32, 32], 16, 3, 1)?;
         conv(&mut b, conv_gpu, "ResNet-50 3x3", [1, 64, 56, 56], 64, 3, 1)?;
         conv(&mut b, conv_gpu, "ResNet-50 1x1", [1, 256, 56, 56], 64, 1, 0)?;
+        // The later stages, whose rows (14, 7) and planes (49) are not multiples of 4.
+        conv(&mut b, conv_gpu, "ResNet-50 3x3", [2, 256, 14, 14], 256, 3, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 1024, 14, 14], 256, 1, 0)?;
+        conv(&mut b, conv_gpu, "ResNet-50 3x3", [4, 512, 7, 7], 512, 3, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 1x1", [4, 2048, 7, 7], 512, 1, 0)?;
     }
 
     batchnorm(&mut b, "ResNet-20", [32, 16, 32, 32])?;

@@ -447,16 +447,19 @@ pub enum Kind {
 impl Kind {
     pub fn of(dispatch: &Dispatch) -> Self {
         match dispatch.kernel {
-            Kernel::Conv2dRowsLanes if dispatch.flag("TRANSPOSED") => Kind::ConvBackwardInput,
+            Kernel::Conv2dRowsLanes | Kernel::Conv2dPointwiseLanes if dispatch.flag("TRANSPOSED") => {
+                Kind::ConvBackwardInput
+            }
             kernel => Kind::of_kernel(kernel),
         }
     }
 
-    /// The kind of every dispatch of `kernel` (of `conv2d_rows_lanes`, those of the forward).
+    /// The kind of every dispatch of `kernel` (of `conv2d_rows_lanes` and `conv2d_pointwise_lanes`,
+    /// those of the forward).
     pub fn of_kernel(kernel: Kernel) -> Self {
         use Kernel::*;
         match kernel {
-            Conv2dForward | Conv2dForwardLanes | Conv2dRowsLanes => Kind::ConvForward,
+            Conv2dForward | Conv2dForwardLanes | Conv2dRowsLanes | Conv2dPointwiseLanes => Kind::ConvForward,
             Conv2dBackwardInput | Conv2dBackwardInputLanes => Kind::ConvBackwardInput,
             Conv2dBackwardWeight | Conv2dBackwardWeightLanes | Conv2dBackwardWeightRowsLanes | SumSlices => {
                 Kind::ConvBackwardWeight

@@ -39,6 +39,7 @@ kernels! {
     Conv2dBackwardWeight => "conv2d_backward_weight",
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes",
     Conv2dRowsLanes => "conv2d_rows_lanes",
+    Conv2dPointwiseLanes => "conv2d_pointwise_lanes",
     Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes",
     BatchnormForwardTrain => "batchnorm_forward_train",
     BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4",

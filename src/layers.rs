@@ -92,10 +92,12 @@ const DIRECT_BLOCK: usize = 8;
 const LANES_BLOCK: [usize; 2] = [16, 4];
 
 /// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the adapter's conv path
-/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin, or `conv2d_rows_lanes` where it
-/// fits (`rows_fit`). Shared workgroups have 256 invocations of 4x4 outputs; direct ones 64
-/// invocations of 8x8 (a CPU adapter runs a workgroup on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit the rows
-/// (a CIFAR layer's 16 output channels get 4 x 64 invocations, not 16 x 16 with three quarters idle).
+/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin, or `conv2d_rows_lanes` or
+/// `conv2d_pointwise_lanes` where they fit (`rows_fit`, `pointwise_fit`). Shared workgroups have
+/// 256 invocations of 4x4 outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a
+/// workgroup on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit
+/// the rows (a CIFAR layer's 16 output channels get 4 x 64 invocations, not 16 x 16 with three
+/// quarters idle).
 #[allow(clippy::too_many_arguments)]
 fn conv_dispatch(
     gpu: &Gpu,
@@ -140,16 +142,15 @@ fn conv_dispatch(
     gpu.dispatch(kernel, &overrides, tensors, params, workgroups)
 }
 
-/// Whether `conv2d_rows_lanes` (and `conv2d_backward_weight_rows_lanes`) run this layer: on the lanes path, 3x3 convs with stride 1 and
-/// pad 1 on rows of a multiple of 4 columns (all but the strided ones of a CIFAR ResNet; ResNet-50's
-/// at 56x56 and 28x28).
+/// Whether `conv2d_rows_lanes` runs this layer: on the lanes path, 3x3 convs with stride 1 and
+/// pad 1 (all but the strided ones of a CIFAR ResNet or of ResNet-18 to 152). Its weight
+/// gradient runs in `conv2d_backward_weight_rows_lanes` where rows are a multiple of 4 columns.
 fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
-    gpu.conv_path == ConvPath::Lanes
-        && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
-        && params.w.is_multiple_of(4)
+    gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
 }
 
-/// Whether `conv2d_rows_lanes` runs this layer as `POINTWISE`: on the lanes path, 1x1 convs with
+/// Whether `conv2d_pointwise_lanes` (and `conv2d_backward_weight_rows_lanes` as `POINTWISE`) run
+/// this layer: on the lanes path, 1x1 convs with
 /// stride 1, H*W and both channel counts multiples of 4 (ResNet-50's 1x1s but for 7x7 planes and
 /// the strided projections).
 fn pointwise_fit(gpu: &Gpu, params: &ConvParams) -> bool {
@@ -195,13 +196,15 @@ pub fn conv2d_forward_fused(
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
     let tensors = [out, inp, weight, bias, residual];
-    let pointwise = pointwise_fit(gpu, &params);
-    let lanes = if rows_fit(gpu, &params) || pointwise { Kernel::Conv2dRowsLanes } else { Kernel::Conv2dForwardLanes };
-    let mut epilogue = epilogue.to_vec();
-    if pointwise {
-        epilogue.push(("POINTWISE", 1.0));
-    }
-    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, k, n * p * q)
+    let (lanes, columns) = if rows_fit(gpu, &params) {
+        // One invocation per 4 columns of a row: rows padded to a multiple of 4.
+        (Kernel::Conv2dRowsLanes, n * p * q.next_multiple_of(4))
+    } else if pointwise_fit(gpu, &params) {
+        (Kernel::Conv2dPointwiseLanes, n * p * q)
+    } else {
+        (Kernel::Conv2dForwardLanes, n * p * q)
+    };
+    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, k, columns)
 }
 
 /// dinp = the input gradient, or with `accumulate` dinp += it.
@@ -217,20 +220,16 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    let pointwise = pointwise_fit(gpu, &params);
-    if rows_fit(gpu, &params) || pointwise {
-        let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate)), ("POINTWISE", flag(pointwise))];
+    let (rows, pointwise) = (rows_fit(gpu, &params), pointwise_fit(gpu, &params));
+    if rows || pointwise {
+        let (lanes, columns) = if rows {
+            (Kernel::Conv2dRowsLanes, n * h * w.next_multiple_of(4))
+        } else {
+            (Kernel::Conv2dPointwiseLanes, n * h * w)
+        };
+        let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
         let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
-        return conv_dispatch(
-            gpu,
-            Kernel::Conv2dBackwardInput,
-            Kernel::Conv2dRowsLanes,
-            &overrides,
-            &tensors,
-            &params,
-            c,
-            n * h * w,
-        );
+        return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, c, columns);
     }
     conv_dispatch(
         gpu,
@@ -271,7 +270,7 @@ pub fn conv2d_backward_weight(
             // workgroups, and no more slices than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
             let pointwise = pointwise_fit(gpu, &params);
-            let (kernel, columns) = if rows_fit(gpu, &params) {
+            let (kernel, columns) = if rows_fit(gpu, &params) && params.w.is_multiple_of(4) {
                 (Kernel::Conv2dBackwardWeightRowsLanes, (c * r).div_ceil(8))
             } else if pointwise {
                 (Kernel::Conv2dBackwardWeightRowsLanes, (c / 4).div_ceil(8))

@@ -53,11 +53,12 @@ const CONV_CASES: &[[usize; 9]] = &[
     // Wide enough that conv2d_backward_weight's direct path vectorises over input channels:
     // with 4 reduction slices, and (case 4 above) with none.
     [2, 64, 6, 5, 20, 3, 3, 2, 1],
-    // 3x3, stride 1, pad 1 on rows of a multiple of 4 columns (the lanes path's conv2d_rows_lanes):
-    // over two workgroups of columns, and over part of one with rows in two blocks.
+    // 3x3, stride 1, pad 1 (the lanes path's conv2d_rows_lanes, above on rows of 13, 5 and 19
+    // columns) on rows of a multiple of 4 columns (conv2d_backward_weight_rows_lanes): over two
+    // workgroups of columns, and over part of one with rows in two blocks.
     [2, 3, 9, 20, 5, 3, 3, 1, 1],
     [3, 5, 6, 12, 19, 3, 3, 1, 1],
-    // 1x1, stride 1, H*W and channels multiples of 4 (conv2d_rows_lanes, POINTWISE): within one
+    // 1x1, stride 1, H*W and channels multiples of 4 (conv2d_pointwise_lanes): within one
     // workgroup of columns, and over two with rows in two blocks.
     [2, 8, 3, 4, 12, 1, 1, 1, 0],
     [3, 12, 10, 10, 20, 1, 1, 1, 0],
@@ -114,9 +115,10 @@ fn conv2d_forward_and_backward_match_cpu() {
 #[test]
 fn conv2d_forward_fused_matches_cpu() {
     for gpu in conv_variants() {
-        // Two cases of the generic kernels, two of conv2d_rows_lanes (3x3 and 1x1).
+        // Two cases of the generic kernels, two of conv2d_rows_lanes (rows of 13 and 12 columns),
+        // one of conv2d_pointwise_lanes.
         for (case, &[n, c, h, w, k, r, s, stride, pad]) in
-            CONV_CASES.iter().enumerate().filter(|(i, _)| [2, 3, 9, 11].contains(i))
+            CONV_CASES.iter().enumerate().filter(|(i, _)| [0, 2, 3, 9, 11].contains(i))
         {
             let mut rng = Rng::new(50 + case as u64);
             let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();

@@ -1,0 +1,98 @@
+// conv2d_pointwise_lanes: conv2d_forward_lanes for 1x1 convs with stride 1 on planes of a
+// multiple of 4 values and channel counts of multiples of 4; with TRANSPOSED,
+// conv2d_backward_input_lanes of the same layers, which is such a conv of dout with the weights
+// transposed:
+//   out[n,m,j] = sum_e inp[n,e,j] * wt(m,e)   (j = y*W + x)
+//   forward:     m = k, e = c, wt = weight[k,e]
+//   TRANSPOSED:  m = c, e = k, wt = weight[e,m] (out = dinp, inp = dout)
+// Blocked as conv2d_forward_lanes (DM = 16 rows per workgroup, `lanes8` broadcasts the weights),
+// but every invocation owns 4 adjacent positions of one plane, so a reduction step takes one
+// vec4 load per channel, 4 channels at a time, where conv2d_forward_lanes makes 4 loads of f32.
+// On CPU adapters every storage load is a loop over the lanes, however wide, so a vec4 costs
+// about what an f32 does.
+// Needs subgroups of at least 8 invocations.
+// Epilogue (forward) and ACCUMULATE (TRANSPOSED) as the kernels it stands in for.
+// CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
+// Dispatch: (ceil(N*H*W / 256), ceil(M / DM), 1).
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, r: u32, s: u32, p: u32,
+    q: u32, stride: u32, pad: u32, _unused: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> inp: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<vec4<f32>>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+override TRANSPOSED: bool = false;
+override ACCUMULATE: bool = false;
+override BIAS: bool = false;
+override RESIDUAL: bool = false;
+override RELU: bool = false;
+const DM: u32 = 16;
+
+// The values of `v` in lanes 0..7 of the subgroup.
+fn lanes8(v: f32) -> array<f32, 8> {
+    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+// acc[i] += wt(m0 + i, ...) * b for the block's 16 rows, from the weights `w_lo` of row m0 + lane
+// and `w_hi` of row m0 + 8 + lane.
+fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: f32, w_hi: f32, b: vec4<f32>) {
+    let a_lo = lanes8(w_lo);
+    let a_hi = lanes8(w_hi);
+    for (var i = 0u; i < 8u; i++) {
+        (*acc)[i] = fma(vec4(a_lo[i]), b, (*acc)[i]);
+        (*acc)[i + 8u] = fma(vec4(a_hi[i]), b, (*acc)[i + 8u]);
+    }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    // Rows m of out and reduction channels e of inp, by role.
+    let rows = select(params.k, params.c, TRANSPOSED);
+    let channels = select(params.c, params.k, TRANSPOSED);
+    let hw4 = params.h * params.w / 4u;
+    let columns = params.n * hw4;
+    let m0 = wid.y * DM;
+    // The lane's 4 positions: vec4 j of the plane of image `image`.
+    let col = wid.x * 64u + lid.x;
+    let live = col < columns;
+    let image = min(col, columns - 1u) / hw4;
+    let j = min(col, columns - 1u) % hw4;
+    // wt(m, e) = weight[base(m) + e * e_step], for the lane's two rows m0 + lane and m0 + 8 + lane.
+    let m_lo = min(m0 + lane % 8u, rows - 1u);
+    let m_hi = min(m0 + 8u + lane % 8u, rows - 1u);
+    let lo = select(m_lo * params.c, m_lo, TRANSPOSED);
+    let hi = select(m_hi * params.c, m_hi, TRANSPOSED);
+    let e_step = select(1u, params.c, TRANSPOSED);
+    var acc: array<vec4<f32>, DM>;
+    let base = image * channels * hw4 + j;
+    for (var e = 0u; e < channels; e += 4u) {
+        let at = base + e * hw4;
+        let w_lo = lo + e * e_step;
+        let w_hi = hi + e * e_step;
+        madd(&acc, weight[w_lo], weight[w_hi], inp[at]);
+        madd(&acc, weight[w_lo + e_step], weight[w_hi + e_step], inp[at + hw4]);
+        madd(&acc, weight[w_lo + 2u * e_step], weight[w_hi + 2u * e_step], inp[at + 2u * hw4]);
+        madd(&acc, weight[w_lo + 3u * e_step], weight[w_hi + 3u * e_step], inp[at + 3u * hw4]);
+    }
+    let at = image * rows * hw4 + j;
+    for (var i = 0u; i < DM; i++) {
+        let o = at + (m0 + i) * hw4;
+        if (m0 + i < rows && live) {
+            var v = acc[i];
+            if (BIAS) { v += bias[m0 + i]; }
+            if (RESIDUAL) { v += residual[o]; }
+            if (RELU) { v = max(v, vec4(0.0)); }
+            if (ACCUMULATE) { v += out[o]; }
+            out[o] = v;
+        }
+    }
+}
