@@ -461,9 +461,12 @@ impl Kind {
         match kernel {
             Conv2dForward | Conv2dForwardLanes | Conv2dRowsLanes | Conv2dPointwiseLanes => Kind::ConvForward,
             Conv2dBackwardInput | Conv2dBackwardInputLanes => Kind::ConvBackwardInput,
-            Conv2dBackwardWeight | Conv2dBackwardWeightLanes | Conv2dBackwardWeightRowsLanes | SumSlices => {
-                Kind::ConvBackwardWeight
-            }
+            Conv2dBackwardWeight
+            | Conv2dBackwardWeightLanes
+            | Conv2dBackwardWeightRowsLanes
+            | Conv2dBackwardWeightRowsVec4Lanes
+            | Conv2dBackwardWeightPointwiseLanes
+            | SumSlices => Kind::ConvBackwardWeight,
             BatchnormForwardTrain
             | BatchnormForwardTrainVec4
             | BatchnormForwardEval
