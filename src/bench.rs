@@ -447,19 +447,25 @@ pub enum Kind {
 impl Kind {
     pub fn of(dispatch: &Dispatch) -> Self {
         match dispatch.kernel {
-            Kernel::Conv2dRowsLanes | Kernel::Conv2dPointwiseLanes if dispatch.flag("TRANSPOSED") => {
+            Kernel::Conv2dRowsLanes | Kernel::Conv2dPointwiseLanes | Kernel::Conv2dPointwiseChannelsLanes
+                if dispatch.flag("TRANSPOSED") =>
+            {
                 Kind::ConvBackwardInput
             }
             kernel => Kind::of_kernel(kernel),
         }
     }
 
-    /// The kind of every dispatch of `kernel` (of `conv2d_rows_lanes` and `conv2d_pointwise_lanes`,
+    /// The kind of every dispatch of `kernel` (of the lanes kernels that also run `TRANSPOSED`,
     /// those of the forward).
     pub fn of_kernel(kernel: Kernel) -> Self {
         use Kernel::*;
         match kernel {
-            Conv2dForward | Conv2dForwardLanes | Conv2dRowsLanes | Conv2dPointwiseLanes => Kind::ConvForward,
+            Conv2dForward
+            | Conv2dForwardLanes
+            | Conv2dRowsLanes
+            | Conv2dPointwiseLanes
+            | Conv2dPointwiseChannelsLanes => Kind::ConvForward,
             Conv2dBackwardInput | Conv2dBackwardInputLanes => Kind::ConvBackwardInput,
             Conv2dBackwardWeight
             | Conv2dBackwardWeightLanes

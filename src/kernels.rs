@@ -40,6 +40,7 @@ kernels! {
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes",
     Conv2dRowsLanes => "conv2d_rows_lanes",
     Conv2dPointwiseLanes => "conv2d_pointwise_lanes",
+    Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes",
     Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes",
     Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes",
     Conv2dBackwardWeightPointwiseLanes => "conv2d_backward_weight_pointwise_lanes",

@@ -158,6 +158,37 @@ fn pointwise_fit(gpu: &Gpu, params: &ConvParams) -> bool {
         && [params.h * params.w, params.c, params.k].iter().all(|x| x.is_multiple_of(4))
 }
 
+/// Whether `conv2d_pointwise_channels_lanes` can run this layer: on the lanes path, 1x1 convs
+/// with stride 1 and both channel counts multiples of 4.
+fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
+    gpu.conv_path == ConvPath::Lanes
+        && [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
+        && [params.c, params.k].iter().all(|x| x.is_multiple_of(4))
+}
+
+/// The lanes-path kernel for a stride-1 3x3 or 1x1 conv that fits one (the forward, or with
+/// `transposed` the input gradient), with the rows and columns of its dispatch. 1x1s go to
+/// `conv2d_pointwise_channels_lanes` where `conv2d_pointwise_lanes` cannot take them (7x7
+/// planes), or where 256 output channels fill its lanes and a reduction over 256 or more hides
+/// its scalar stores (ResNet-50's 14x14 stage: 60 against 52 % of the peak; at 56x56, 256 out of
+/// 64 channels, 48 against 56 %, BENCHMARKS.md).
+fn stride_one_lanes(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Kernel, usize, usize)> {
+    let [n, c, k, p, q] = [params.n, params.c, params.k, params.p, params.q].map(|x| x as usize);
+    let (m, e) = if transposed { (c, k) } else { (k, c) };
+    let pointwise = pointwise_fit(gpu, params);
+    if rows_fit(gpu, params) {
+        // One invocation per 4 columns of a row: rows padded to a multiple of 4.
+        Some((Kernel::Conv2dRowsLanes, m, n * p * q.next_multiple_of(4)))
+    } else if channels_fit(gpu, params) && (!pointwise || m.min(e) >= 256) {
+        // The positions are the rows its lanes broadcast, the channels their columns.
+        Some((Kernel::Conv2dPointwiseChannelsLanes, n * p * q, m))
+    } else if pointwise {
+        Some((Kernel::Conv2dPointwiseLanes, m, n * p * q))
+    } else {
+        None
+    }
+}
+
 pub fn conv2d_forward(
     gpu: &Gpu,
     out: &Tensor,
@@ -195,15 +226,9 @@ pub fn conv2d_forward_fused(
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
     let tensors = [out, inp, weight, bias, residual];
-    let (lanes, columns) = if rows_fit(gpu, &params) {
-        // One invocation per 4 columns of a row: rows padded to a multiple of 4.
-        (Kernel::Conv2dRowsLanes, n * p * q.next_multiple_of(4))
-    } else if pointwise_fit(gpu, &params) {
-        (Kernel::Conv2dPointwiseLanes, n * p * q)
-    } else {
-        (Kernel::Conv2dForwardLanes, n * p * q)
-    };
-    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, k, columns)
+    let (lanes, rows, columns) =
+        stride_one_lanes(gpu, &params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q));
+    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, rows, columns)
 }
 
 /// dinp = the input gradient, or with `accumulate` dinp += it.
@@ -219,16 +244,10 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    let (rows, pointwise) = (rows_fit(gpu, &params), pointwise_fit(gpu, &params));
-    if rows || pointwise {
-        let (lanes, columns) = if rows {
-            (Kernel::Conv2dRowsLanes, n * h * w.next_multiple_of(4))
-        } else {
-            (Kernel::Conv2dPointwiseLanes, n * h * w)
-        };
+    if let Some((lanes, rows, columns)) = stride_one_lanes(gpu, &params, true) {
         let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
         let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
-        return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, c, columns);
+        return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, rows, columns);
     }
     conv_dispatch(
         gpu,

@@ -62,6 +62,11 @@ const CONV_CASES: &[[usize; 9]] = &[
     // workgroup of columns, and over two with rows in two blocks.
     [2, 8, 3, 4, 12, 1, 1, 1, 0],
     [3, 12, 10, 10, 20, 1, 1, 1, 0],
+    // 1x1, stride 1, channels multiples of 4 on planes of 49 and 15 values
+    // (conv2d_pointwise_channels_lanes): blocks of positions across images, and over two
+    // workgroups of channels.
+    [3, 8, 7, 7, 12, 1, 1, 1, 0],
+    [2, 4, 5, 3, 260, 1, 1, 1, 0],
 ];
 
 #[test]
@@ -116,9 +121,9 @@ fn conv2d_forward_and_backward_match_cpu() {
 fn conv2d_forward_fused_matches_cpu() {
     for gpu in conv_variants() {
         // Two cases of the generic kernels, two of conv2d_rows_lanes (rows of 13 and 12 columns),
-        // one of conv2d_pointwise_lanes.
+        // one of conv2d_pointwise_lanes, one of conv2d_pointwise_channels_lanes.
         for (case, &[n, c, h, w, k, r, s, stride, pad]) in
-            CONV_CASES.iter().enumerate().filter(|(i, _)| [0, 2, 3, 9, 11].contains(i))
+            CONV_CASES.iter().enumerate().filter(|(i, _)| [0, 2, 3, 9, 11, 13].contains(i))
         {
             let mut rng = Rng::new(50 + case as u64);
             let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();

@@ -1,0 +1,105 @@
+// conv2d_pointwise_channels_lanes: conv2d_pointwise_lanes for planes of any size (ResNet-50's
+// 7x7), with the roles of the block's rows and columns swapped: 1x1 convs with stride 1 and both
+// channel counts multiples of 4; with TRANSPOSED, their input gradient:
+//   out[n,m,j] = sum_e inp[n,e,j] * wt(m,e)   (j = y*W + x)
+//   forward:     m = k, e = c, wt = weight[k,e]
+//   TRANSPOSED:  m = c, e = k, wt = weight[e,m] (out = dinp, inp = dout)
+// A workgroup shares DM = 16 positions (n, j) of the flattened N*H*W (they may straddle images),
+// whose inputs its lanes load and broadcast with `lanes8`; every invocation owns 4 adjacent
+// channels m .. m+3 of them. A reduction step takes 4 channels e .. e+3: the 4x4 weights
+// wt(m+t, e+u) are 4 vec4 loads (forward: one per t; TRANSPOSED: one per u), and the inputs
+// 2 x 4 loads, 12 loads for 256 multiply-adds, where conv2d_forward_lanes makes 24.
+// Needs subgroups of at least 8 invocations.
+// Epilogue (forward) and ACCUMULATE (TRANSPOSED) as the kernels it stands in for.
+// CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
+// Dispatch: (ceil(M / 256), ceil(N*H*W / DM), 1).
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, r: u32, s: u32, p: u32,
+    q: u32, stride: u32, pad: u32, _unused: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+override TRANSPOSED: bool = false;
+override ACCUMULATE: bool = false;
+override BIAS: bool = false;
+override RESIDUAL: bool = false;
+override RELU: bool = false;
+const DM: u32 = 16;
+
+// The values of `v` in lanes 0..7 of the subgroup.
+fn lanes8(v: f32) -> array<f32, 8> {
+    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+// acc[i] += a(i) * b for the block's 16 positions, from the inputs `a_lo` of position lane and
+// `a_hi` of position 8 + lane.
+fn madd(acc: ptr<function, array<vec4<f32>, DM>>, a_lo: f32, a_hi: f32, b: vec4<f32>) {
+    let lo = lanes8(a_lo);
+    let hi = lanes8(a_hi);
+    for (var i = 0u; i < 8u; i++) {
+        (*acc)[i] = fma(vec4(lo[i]), b, (*acc)[i]);
+        (*acc)[i + 8u] = fma(vec4(hi[i]), b, (*acc)[i + 8u]);
+    }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    // Output channels m and reduction channels e, by role.
+    let rows = select(params.k, params.c, TRANSPOSED);
+    let channels = select(params.c, params.k, TRANSPOSED);
+    let hw = params.h * params.w;
+    let positions = params.n * hw;
+    let p0 = wid.y * DM;
+    // The lane's 4 channels m .. m+3.
+    let m = 4u * (wid.x * 64u + lid.x);
+    let live = m < rows;
+    let m_at = min(m, rows - 4u);
+    // inp[n, e, j] = inp[base + e * hw] for the positions p0 + lane and p0 + 8 + lane.
+    let p_lo = min(p0 + lane % 8u, positions - 1u);
+    let p_hi = min(p0 + 8u + lane % 8u, positions - 1u);
+    let lo = p_lo / hw * channels * hw + p_lo % hw;
+    let hi = p_hi / hw * channels * hw + p_hi % hw;
+    var acc: array<vec4<f32>, DM>;
+    for (var e = 0u; e < channels; e += 4u) {
+        // b[u] = wt(m .. m+3, e + u).
+        var b: array<vec4<f32>, 4>;
+        if (TRANSPOSED) {
+            for (var u = 0u; u < 4u; u++) { b[u] = weight[((e + u) * params.c + m_at) / 4u]; }
+        } else {
+            let w0 = weight[(m_at * params.c + e) / 4u];
+            let w1 = weight[((m_at + 1u) * params.c + e) / 4u];
+            let w2 = weight[((m_at + 2u) * params.c + e) / 4u];
+            let w3 = weight[((m_at + 3u) * params.c + e) / 4u];
+            b = array(vec4(w0.x, w1.x, w2.x, w3.x), vec4(w0.y, w1.y, w2.y, w3.y),
+                      vec4(w0.z, w1.z, w2.z, w3.z), vec4(w0.w, w1.w, w2.w, w3.w));
+        }
+        for (var u = 0u; u < 4u; u++) {
+            madd(&acc, inp[lo + (e + u) * hw], inp[hi + (e + u) * hw], b[u]);
+        }
+    }
+    for (var i = 0u; i < DM; i++) {
+        let p = p0 + i;
+        if (p < positions && live) {
+            let at = p / hw * rows * hw + m * hw + p % hw;
+            for (var t = 0u; t < 4u; t++) {
+                let o = at + t * hw;
+                var v = acc[i][t];
+                if (BIAS) { v += bias[m + t]; }
+                if (RESIDUAL) { v += residual[o]; }
+                if (RELU) { v = max(v, 0.0); }
+                if (ACCUMULATE) { v += out[o]; }
+                out[o] = v;
+            }
+        }
+    }
+}
