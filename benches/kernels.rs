@@ -182,19 +182,31 @@ impl Bench<'_> {
 
 /// conv2d_forward, conv2d_backward_input and conv2d_backward_weight of one layer on `gpu` (one
 /// of its conv paths); each does 2*N*K*P*Q*C*R*S flops.
-fn conv(b: &mut Bench, gpu: &Gpu, name: &str, inp: [usize; 4], k: usize, r: usize, pad: usize) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    b: &mut Bench,
+    gpu: &Gpu,
+    name: &str,
+    inp: [usize; 4],
+    k: usize,
+    r: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<()> {
     let [n, c, h, w] = inp;
-    let params = ConvParams::new(&inp, &[k, c, r, r], 1, pad)?;
+    let params = ConvParams::new(&inp, &[k, c, r, r], stride, pad)?;
     let (p, q) = (params.p as usize, params.q as usize);
     let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
-    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s1 p{pad}, {}", gpu.conv_path.name());
+    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s{stride} p{pad}, {}", gpu.conv_path.name());
     let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
-    b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, 1, pad))?;
-    b.run(Kernel::Conv2dBackwardInput, &shape, flops, || {
-        layers::conv2d_backward_input(gpu, &x, &y, &weight, 1, pad, false)
+    b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, stride, pad))?;
+    // A strided 1x1 is a projection shortcut, whose input gradient training adds to its block's.
+    let accumulate = stride > 1;
+    b.run(Kernel::Conv2dBackwardInput, &format!("{shape}{}", if accumulate { ", +=" } else { "" }), flops, || {
+        layers::conv2d_backward_input(gpu, &x, &y, &weight, stride, pad, accumulate)
     })?;
     b.run_all(Kernel::Conv2dBackwardWeight, &shape, flops, || {
-        layers::conv2d_backward_weight(gpu, &weight, &y, &x, 1, pad)
+        layers::conv2d_backward_weight(gpu, &weight, &y, &x, stride, pad)
     })
 }
 
@@ -266,14 +278,17 @@ fn main() -> Result<()> {
     let gpu = &gpu;
 
     for conv_gpu in &conv_gpus {
-        conv(&mut b, conv_gpu, "ResNet-20", [8, 16, 32, 32], 16, 3, 1)?;
-        conv(&mut b, conv_gpu, "ResNet-50 3x3", [1, 64, 56, 56], 64, 3, 1)?;
-        conv(&mut b, conv_gpu, "ResNet-50 1x1", [1, 256, 56, 56], 64, 1, 0)?;
+        conv(&mut b, conv_gpu, "ResNet-20", [8, 16, 32, 32], 16, 3, 1, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 3x3", [1, 64, 56, 56], 64, 3, 1, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 1x1", [1, 256, 56, 56], 64, 1, 1, 0)?;
         // The later stages, whose rows (14, 7) and planes (49) are not multiples of 4.
-        conv(&mut b, conv_gpu, "ResNet-50 3x3", [2, 256, 14, 14], 256, 3, 1)?;
-        conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 1024, 14, 14], 256, 1, 0)?;
-        conv(&mut b, conv_gpu, "ResNet-50 3x3", [4, 512, 7, 7], 512, 3, 1)?;
-        conv(&mut b, conv_gpu, "ResNet-50 1x1", [4, 2048, 7, 7], 512, 1, 0)?;
+        conv(&mut b, conv_gpu, "ResNet-50 3x3", [2, 256, 14, 14], 256, 3, 1, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 1024, 14, 14], 256, 1, 1, 0)?;
+        conv(&mut b, conv_gpu, "ResNet-50 3x3", [4, 512, 7, 7], 512, 3, 1, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 1x1", [4, 2048, 7, 7], 512, 1, 1, 0)?;
+        // Strided: a CIFAR ResNet's option-B projection, ResNet-50's at its third stage.
+        conv(&mut b, conv_gpu, "ResNet-20 1x1", [8, 16, 32, 32], 32, 1, 2, 0)?;
+        conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 512, 28, 28], 1024, 1, 2, 0)?;
     }
 
     batchnorm(&mut b, "ResNet-20", [32, 16, 32, 32])?;

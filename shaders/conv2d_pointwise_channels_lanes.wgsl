@@ -1,10 +1,13 @@
 // conv2d_pointwise_channels_lanes: conv2d_pointwise_lanes for planes of any size (ResNet-50's
-// 7x7), with the roles of the block's rows and columns swapped: 1x1 convs with stride 1 and both
-// channel counts multiples of 4; with TRANSPOSED, their input gradient:
-//   out[n,m,j] = sum_e inp[n,e,j] * wt(m,e)   (j = y*W + x)
-//   forward:     m = k, e = c, wt = weight[k,e]
-//   TRANSPOSED:  m = c, e = k, wt = weight[e,m] (out = dinp, inp = dout)
-// A workgroup shares DM = 16 positions (n, j) of the flattened N*H*W (they may straddle images),
+// 7x7) and any stride, with the roles of the block's rows and columns swapped: 1x1 convs with
+// pad 0 and both channel counts multiples of 4; with TRANSPOSED, their input gradient:
+//   out[n,k,y,x] = sum_c inp[n,c,S*y,S*x] * weight[k,c]              (forward)
+//   dinp[n,c,S*y,S*x] = sum_k dout[n,k,y,x] * weight[k,c]            (TRANSPOSED; at S > 1 only
+//                                                                    with ACCUMULATE: the rest
+//                                                                    of dinp is left as it is)
+// that is out[m, position] = sum_e inp[e, position] * wt(m,e) with m = k, e = c, wt = weight[k,e]
+// (forward) or m = c, e = k, wt = weight[e,m] (TRANSPOSED), over the N*P*Q output positions (n, y, x).
+// A workgroup shares DM = 16 of those positions (they may straddle images),
 // whose inputs its lanes load and broadcast with `lanes8`; every invocation owns 4 adjacent
 // channels m .. m+3 of them. A reduction step takes 4 channels e .. e+3: the 4x4 weights
 // wt(m+t, e+u) are 4 vec4 loads (forward: one per t; TRANSPOSED: one per u), and the inputs
@@ -12,7 +15,7 @@
 // Needs subgroups of at least 8 invocations.
 // Epilogue (forward) and ACCUMULATE (TRANSPOSED) as the kernels it stands in for.
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
-// Dispatch: (ceil(M / 256), ceil(N*H*W / DM), 1).
+// Dispatch: (ceil(M / 256), ceil(N*P*Q / DM), 1).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -26,6 +29,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
+
+// Position p of the N*P*Q output positions: (image, offset in its plane), for the layer's input
+// plane (H x W, at stride S) or its output plane (P x Q).
+fn place(p: u32, input_plane: bool) -> vec2<u32> {
+    let pq = params.p * params.q;
+    let j = p % pq;
+    let strided = params.stride * (j / params.q * params.w + j % params.q);
+    return vec2(p / pq, select(j, strided, input_plane));
+}
 
 override TRANSPOSED: bool = false;
 override ACCUMULATE: bool = false;
@@ -57,18 +69,20 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     // Output channels m and reduction channels e, by role.
     let rows = select(params.k, params.c, TRANSPOSED);
     let channels = select(params.c, params.k, TRANSPOSED);
-    let hw = params.h * params.w;
-    let positions = params.n * hw;
+    // The planes that inp and out are made of.
+    let inp_plane = select(params.h * params.w, params.p * params.q, TRANSPOSED);
+    let out_plane = select(params.p * params.q, params.h * params.w, TRANSPOSED);
+    let positions = params.n * params.p * params.q;
     let p0 = wid.y * DM;
     // The lane's 4 channels m .. m+3.
     let m = 4u * (wid.x * 64u + lid.x);
     let live = m < rows;
     let m_at = min(m, rows - 4u);
-    // inp[n, e, j] = inp[base + e * hw] for the positions p0 + lane and p0 + 8 + lane.
-    let p_lo = min(p0 + lane % 8u, positions - 1u);
-    let p_hi = min(p0 + 8u + lane % 8u, positions - 1u);
-    let lo = p_lo / hw * channels * hw + p_lo % hw;
-    let hi = p_hi / hw * channels * hw + p_hi % hw;
+    // inp[e, position] = inp[base + e * inp_plane] for the positions p0 + lane and p0 + 8 + lane.
+    let at_lo = place(min(p0 + lane % 8u, positions - 1u), !TRANSPOSED);
+    let at_hi = place(min(p0 + 8u + lane % 8u, positions - 1u), !TRANSPOSED);
+    let lo = at_lo.x * channels * inp_plane + at_lo.y;
+    let hi = at_hi.x * channels * inp_plane + at_hi.y;
     var acc: array<vec4<f32>, DM>;
     for (var e = 0u; e < channels; e += 4u) {
         // b[u] = wt(m .. m+3, e + u).
@@ -84,15 +98,15 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                       vec4(w0.z, w1.z, w2.z, w3.z), vec4(w0.w, w1.w, w2.w, w3.w));
         }
         for (var u = 0u; u < 4u; u++) {
-            madd(&acc, inp[lo + (e + u) * hw], inp[hi + (e + u) * hw], b[u]);
+            madd(&acc, inp[lo + (e + u) * inp_plane], inp[hi + (e + u) * inp_plane], b[u]);
         }
     }
     for (var i = 0u; i < DM; i++) {
-        let p = p0 + i;
-        if (p < positions && live) {
-            let at = p / hw * rows * hw + m * hw + p % hw;
+        if (p0 + i < positions && live) {
+            let at_out = place(p0 + i, TRANSPOSED);
+            let at = (at_out.x * rows + m) * out_plane + at_out.y;
             for (var t = 0u; t < 4u; t++) {
-                let o = at + t * hw;
+                let o = at + t * out_plane;
                 var v = acc[i][t];
                 if (BIAS) { v += bias[m + t]; }
                 if (RESIDUAL) { v += residual[o]; }

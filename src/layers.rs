@@ -159,27 +159,28 @@ fn pointwise_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 }
 
 /// Whether `conv2d_pointwise_channels_lanes` can run this layer: on the lanes path, 1x1 convs
-/// with stride 1 and both channel counts multiples of 4.
+/// with pad 0 (any stride) and both channel counts multiples of 4.
 fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes
-        && [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
+        && [params.r, params.s, params.pad] == [1, 1, 0]
         && [params.c, params.k].iter().all(|x| x.is_multiple_of(4))
 }
 
-/// The lanes-path kernel for a stride-1 3x3 or 1x1 conv that fits one (the forward, or with
+/// The lanes-path kernel for a conv of a shape class that has one (the forward, or with
 /// `transposed` the input gradient), with the rows and columns of its dispatch. 1x1s go to
-/// `conv2d_pointwise_channels_lanes` where `conv2d_pointwise_lanes` cannot take them (7x7
-/// planes), or where 256 output channels fill its lanes and a reduction over 256 or more hides
-/// its scalar stores (ResNet-50's 14x14 stage: 60 against 52 % of the peak; at 56x56, 256 out of
-/// 64 channels, 48 against 56 %, BENCHMARKS.md).
-fn stride_one_lanes(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Kernel, usize, usize)> {
+/// `conv2d_pointwise_channels_lanes` where 256 output channels or more fill its lanes (at 32, a
+/// CIFAR projection ran 4x slower than in `conv2d_forward_lanes`) and `conv2d_pointwise_lanes`
+/// cannot take them (strided, or on 7x7 planes) or a reduction over 256 or more hides the scalar
+/// stores (ResNet-50's 14x14 stage: 60 against 52 % of the peak; at 56x56, 256 out of 64
+/// channels, 48 against 56 %, BENCHMARKS.md).
+fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Kernel, usize, usize)> {
     let [n, c, k, p, q] = [params.n, params.c, params.k, params.p, params.q].map(|x| x as usize);
     let (m, e) = if transposed { (c, k) } else { (k, c) };
     let pointwise = pointwise_fit(gpu, params);
     if rows_fit(gpu, params) {
         // One invocation per 4 columns of a row: rows padded to a multiple of 4.
         Some((Kernel::Conv2dRowsLanes, m, n * p * q.next_multiple_of(4)))
-    } else if channels_fit(gpu, params) && (!pointwise || m.min(e) >= 256) {
+    } else if channels_fit(gpu, params) && m >= 256 && (!pointwise || e >= 256) {
         // The positions are the rows its lanes broadcast, the channels their columns.
         Some((Kernel::Conv2dPointwiseChannelsLanes, n * p * q, m))
     } else if pointwise {
@@ -227,7 +228,7 @@ pub fn conv2d_forward_fused(
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
     let tensors = [out, inp, weight, bias, residual];
     let (lanes, rows, columns) =
-        stride_one_lanes(gpu, &params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q));
+        lanes_variant(gpu, &params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q));
     conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, rows, columns)
 }
 
@@ -244,7 +245,10 @@ pub fn conv2d_backward_input(
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    if let Some((lanes, rows, columns)) = stride_one_lanes(gpu, &params, true) {
+    // A strided 1x1's input gradient reaches a part of dinp only: conv2d_pointwise_channels_lanes
+    // adds it (as the projection shortcut's in training) and leaves the rest.
+    if let Some((lanes, rows, columns)) = lanes_variant(gpu, &params, true).filter(|_| accumulate || params.stride == 1)
+    {
         let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
         let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
         return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, rows, columns);
