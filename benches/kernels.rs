@@ -201,7 +201,7 @@ fn conv(
     let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
     b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, stride, pad))?;
     // A strided 1x1 is a projection shortcut, whose input gradient training adds to its block's.
-    let accumulate = stride > 1;
+    let accumulate = stride > 1 && r == 1;
     b.run(Kernel::Conv2dBackwardInput, &format!("{shape}{}", if accumulate { ", +=" } else { "" }), flops, || {
         layers::conv2d_backward_input(gpu, &x, &y, &weight, stride, pad, accumulate)
     })?;
@@ -286,7 +286,10 @@ fn main() -> Result<()> {
         conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 1024, 14, 14], 256, 1, 1, 0)?;
         conv(&mut b, conv_gpu, "ResNet-50 3x3", [4, 512, 7, 7], 512, 3, 1, 1)?;
         conv(&mut b, conv_gpu, "ResNet-50 1x1", [4, 2048, 7, 7], 512, 1, 1, 0)?;
-        // Strided: a CIFAR ResNet's option-B projection, ResNet-50's at its third stage.
+        // Strided: a CIFAR ResNet's first downsampling conv and option-B projection, ResNet-50's
+        // at its second and third stages.
+        conv(&mut b, conv_gpu, "ResNet-20 3x3", [8, 16, 32, 32], 32, 3, 2, 1)?;
+        conv(&mut b, conv_gpu, "ResNet-50 3x3", [2, 128, 56, 56], 128, 3, 2, 1)?;
         conv(&mut b, conv_gpu, "ResNet-20 1x1", [8, 16, 32, 32], 32, 1, 2, 0)?;
         conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 512, 28, 28], 1024, 1, 2, 0)?;
     }

@@ -466,7 +466,7 @@ impl Kind {
             | Conv2dRowsLanes
             | Conv2dPointwiseLanes
             | Conv2dPointwiseChannelsLanes => Kind::ConvForward,
-            Conv2dBackwardInput | Conv2dBackwardInputLanes => Kind::ConvBackwardInput,
+            Conv2dBackwardInput | Conv2dBackwardInputLanes | Conv2dBackwardInputStridedLanes => Kind::ConvBackwardInput,
             Conv2dBackwardWeight
             | Conv2dBackwardWeightLanes
             | Conv2dBackwardWeightRowsLanes

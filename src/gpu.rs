@@ -324,7 +324,7 @@ impl Gpu {
 
     /// Checks at plan time that a buffer of `bytes` fits this device; the error names the buffer.
     pub fn check_fits(&self, name: &str, bytes: u64) -> Result<()> {
-        let binding = self.limits.max_storage_buffer_binding_size as u64;
+        let binding = self.limits.max_storage_buffer_binding_size;
         let buffer = self.limits.max_buffer_size;
         let limit = binding.min(buffer);
         if bytes > limit {

@@ -36,6 +36,7 @@ kernels! {
     Conv2dForwardLanes => "conv2d_forward_lanes",
     Conv2dBackwardInput => "conv2d_backward_input",
     Conv2dBackwardInputLanes => "conv2d_backward_input_lanes",
+    Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes",
     Conv2dBackwardWeight => "conv2d_backward_weight",
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes",
     Conv2dRowsLanes => "conv2d_rows_lanes",

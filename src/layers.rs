@@ -253,15 +253,23 @@ pub fn conv2d_backward_input(
         let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
         return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, rows, columns);
     }
+    // 3x3 stride 2 pad 1: only the taps that reach each position, in rows of even then odd h.
+    let strided = gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1];
+    let (lanes, columns) = if strided {
+        // Each parity of rows in whole workgroups of 64 invocations (of 4 columns).
+        (Kernel::Conv2dBackwardInputStridedLanes, 2 * (n * h.div_ceil(2) * w.div_ceil(4)).next_multiple_of(64) * 4)
+    } else {
+        (Kernel::Conv2dBackwardInputLanes, n * h * w)
+    };
     conv_dispatch(
         gpu,
         Kernel::Conv2dBackwardInput,
-        Kernel::Conv2dBackwardInputLanes,
+        lanes,
         &[("ACCUMULATE", flag(accumulate))],
         &[dinp, dout, weight],
         &params,
         c,
-        n * h * w,
+        columns,
     )
 }
 

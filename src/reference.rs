@@ -7,6 +7,7 @@ use crate::layers::{
 };
 
 /// `inp[n,c,h,w]` with zero outside the image.
+#[allow(clippy::too_many_arguments)]
 fn at(inp: &[f64], c_len: usize, h_len: usize, w_len: usize, n: usize, c: usize, h: isize, w: isize) -> f64 {
     if h < 0 || w < 0 || h >= h_len as isize || w >= w_len as isize {
         return 0.0;

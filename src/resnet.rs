@@ -92,7 +92,7 @@ impl Arch {
         let depth: usize =
             depth.parse().with_context(|| format!("unknown model {name:?}: the depth is not a number"))?;
         ensure!(
-            depth >= 8 && (depth - 2) % 6 == 0,
+            depth >= 8 && (depth - 2).is_multiple_of(6),
             "model {name:?}: CIFAR depths are 6n+2 (8, 14, 20, 32, 44, 56, 110)"
         );
         let n = (depth - 2) / 6;

@@ -1,0 +1,104 @@
+// conv2d_backward_input_strided_lanes: conv2d_backward_input_lanes for 3x3 convs with stride 2
+// and pad 1, walking only the taps that reach each input position:
+//   dinp[n,c,h,w] = sum_{k, r, s: h = 2y-1+r, w = 2x-1+s} dout[n,k,y,x] * weight[k,c,r,s]
+// An even h takes tap row r = 1 (y = h/2), an odd h rows 0 and 2 (y = (h+1)/2, (h-1)/2); so do w
+// and the tap columns s. Blocked as conv2d_rows_lanes (DM = 16 channels c per workgroup, `lanes8`
+// broadcasts the weights); every invocation owns 4 adjacent columns w0 .. w0+3 (w0 a multiple
+// of 4) of one dinp row, whose taps read dout columns x0 = w0/2 .. x0+2 (d0, d1, d2):
+//   columns w0, w0+1, w0+2, w0+3 += wt(s=1) * (d0, 0, d1, 0) + wt(s=0) * (0, d1, 0, d2)
+//                                 + wt(s=2) * (0, d0, 0, d1)
+// Workgroups take rows of one parity of h (all even rows, then all odd, each padded to whole
+// workgroups), so that the lanes of a subgroup walk the same tap rows (they broadcast weights).
+// Needs subgroups of at least 8 invocations. ACCUMULATE: dinp += the gradient.
+// CPU twin: reference::conv2d_backward_input.
+// Dispatch: (2 * ceil(N*ceil(H/2)*ceil(W/4) / 64), ceil(C / DM), 1).
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, r: u32, s: u32, p: u32,
+    q: u32, stride: u32, pad: u32, _unused: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+override ACCUMULATE: bool = false;
+const DM: u32 = 16;
+
+// The values of `v` in lanes 0..7 of the subgroup.
+fn lanes8(v: f32) -> array<f32, 8> {
+    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+// acc[i] += wt(c0 + i, ...) * b for the block's 16 channels, from the weights `w_lo` of channel
+// c0 + lane and `w_hi` of channel c0 + 8 + lane.
+fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: f32, w_hi: f32, b: vec4<f32>) {
+    let a_lo = lanes8(w_lo);
+    let a_hi = lanes8(w_hi);
+    for (var i = 0u; i < 8u; i++) {
+        (*acc)[i] = fma(vec4(a_lo[i]), b, (*acc)[i]);
+        (*acc)[i + 8u] = fma(vec4(a_hi[i]), b, (*acc)[i + 8u]);
+    }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    let hw = params.h * params.w;
+    let pq = params.p * params.q;
+    let row_lanes = (params.w + 3u) / 4u;
+    let half = (params.h + 1u) / 2u;
+    let per_parity = params.n * half * row_lanes;
+    let groups = (per_parity + 63u) / 64u;
+    let c0 = wid.y * DM;
+    // The lane's 4 columns: w0 .. w0+3 of row h = 2 * hh + parity of image `image`.
+    let parity = wid.x / groups;
+    let col = (wid.x % groups) * 64u + lid.x;
+    let live = col < per_parity;
+    let image = min(col, per_parity - 1u) / (half * row_lanes);
+    let h = 2u * (min(col, per_parity - 1u) / row_lanes % half) + parity;
+    let w0 = 4u * (min(col, per_parity - 1u) % row_lanes);
+    let in_row = w0 + vec4(0u, 1u, 2u, 3u) < vec4(params.w);
+    // dout columns x0 .. x0+2: which lie in the row, and where (clamped into it).
+    let x0 = w0 / 2u;
+    let last = params.q - 1u;
+    let ok = x0 + vec3(0u, 1u, 2u) <= vec3(last);
+    let at_x = min(x0 + vec3(0u, 1u, 2u), vec3(last));
+    // weight[k, c, r, s] = weight[base(c) + k * 9C + 3r + s] for the lane's channels c0 + lane
+    // and c0 + 8 + lane.
+    let lo = min(c0 + lane % 8u, params.c - 1u) * 9u;
+    let hi = min(c0 + 8u + lane % 8u, params.c - 1u) * 9u;
+    let k_step = params.c * 9u;
+    var acc: array<vec4<f32>, DM>;
+    // Tap rows: r = 1 for an even h, r = 0 and 2 for an odd one.
+    for (var r = 1u - parity; r < 2u + parity; r += 2u) {
+        let y = (h + 1u - r) / 2u;
+        let inside = y < params.p;
+        let row = image * params.k * pq + min(y, params.p - 1u) * params.q;
+        for (var k = 0u; k < params.k; k++) {
+            let at = row + k * pq;
+            let d0 = select(0.0, dout[at + at_x.x], inside && ok.x);
+            let d1 = select(0.0, dout[at + at_x.y], inside && ok.y);
+            let d2 = select(0.0, dout[at + at_x.z], inside && ok.z);
+            let w_lo = lo + k * k_step + 3u * r;
+            let w_hi = hi + k * k_step + 3u * r;
+            madd(&acc, weight[w_lo + 1u], weight[w_hi + 1u], vec4(d0, 0.0, d1, 0.0));
+            madd(&acc, weight[w_lo], weight[w_hi], vec4(0.0, d1, 0.0, d2));
+            madd(&acc, weight[w_lo + 2u], weight[w_hi + 2u], vec4(0.0, d0, 0.0, d1));
+        }
+    }
+    let at = image * params.c * hw + h * params.w + w0;
+    for (var i = 0u; i < DM; i++) {
+        for (var t = 0u; t < 4u; t++) {
+            let o = at + (c0 + i) * hw + t;
+            if (c0 + i < params.c && live && h < params.h && in_row[t]) {
+                var v = acc[i][t];
+                if (ACCUMULATE) { v += dinp[o]; }
+                dinp[o] = v;
+            }
+        }
+    }
+}
