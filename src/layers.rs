@@ -92,8 +92,8 @@ const DIRECT_BLOCK: usize = 8;
 const LANES_BLOCK: [usize; 2] = [16, 4];
 
 /// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the adapter's conv path
-/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin, or `conv2d_rows_lanes` or
-/// `conv2d_pointwise_lanes` where they fit (`rows_fit`, `pointwise_fit`). Shared workgroups have
+/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin or the lanes kernel of the layer's
+/// shape class (`lanes_variant`, `conv2d_backward_input_strided_lanes`). Shared workgroups have
 /// 256 invocations of 4x4 outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a
 /// workgroup on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit
 /// the rows (a CIFAR layer's 16 output channels get 4 x 64 invocations, not 16 x 16 with three
