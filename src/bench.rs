@@ -471,7 +471,6 @@ impl Kind {
             | Conv2dBackwardWeightLanes
             | Conv2dBackwardWeightRowsLanes
             | Conv2dBackwardWeightRowsVec4Lanes
-            | Conv2dBackwardWeightPointwiseLanes
             | SumSlices => Kind::ConvBackwardWeight,
             BatchnormForwardTrain
             | BatchnormForwardTrainVec4

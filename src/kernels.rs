@@ -44,7 +44,6 @@ kernels! {
     Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes",
     Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes",
     Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes",
-    Conv2dBackwardWeightPointwiseLanes => "conv2d_backward_weight_pointwise_lanes",
     BatchnormForwardTrain => "batchnorm_forward_train",
     BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4",
     BatchnormForwardEval => "batchnorm_forward_eval",

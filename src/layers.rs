@@ -149,9 +149,9 @@ fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
 }
 
-/// Whether `conv2d_pointwise_lanes` (and `conv2d_backward_weight_pointwise_lanes`) run this layer:
-/// on the lanes path, 1x1 convs with stride 1, H*W and both channel counts multiples of 4
-/// (ResNet-50's 1x1s but for 7x7 planes and the strided projections).
+/// Whether `conv2d_pointwise_lanes` (and `conv2d_backward_weight_rows_vec4_lanes` as `POINTWISE`)
+/// run this layer: on the lanes path, 1x1 convs with stride 1, H*W and both channel counts
+/// multiples of 4 (ResNet-50's 1x1s but for 7x7 planes and the strided projections).
 fn pointwise_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes
         && [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
@@ -296,22 +296,24 @@ pub fn conv2d_backward_weight(
         }
         ConvPath::Lanes => {
             // One subgroup of 8 invocations per workgroup, 16 x 4 outputs each (LANES_BLOCK), or
-            // 16 x 3 in conv2d_backward_weight_rows(_vec4)_lanes; at least 32 workgroups, and no
-            // more slices than reduction rows (n, p).
+            // 16 x 3 (3x3) and 16 x 4 (1x1) in conv2d_backward_weight_rows(_vec4)_lanes; at least
+            // 32 workgroups, and no more slices than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
-            let (kernel, columns) = if rows_fit(gpu, &params) && params.w.is_multiple_of(4) {
+            let (rows, pointwise) = (rows_fit(gpu, &params), pointwise_fit(gpu, &params));
+            let (kernel, columns) = if rows && params.w.is_multiple_of(4) {
                 (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c * r).div_ceil(8))
-            } else if rows_fit(gpu, &params) {
+            } else if rows {
                 (Kernel::Conv2dBackwardWeightRowsLanes, (c * r).div_ceil(8))
-            } else if pointwise_fit(gpu, &params) {
-                (Kernel::Conv2dBackwardWeightPointwiseLanes, (c / 4).div_ceil(8))
+            } else if pointwise {
+                (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c / 4).div_ceil(8))
             } else {
                 (Kernel::Conv2dBackwardWeightLanes, (c * r * s).div_ceil(8 * dn))
             };
             let (x, y) = (columns, k.div_ceil(dm));
             let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
             params.splits = splits as u32;
-            (kernel, vec![], [x, y, splits])
+            let overrides = if pointwise { vec![("POINTWISE", 1.0)] } else { vec![] };
+            (kernel, overrides, [x, y, splits])
         }
         ConvPath::Direct => {
             let (overrides, workgroups) = direct_weight_blocks(&mut params, n, c, k, r * s, p);
