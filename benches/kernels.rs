@@ -6,7 +6,7 @@
 //!     cargo bench --bench kernels                       # wgpu's default adapter
 //!     RESNET_WGPU_BACKEND=gl cargo bench --bench kernels
 //!     RESNET_WGPU_ADAPTER=1 cargo bench --bench kernels # an index or a substring of the name
-//!     RESNET_WGPU_BENCH_FILTER=conv2d cargo bench --bench kernels  # kernels whose name contains it
+//!     RESNET_WGPU_BENCH_FILTER=conv2d cargo bench --bench kernels  # rows whose kernel and shape contain it
 //!     RESNET_WGPU_BENCH_WALL=1 cargo bench --bench kernels  # wall clock even with timestamps
 //!
 //! Each dispatch is recorded alone in one compute pass, submitted, and waited for. Time is taken
@@ -80,7 +80,7 @@ impl Bench<'_> {
         prepare: impl FnOnce() -> Result<Vec<Dispatch>>,
     ) -> Result<()> {
         if let Some(filter) = &self.filter
-            && !kernel.name().contains(filter.as_str())
+            && !format!("{} {shape}", kernel.name()).contains(filter.as_str())
         {
             return Ok(());
         }

@@ -300,19 +300,23 @@ pub fn conv2d_backward_weight(
             // 32 workgroups, and no more slices than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
             let (rows, pointwise) = (rows_fit(gpu, &params), pointwise_fit(gpu, &params));
+            // 1x1s that conv2d_backward_weight_rows_vec4_lanes cannot take: 7x7 planes, strided.
+            let pointwise_rows = channels_fit(gpu, &params) && params.q >= 4;
             let (kernel, columns) = if rows && params.w.is_multiple_of(4) {
                 (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c * r).div_ceil(8))
             } else if rows {
                 (Kernel::Conv2dBackwardWeightRowsLanes, (c * r).div_ceil(8))
             } else if pointwise {
                 (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c / 4).div_ceil(8))
+            } else if pointwise_rows {
+                (Kernel::Conv2dBackwardWeightRowsLanes, (c / 4).div_ceil(8))
             } else {
                 (Kernel::Conv2dBackwardWeightLanes, (c * r * s).div_ceil(8 * dn))
             };
             let (x, y) = (columns, k.div_ceil(dm));
             let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
             params.splits = splits as u32;
-            let overrides = if pointwise { vec![("POINTWISE", 1.0)] } else { vec![] };
+            let overrides = if pointwise || pointwise_rows { vec![("POINTWISE", 1.0)] } else { vec![] };
             (kernel, overrides, [x, y, splits])
         }
         ConvPath::Direct => {

@@ -70,6 +70,11 @@ const CONV_CASES: &[[usize; 9]] = &[
     [1, 256, 3, 5, 260, 1, 1, 1, 0],
     [2, 256, 9, 7, 260, 1, 1, 2, 0],
     [1, 260, 8, 8, 256, 1, 1, 3, 0],
+    // 1x1 weight gradients on planes whose positions do not come in fours (stride 1 on 7x7, as
+    // ResNet-50's last stage) and at stride 2 (conv2d_backward_weight_rows_lanes' POINTWISE),
+    // with slices that begin and end inside a plane.
+    [2, 12, 7, 7, 20, 1, 1, 1, 0],
+    [3, 8, 9, 11, 12, 1, 1, 2, 0],
     // 3x3 stride 2 on an odd number of rows (conv2d_backward_input_strided_lanes' odd rows fall
     // one short of its even ones).
     [2, 5, 7, 10, 18, 3, 3, 2, 1],
