@@ -142,9 +142,9 @@ fn conv_dispatch(
     gpu.dispatch(kernel, &overrides, tensors, params, workgroups)
 }
 
-/// Whether `conv2d_rows_lanes` (and `conv2d_backward_weight_rows_lanes`, or its `_vec4` twin on
-/// rows of a multiple of 4 columns) run this layer: on the lanes path, 3x3 convs with stride 1
-/// and pad 1 (all but the strided ones of a CIFAR ResNet or of ResNet-18 to 152).
+/// Whether `conv2d_rows_lanes` (and `conv2d_backward_weight_rows_lanes` on rows of 4 columns or
+/// more, or its `_vec4` twin on rows of a multiple of 4) run this layer: on the lanes path, 3x3
+/// convs with stride 1 and pad 1 (all but the strided ones of a CIFAR ResNet or of ResNet-18 to 152).
 fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
 }
@@ -304,7 +304,7 @@ pub fn conv2d_backward_weight(
             let pointwise_rows = channels_fit(gpu, &params) && params.q >= 4;
             let (kernel, columns) = if rows && params.w.is_multiple_of(4) {
                 (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c * r).div_ceil(8))
-            } else if rows {
+            } else if rows && params.w >= 4 {
                 (Kernel::Conv2dBackwardWeightRowsLanes, (c * r).div_ceil(8))
             } else if pointwise {
                 (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c / 4).div_ceil(8))
