@@ -8,7 +8,11 @@
 // but every invocation owns 4 adjacent columns x0 .. x0+3 of one output row (x0 a multiple of 4;
 // a row of W columns takes ceil(W/4) invocations, the last one's columns past W are dropped), so
 // a reduction row's 3 taps read the 6 input columns x0-1 .. x0+4 where conv2d_forward_lanes
-// makes 12 loads.
+// makes 12 loads. The reduction takes 4 channels e0 .. e0+3 at a time: the weights of a tap come
+// as a vec4 over them, and every row adds to each column 3 dot products of 4 (one per tap) where
+// a multiply-add per channel and tap rewrote the accumulators 4 times as often (on ResNet-50's
+// 3x3s 69-73 against 63-64 % of lavapipe's FMA peak at 56x56, 55-62 against 47-55 % at 14x14
+// and 7x7, BENCHMARKS.md).
 // Needs subgroups of at least 8 invocations.
 // Epilogue (forward) and ACCUMULATE (TRANSPOSED) as the kernels it stands in for.
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
@@ -35,20 +39,39 @@ override RELU: bool = false;
 const DM: u32 = 16;
 
 // The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: f32) -> array<f32, 8> {
+fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
     return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
                  subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 
-// acc[i] += wt(m0 + i, ...) * b for the block's 16 rows, from the weights `w_lo` of row m0 + lane
-// and `w_hi` of row m0 + 8 + lane.
-fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: f32, w_hi: f32, b: vec4<f32>) {
+// acc[i][t] += dot(wt(m0 + i, e0 .. e0+3, r, s), v_t) for the block's 16 rows, from the weights
+// `w_lo` of row m0 + lane and `w_hi` of row m0 + 8 + lane.
+fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: vec4<f32>, w_hi: vec4<f32>, v0: vec4<f32>, v1: vec4<f32>,
+        v2: vec4<f32>, v3: vec4<f32>) {
     let a_lo = lanes8(w_lo);
     let a_hi = lanes8(w_hi);
     for (var i = 0u; i < 8u; i++) {
-        (*acc)[i] = fma(vec4(a_lo[i]), b, (*acc)[i]);
-        (*acc)[i + 8u] = fma(vec4(a_hi[i]), b, (*acc)[i + 8u]);
+        (*acc)[i] += vec4(dot(a_lo[i], v0), dot(a_lo[i], v1), dot(a_lo[i], v2), dot(a_lo[i], v3));
+        (*acc)[i + 8u] += vec4(dot(a_hi[i], v0), dot(a_hi[i], v1), dot(a_hi[i], v2), dot(a_hi[i], v3));
     }
+}
+
+// The weights wt(m, e0 .. e0+3, r, s) of the lane's row m at `at` (e_step apart), 0 past the
+// reduction's channels (where not `real`).
+fn wt4(at: u32, e_step: u32, real: vec4<bool>) -> vec4<f32> {
+    return select(vec4(0.0), vec4(weight[at], weight[at + e_step], weight[at + 2u * e_step], weight[at + 3u * e_step]), real);
+}
+
+// Where a lane's input columns x0-1 .. x0+4 lie in a row (clamped into it), and which of them
+// are inside the plane.
+struct Window { left: u32, mid: vec4<u32>, right: u32, left_in: bool, mid_in: vec4<bool>, right_in: bool }
+
+// The 6 input columns of the row at `at`, 0 outside the plane.
+fn inputs(at: u32, win: Window) -> array<f32, 6> {
+    let b = select(vec4(0.0), vec4(inp[at + win.mid.x], inp[at + win.mid.y], inp[at + win.mid.z], inp[at + win.mid.w]),
+                   win.mid_in);
+    return array(select(0.0, inp[at + win.left], win.left_in), b.x, b.y, b.z, b.w,
+                 select(0.0, inp[at + win.right], win.right_in));
 }
 
 @compute @workgroup_size(64)
@@ -67,15 +90,15 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let image = min(col, columns - 1u) / (params.h * row_lanes);
     let y = (min(col, columns - 1u) / row_lanes) % params.h;
     let x0 = 4u * (min(col, columns - 1u) % row_lanes);
-    // Input columns x0-1 .. x0+4: which lie in the row (the first unless x0 = 0, the others
-    // while before W), and where (clamped into the row).
+    // Input columns x0-1 .. x0+4: where (clamped into the row), and which lie in it (the first
+    // unless x0 = 0, the others while before W).
     let last = params.w - 1u;
     let left = x0 > 0u;
     let in_row = x0 + vec4(0u, 1u, 2u, 3u) <= vec4(last);
     let right = x0 + 4u <= last;
     let at_left = select(x0, x0 - 1u, left);
-    let at_right = min(x0 + 4u, last);
     let at_mid = min(x0 + vec4(0u, 1u, 2u, 3u), vec4(last));
+    let at_right = min(x0 + 4u, last);
     // wt(m, e, r, s) = weight[base(m) + e * e_step + d * (3r + s)], for the lane's two rows
     // m0 + lane and m0 + 8 + lane (d = -1 wraps around in u32).
     let m_lo = min(m0 + lane % 8u, rows - 1u);
@@ -89,18 +112,26 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let h = i32(y + r) - 1;
         let inside = h >= 0 && h < i32(params.h);
         let row = image * channels * hw + u32(clamp(h, 0, i32(params.h) - 1)) * params.w;
-        for (var e = 0u; e < channels; e++) {
-            // Columns x0-1 .. x0+4 of the row: the inputs of tap s are b shifted by s-1.
-            let at = row + e * hw;
-            let l = select(0.0, inp[at + at_left], inside && left);
-            let b = select(vec4(0.0), vec4(inp[at + at_mid.x], inp[at + at_mid.y], inp[at + at_mid.z],
-                                           inp[at + at_mid.w]), in_row & vec4(inside));
-            let n = select(0.0, inp[at + at_right], inside && right);
-            let w_lo = lo + e * e_step + d * 3u * r;
-            let w_hi = hi + e * e_step + d * 3u * r;
-            madd(&acc, weight[w_lo], weight[w_hi], vec4(l, b.xyz));
-            madd(&acc, weight[w_lo + d], weight[w_hi + d], b);
-            madd(&acc, weight[w_lo + 2u * d], weight[w_hi + 2u * d], vec4(b.yzw, n));
+        let win = Window(at_left, at_mid, at_right, inside && left, in_row & vec4(inside), inside && right);
+        for (var e0 = 0u; e0 < channels; e0 += 4u) {
+            // The 6 input columns of channels e0 .. e0+3 (clamped into the channels; their weights are 0).
+            let c0 = inputs(row + min(e0, channels - 1u) * hw, win);
+            let c1 = inputs(row + min(e0 + 1u, channels - 1u) * hw, win);
+            let c2 = inputs(row + min(e0 + 2u, channels - 1u) * hw, win);
+            let c3 = inputs(row + min(e0 + 3u, channels - 1u) * hw, win);
+            // v_u: input column x0-1+u over the 4 channels; tap s at column x0 + t takes v_(t+s).
+            let v0 = vec4(c0[0], c1[0], c2[0], c3[0]);
+            let v1 = vec4(c0[1], c1[1], c2[1], c3[1]);
+            let v2 = vec4(c0[2], c1[2], c2[2], c3[2]);
+            let v3 = vec4(c0[3], c1[3], c2[3], c3[3]);
+            let v4 = vec4(c0[4], c1[4], c2[4], c3[4]);
+            let v5 = vec4(c0[5], c1[5], c2[5], c3[5]);
+            let real = e0 + vec4(0u, 1u, 2u, 3u) < vec4(channels);
+            let w_lo = lo + e0 * e_step + d * 3u * r;
+            let w_hi = hi + e0 * e_step + d * 3u * r;
+            madd(&acc, wt4(w_lo, e_step, real), wt4(w_hi, e_step, real), v0, v1, v2, v3);
+            madd(&acc, wt4(w_lo + d, e_step, real), wt4(w_hi + d, e_step, real), v1, v2, v3, v4);
+            madd(&acc, wt4(w_lo + 2u * d, e_step, real), wt4(w_hi + 2u * d, e_step, real), v2, v3, v4, v5);
         }
     }
     let at = image * rows * hw + y * params.w + x0;
