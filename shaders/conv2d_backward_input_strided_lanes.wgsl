@@ -7,6 +7,8 @@
 // of 4) of one dinp row, whose taps read dout columns x0 = w0/2 .. x0+2 (d0, d1, d2):
 //   columns w0, w0+1, w0+2, w0+3 += wt(s=1) * (d0, 0, d1, 0) + wt(s=0) * (0, d1, 0, d2)
 //                                 + wt(s=2) * (0, d0, 0, d1)
+// taken 4 output channels k at a time as dot products of 4, only where the taps are not 0 (54
+// against 42-44 % of lavapipe's FMA peak for 4 zero-padded multiply-adds per k, BENCHMARKS.md).
 // Workgroups take rows of one parity of h (all even rows, then all odd, each padded to whole
 // workgroups), so that the lanes of a subgroup walk the same tap rows (they broadcast weights).
 // Needs subgroups of at least 8 invocations. ACCUMULATE: dinp += the gradient.
@@ -28,20 +30,35 @@ override ACCUMULATE: bool = false;
 const DM: u32 = 16;
 
 // The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: f32) -> array<f32, 8> {
+fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
     return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
                  subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 
-// acc[i] += wt(c0 + i, ...) * b for the block's 16 channels, from the weights `w_lo` of channel
-// c0 + lane and `w_hi` of channel c0 + 8 + lane.
-fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: f32, w_hi: f32, b: vec4<f32>) {
+// acc[i][t] += dot(wt(k0 .. k0+3, c0 + i), u) and acc[i][t + 2] += dot(.., v) for the block's 16
+// channels, from the weights `w_lo` of channel c0 + lane and `w_hi` of channel c0 + 8 + lane
+// (t = 0: the even columns w0, w0+2; t = 1: the odd ones).
+fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: vec4<f32>, w_hi: vec4<f32>, u: vec4<f32>, v: vec4<f32>,
+        t: u32) {
     let a_lo = lanes8(w_lo);
     let a_hi = lanes8(w_hi);
     for (var i = 0u; i < 8u; i++) {
-        (*acc)[i] = fma(vec4(a_lo[i]), b, (*acc)[i]);
-        (*acc)[i + 8u] = fma(vec4(a_hi[i]), b, (*acc)[i + 8u]);
+        (*acc)[i][t] += dot(a_lo[i], u);
+        (*acc)[i][t + 2u] += dot(a_lo[i], v);
+        (*acc)[i + 8u][t] += dot(a_hi[i], u);
+        (*acc)[i + 8u][t + 2u] += dot(a_hi[i], v);
     }
+}
+
+// The weights weight[k0 .. k0+3, c, r, s] from `at` (`step` apart), 0 past the channels (where
+// not `real`).
+fn wt4(at: u32, step: u32, real: vec4<bool>) -> vec4<f32> {
+    return select(vec4(0.0), vec4(weight[at], weight[at + step], weight[at + 2u * step], weight[at + 3u * step]), real);
+}
+
+// dout columns x0 .. x0+2 of the row at `at`, 0 outside the plane.
+fn douts(at: u32, at_x: vec3<u32>, ok: vec3<bool>) -> vec3<f32> {
+    return select(vec3(0.0), vec3(dout[at + at_x.x], dout[at + at_x.y], dout[at + at_x.z]), ok);
 }
 
 @compute @workgroup_size(64)
@@ -78,16 +95,23 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let y = (h + 1u - r) / 2u;
         let inside = y < params.p;
         let row = image * params.k * pq + min(y, params.p - 1u) * params.q;
-        for (var k = 0u; k < params.k; k++) {
-            let at = row + k * pq;
-            let d0 = select(0.0, dout[at + at_x.x], inside && ok.x);
-            let d1 = select(0.0, dout[at + at_x.y], inside && ok.y);
-            let d2 = select(0.0, dout[at + at_x.z], inside && ok.z);
-            let w_lo = lo + k * k_step + 3u * r;
-            let w_hi = hi + k * k_step + 3u * r;
-            madd(&acc, weight[w_lo + 1u], weight[w_hi + 1u], vec4(d0, 0.0, d1, 0.0));
-            madd(&acc, weight[w_lo], weight[w_hi], vec4(0.0, d1, 0.0, d2));
-            madd(&acc, weight[w_lo + 2u], weight[w_hi + 2u], vec4(0.0, d0, 0.0, d1));
+        // Output channels k0 .. k0+3 at a time (clamped into K; their weights are 0): d_u holds
+        // dout column x0 + u over the 4, and the even columns take dot products with tap s = 1,
+        // the odd ones with s = 0 and 2.
+        for (var k0 = 0u; k0 < params.k; k0 += 4u) {
+            let e0 = douts(row + min(k0, params.k - 1u) * pq, at_x, ok & vec3(inside));
+            let e1 = douts(row + min(k0 + 1u, params.k - 1u) * pq, at_x, ok & vec3(inside));
+            let e2 = douts(row + min(k0 + 2u, params.k - 1u) * pq, at_x, ok & vec3(inside));
+            let e3 = douts(row + min(k0 + 3u, params.k - 1u) * pq, at_x, ok & vec3(inside));
+            let d0 = vec4(e0.x, e1.x, e2.x, e3.x);
+            let d1 = vec4(e0.y, e1.y, e2.y, e3.y);
+            let d2 = vec4(e0.z, e1.z, e2.z, e3.z);
+            let real = k0 + vec4(0u, 1u, 2u, 3u) < vec4(params.k);
+            let w_lo = lo + k0 * k_step + 3u * r;
+            let w_hi = hi + k0 * k_step + 3u * r;
+            madd(&acc, wt4(w_lo + 1u, k_step, real), wt4(w_hi + 1u, k_step, real), d0, d1, 0u);
+            madd(&acc, wt4(w_lo, k_step, real), wt4(w_hi, k_step, real), d1, d2, 1u);
+            madd(&acc, wt4(w_lo + 2u, k_step, real), wt4(w_hi + 2u, k_step, real), d0, d1, 1u);
         }
     }
     let at = image * params.c * hw + h * params.w + w0;

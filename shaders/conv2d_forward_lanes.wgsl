@@ -6,7 +6,9 @@
 // hands the subgroup all sixteen, so a step costs 2 + DN = 6 loads for DM*DN = 64 multiply-adds
 // (conv2d_forward's would be DM + DN): on CPU adapters every storage load is a per-lane gather,
 // a broadcast a register shuffle. 8 x 8 blocks cost 9 loads; blocks of more than 64
-// accumulators spill out of the registers and run slower (BENCHMARKS.md).
+// accumulators spill out of the registers and run slower (BENCHMARKS.md). A step takes 4 input
+// channels, the weights as vec4s, and adds dot products of 4 to the accumulators (a strided 3x3
+// at 45 against 36 % of lavapipe's FMA peak for one channel and multiply-add per step).
 // Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*Q / (64*DN)), ceil(K / DM), 1).
 
@@ -30,9 +32,19 @@ const DM: u32 = 16;
 const DN: u32 = 4;
 
 // The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: f32) -> array<f32, 8> {
+fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
     return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
                  subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+// The inputs at `at` + channel offset `e` of the lane's 4 columns, 0 outside the plane.
+fn inputs(at: vec4<u32>, e: u32, inside: vec4<bool>) -> vec4<f32> {
+    return select(vec4(0.0), vec4(inp[at.x + e], inp[at.y + e], inp[at.z + e], inp[at.w + e]), inside);
+}
+
+// The weights of 4 channels from `at` (`step` apart), 0 past the channels (where not `real`).
+fn wt4(at: u32, step: u32, real: vec4<bool>) -> vec4<f32> {
+    return select(vec4(0.0), vec4(weight[at], weight[at + step], weight[at + 2u * step], weight[at + 3u * step]), real);
 }
 
 @compute @workgroup_size(64)
@@ -64,14 +76,23 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let at = image + vec4<u32>(clamp(h, vec4(0), vec4(i32(params.h) - 1))) * params.w
                 + vec4<u32>(clamp(w, vec4(0), vec4(i32(params.w) - 1)));
             let tap = r * params.s + s;
-            for (var c = 0u; c < params.c; c++) {
-                let e = c * hw;
-                let b = select(vec4(0.0), vec4(inp[at.x + e], inp[at.y + e], inp[at.z + e], inp[at.w + e]), inside);
-                let a_lo = lanes8(weight[lo + c * rs + tap]);
-                let a_hi = lanes8(weight[hi + c * rs + tap]);
+            // Channels c0 .. c0+3 at a time (clamped into the channels; their weights are 0): v_t
+            // holds column t's inputs over the 4, and each row adds dot(weights, v_t).
+            for (var c0 = 0u; c0 < params.c; c0 += 4u) {
+                let b0 = inputs(at, min(c0, params.c - 1u) * hw, inside);
+                let b1 = inputs(at, min(c0 + 1u, params.c - 1u) * hw, inside);
+                let b2 = inputs(at, min(c0 + 2u, params.c - 1u) * hw, inside);
+                let b3 = inputs(at, min(c0 + 3u, params.c - 1u) * hw, inside);
+                let v0 = vec4(b0.x, b1.x, b2.x, b3.x);
+                let v1 = vec4(b0.y, b1.y, b2.y, b3.y);
+                let v2 = vec4(b0.z, b1.z, b2.z, b3.z);
+                let v3 = vec4(b0.w, b1.w, b2.w, b3.w);
+                let real = c0 + vec4(0u, 1u, 2u, 3u) < vec4(params.c);
+                let a_lo = lanes8(wt4(lo + c0 * rs + tap, rs, real));
+                let a_hi = lanes8(wt4(hi + c0 * rs + tap, rs, real));
                 for (var i = 0u; i < 8u; i++) {
-                    acc[i] = fma(vec4(a_lo[i]), b, acc[i]);
-                    acc[i + 8u] = fma(vec4(a_hi[i]), b, acc[i + 8u]);
+                    acc[i] += vec4(dot(a_lo[i], v0), dot(a_lo[i], v1), dot(a_lo[i], v2), dot(a_lo[i], v3));
+                    acc[i + 8u] += vec4(dot(a_hi[i], v0), dot(a_hi[i], v1), dot(a_hi[i], v2), dot(a_hi[i], v3));
                 }
             }
         }
