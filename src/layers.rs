@@ -144,7 +144,8 @@ fn conv_dispatch(
 
 /// Whether `conv2d_rows_lanes` (and `conv2d_backward_weight_rows_lanes` on rows of 4 columns or
 /// more, or its `_vec4` twin on rows of a multiple of 4) run this layer: on the lanes path, 3x3
-/// convs with stride 1 and pad 1 (all but the strided ones of a CIFAR ResNet or of ResNet-18 to 152).
+/// convs with stride 1 and pad 1 (all but the strided ones of a CIFAR ResNet or of ResNet-18 to
+/// 152; `conv2d_rows_lanes` runs the strided ones' forward too).
 fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
 }
@@ -167,7 +168,8 @@ fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 }
 
 /// The lanes-path kernel for a conv of a shape class that has one (the forward, or with
-/// `transposed` the input gradient), with the rows and columns of its dispatch. 1x1s go to
+/// `transposed` the input gradient), with the rows and columns of its dispatch. 3x3s with pad 1
+/// go to `conv2d_rows_lanes` at stride 1, and at stride 2 forward (the caller sets STRIDE). 1x1s go to
 /// `conv2d_pointwise_channels_lanes` where 256 output channels or more fill its lanes (at 32, a
 /// CIFAR projection ran 4x slower than in `conv2d_forward_lanes`) and `conv2d_pointwise_lanes`
 /// cannot take them (strided, or on 7x7 planes) or a reduction over 256 or more hides the scalar
@@ -177,7 +179,8 @@ fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Ke
     let [n, c, k, p, q] = [params.n, params.c, params.k, params.p, params.q].map(|x| x as usize);
     let (m, e) = if transposed { (c, k) } else { (k, c) };
     let pointwise = pointwise_fit(gpu, params);
-    if rows_fit(gpu, params) {
+    let strided = gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1];
+    if rows_fit(gpu, params) || (strided && !transposed) {
         // One invocation per 4 columns of a row: rows padded to a multiple of 4.
         Some((Kernel::Conv2dRowsLanes, m, n * p * q.next_multiple_of(4)))
     } else if channels_fit(gpu, params) && m >= 256 && (!pointwise || e >= 256) {
@@ -229,7 +232,11 @@ pub fn conv2d_forward_fused(
     let tensors = [out, inp, weight, bias, residual];
     let (lanes, rows, columns) =
         lanes_variant(gpu, &params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q));
-    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, rows, columns)
+    let mut overrides = epilogue.to_vec();
+    if lanes == Kernel::Conv2dRowsLanes {
+        overrides.push(("STRIDE", stride as f64));
+    }
+    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &overrides, &tensors, &params, rows, columns)
 }
 
 /// dinp = the input gradient, or with `accumulate` dinp += it.
