@@ -2,7 +2,8 @@
 // adapters with subgroups, blocked as conv2d_forward_lanes: rows m = c, columns j = (n,h,w),
 // reduction e = (k,r,s); the 64 invocations of a workgroup share DM = 16 rows, each owns DN = 4
 // columns j0 + lid.x + t*64, and `lanes8` hands the subgroup the weights of the 16 rows for two
-// loads per lane. Needs subgroups of at least 8 invocations.
+// loads per lane. A step takes 4 output channels k, the weights as vec4s over them, and adds dot
+// products of 4 to the accumulators. Needs subgroups of at least 8 invocations.
 // ACCUMULATE as there. CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (64*DN)), ceil(C / DM), 1).
 
 struct Params {
@@ -21,9 +22,19 @@ const DM: u32 = 16;
 const DN: u32 = 4;
 
 // The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: f32) -> array<f32, 8> {
+fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
     return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
                  subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
+// dout at `at` + channel offset `e` of the lane's 4 columns, 0 where no position is reached.
+fn douts(at: vec4<u32>, e: u32, inside: vec4<bool>) -> vec4<f32> {
+    return select(vec4(0.0), vec4(dout[at.x + e], dout[at.y + e], dout[at.z + e], dout[at.w + e]), inside);
+}
+
+// The weights of 4 output channels from `at` (`step` apart), 0 past the channels (where not `real`).
+fn wt4(at: u32, step: u32, real: vec4<bool>) -> vec4<f32> {
+    return select(vec4(0.0), vec4(weight[at], weight[at + step], weight[at + 2u * step], weight[at + 3u * step]), real);
 }
 
 @compute @workgroup_size(64)
@@ -60,14 +71,24 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let at = image + vec4<u32>(clamp(p, vec4(0), vec4(i32(params.p) - 1))) * params.q
                 + vec4<u32>(clamp(q, vec4(0), vec4(i32(params.q) - 1)));
             let tap = r * params.s + s;
-            for (var k = 0u; k < params.k; k++) {
-                let e = k * pq;
-                let b = select(vec4(0.0), vec4(dout[at.x + e], dout[at.y + e], dout[at.z + e], dout[at.w + e]), inside);
-                let a_lo = lanes8(weight[k * params.c * rs + lo + tap]);
-                let a_hi = lanes8(weight[k * params.c * rs + hi + tap]);
+            // Channels k0 .. k0+3 at a time (clamped into K; their weights are 0): v_t holds
+            // column t's dout over the 4, and each row adds dot(weights, v_t).
+            let k_step = params.c * rs;
+            for (var k0 = 0u; k0 < params.k; k0 += 4u) {
+                let b0 = douts(at, min(k0, params.k - 1u) * pq, inside);
+                let b1 = douts(at, min(k0 + 1u, params.k - 1u) * pq, inside);
+                let b2 = douts(at, min(k0 + 2u, params.k - 1u) * pq, inside);
+                let b3 = douts(at, min(k0 + 3u, params.k - 1u) * pq, inside);
+                let v0 = vec4(b0.x, b1.x, b2.x, b3.x);
+                let v1 = vec4(b0.y, b1.y, b2.y, b3.y);
+                let v2 = vec4(b0.z, b1.z, b2.z, b3.z);
+                let v3 = vec4(b0.w, b1.w, b2.w, b3.w);
+                let real = k0 + vec4(0u, 1u, 2u, 3u) < vec4(params.k);
+                let a_lo = lanes8(wt4(k0 * k_step + lo + tap, k_step, real));
+                let a_hi = lanes8(wt4(k0 * k_step + hi + tap, k_step, real));
                 for (var i = 0u; i < 8u; i++) {
-                    acc[i] = fma(vec4(a_lo[i]), b, acc[i]);
-                    acc[i + 8u] = fma(vec4(a_hi[i]), b, acc[i + 8u]);
+                    acc[i] += vec4(dot(a_lo[i], v0), dot(a_lo[i], v1), dot(a_lo[i], v2), dot(a_lo[i], v3));
+                    acc[i + 8u] += vec4(dot(a_hi[i], v0), dot(a_hi[i], v1), dot(a_hi[i], v2), dot(a_hi[i], v3));
                 }
             }
         }
