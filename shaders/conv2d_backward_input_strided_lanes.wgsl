@@ -7,8 +7,8 @@
 // of 4) of one dinp row, whose taps read dout columns x0 = w0/2 .. x0+2 (d0, d1, d2):
 //   columns w0, w0+1, w0+2, w0+3 += wt(s=1) * (d0, 0, d1, 0) + wt(s=0) * (0, d1, 0, d2)
 //                                 + wt(s=2) * (0, d0, 0, d1)
-// taken 4 output channels k at a time as dot products of 4, only where the taps are not 0 (54
-// against 42-44 % of lavapipe's FMA peak for 4 zero-padded multiply-adds per k, BENCHMARKS.md).
+// taken 4 output channels k at a time as dot products of 4, only where the taps are not 0 (47-50
+// against 42 % of lavapipe's FMA peak for 4 zero-padded multiply-adds per k, BENCHMARKS.md).
 // Workgroups take rows of one parity of h (all even rows, then all odd, each padded to whole
 // workgroups), so that the lanes of a subgroup walk the same tap rows (they broadcast weights).
 // Needs subgroups of at least 8 invocations. ACCUMULATE: dinp += the gradient.

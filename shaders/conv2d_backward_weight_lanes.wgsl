@@ -4,8 +4,8 @@
 // each invocation owns DN = 4 columns j0 + lane + 8*t. A step takes 4 output positions of a row
 // (n, p): every lane loads dout of two rows at them and `lanes8` hands the subgroup all sixteen,
 // so a step costs 4 * (2 + DN) loads for 4*DM*DN multiply-adds, added to the accumulators as dot
-// products of 4 (a strided 3x3 at 49-51 against 45-46 % of lavapipe's FMA peak for one position
-// and multiply-add per step).
+// products of 4 (a strided 3x3 at 47-51 against 45-47 % of lavapipe's FMA peak for one position
+// and multiply-add per step, BENCHMARKS.md).
 // The reduction is split into `splits` slices of whole (n, p) rows, one per wid.z, written to
 // dweight[slice, k, c, r, s] (sum_slices adds them up when there is more than one).
 // Needs subgroups of at least 8 invocations.

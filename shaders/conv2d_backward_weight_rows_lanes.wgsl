@@ -14,8 +14,8 @@
 // values of each of its channels), then adds 16 x 3 (16 x 4) dot products of 4: 14 loads for
 // 192 multiply-adds (24 for 256), where conv2d_backward_weight_lanes makes 18 (24) (5 in the
 // _vec4 twin, for rows of a multiple of 4 columns). On small planes (7x7, 14x14) the walk across
-// rows wastes no steps on row ends and costs nothing per row (58 and 65 % of lavapipe's FMA peak
-// against 44 and 50 % walking row by row, BENCHMARKS.md).
+// rows wastes no steps on row ends and costs nothing per row (56-57 and 62 % of lavapipe's FMA
+// peak against 41-43 and 44-48 % walking row by row, BENCHMARKS.md).
 // The reduction is split into `splits` slices of whole steps as there, written to
 // dweight[slice, k, c, r, s]. Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_backward_weight.

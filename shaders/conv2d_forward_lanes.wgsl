@@ -7,8 +7,9 @@
 // (conv2d_forward's would be DM + DN): on CPU adapters every storage load is a per-lane gather,
 // a broadcast a register shuffle. 8 x 8 blocks cost 9 loads; blocks of more than 64
 // accumulators spill out of the registers and run slower (BENCHMARKS.md). A step takes 4 input
-// channels, the weights as vec4s, and adds dot products of 4 to the accumulators (a strided 3x3
-// at 45 against 36 % of lavapipe's FMA peak for one channel and multiply-add per step).
+// channels, the weights as vec4s, and adds dot products of 4 to the accumulators (a strided 3x3,
+// before conv2d_rows_lanes took those, at 45 against 36 % of lavapipe's FMA peak for one channel
+// and multiply-add per step).
 // Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*Q / (64*DN)), ceil(K / DM), 1).
 

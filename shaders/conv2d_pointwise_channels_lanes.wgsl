@@ -12,8 +12,8 @@
 // channels m .. m+3 of them. A reduction step takes 4 channels e .. e+3: the 4x4 weights
 // wt(m+t, e+u) are 4 vec4 loads (forward: one per t; TRANSPOSED: one per u), and the inputs
 // 2 x 4 loads, 12 loads for 256 multiply-adds, where conv2d_forward_lanes makes 24; each
-// position's 4 inputs come as a vec4 and every channel adds a dot product of 4 (forward 65-71
-// against 59-63 % of lavapipe's FMA peak for 4 multiply-adds).
+// position's 4 inputs come as a vec4 and every channel adds a dot product of 4 (forward 62-75
+// against 53-61 % of lavapipe's FMA peak for 4 multiply-adds, BENCHMARKS.md).
 // Needs subgroups of at least 8 invocations.
 // Epilogue (forward) and ACCUMULATE (TRANSPOSED) as the kernels it stands in for.
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.

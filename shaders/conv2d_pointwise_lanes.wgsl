@@ -10,8 +10,8 @@
 // vec4 load per channel, 4 channels at a time, where conv2d_forward_lanes makes 4 loads of f32.
 // On CPU adapters every storage load is a loop over the lanes, however wide, so a vec4 costs
 // about what an f32 does. The 4 channels' weights come as a vec4 and every position adds a dot
-// product of 4 (ResNet-50's 56x56 1x1: 59-65 against 53-58 % of lavapipe's FMA peak for 4
-// multiply-adds).
+// product of 4 (ResNet-50's 56x56 1x1: 59-65 against 54-61 % of lavapipe's FMA peak for 4
+// multiply-adds, BENCHMARKS.md).
 // Needs subgroups of at least 8 invocations.
 // Epilogue (forward) and ACCUMULATE (TRANSPOSED) as the kernels it stands in for.
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.

@@ -11,8 +11,8 @@
 // where conv2d_forward_lanes makes 12 loads. The reduction takes 4 channels e0 .. e0+3 at a
 // time: the weights of a tap come as a vec4 over them, and every row adds to each column 3 dot
 // products of 4 (one per tap) where a multiply-add per channel and tap rewrote the accumulators
-// 4 times as often (on ResNet-50's 3x3s 69-73 against 63-64 % of lavapipe's FMA peak at 56x56,
-// 55-62 against 47-55 % at 14x14 and 7x7; its strided 3x3 forward 52 against 39 % in
+// 4 times as often (on ResNet-50's 3x3s 66-69 against 62-68 % of lavapipe's FMA peak at 56x56,
+// 57-64 against 47-55 % at 14x14 and 7x7; its strided 3x3 forward 51-54 against 39-41 % in
 // conv2d_forward_lanes, BENCHMARKS.md).
 // Needs subgroups of at least 8 invocations.
 // Epilogue (forward) and ACCUMULATE (TRANSPOSED) as the kernels it stands in for.
