@@ -21,12 +21,6 @@ override ACCUMULATE: bool = false;
 const DM: u32 = 16;
 const DN: u32 = 4;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 // dout at `at` + channel offset `e` of the lane's 4 columns, 0 where no position is reached.
 fn douts(at: vec4<u32>, e: u32, inside: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), vec4(dout[at.x + e], dout[at.y + e], dout[at.z + e], dout[at.w + e]), inside);

@@ -29,12 +29,6 @@ struct Params {
 override ACCUMULATE: bool = false;
 const DM: u32 = 16;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 // acc[i][t] += dot(wt(k0 .. k0+3, c0 + i), u) and acc[i][t + 2] += dot(.., v) for the block's 16
 // channels, from the weights `w_lo` of channel c0 + lane and `w_hi` of channel c0 + 8 + lane
 // (t = 0: the even columns w0, w0+2; t = 1: the odd ones).

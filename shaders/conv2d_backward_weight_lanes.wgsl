@@ -25,12 +25,6 @@ struct Params {
 const DM: u32 = 16;
 const DN: u32 = 4;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 // dout[at + qs[u]] of the 4 positions, 0 past the row (where not `ok`).
 fn dout4(at: u32, qs: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
     let x = at + min(qs, vec4(params.q - 1u));

@@ -35,12 +35,6 @@ struct Params {
 override POINTWISE: bool = false;
 const DM: u32 = 16;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 // dout[at + x[t]] where valid[t], else 0.
 fn dout4(at: u32, x: vec4<u32>, valid: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), vec4(dout[at + x.x], dout[at + x.y], dout[at + x.z], dout[at + x.w]), valid);

@@ -29,12 +29,6 @@ struct Params {
 override POINTWISE: bool = false;
 const DM: u32 = 16;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let hw4 = params.h * params.w / 4u;

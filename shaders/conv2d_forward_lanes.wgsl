@@ -32,12 +32,6 @@ override RELU: bool = false;
 const DM: u32 = 16;
 const DN: u32 = 4;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 // The inputs at `at` + channel offset `e` of the lane's 4 columns, 0 outside the plane.
 fn inputs(at: vec4<u32>, e: u32, inside: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), vec4(inp[at.x + e], inp[at.y + e], inp[at.z + e], inp[at.w + e]), inside);

@@ -37,12 +37,6 @@ override RESIDUAL: bool = false;
 override RELU: bool = false;
 const DM: u32 = 16;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 // The weights wt(m, e .. e+3) from `at` (`step` apart).
 fn wt4(at: u32, step: u32) -> vec4<f32> {
     return vec4(weight[at], weight[at + step], weight[at + 2u * step], weight[at + 3u * step]);

@@ -40,12 +40,6 @@ override RESIDUAL: bool = false;
 override RELU: bool = false;
 const DM: u32 = 16;
 
-// The values of `v` in lanes 0..7 of the subgroup.
-fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                 subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
-
 // acc[i][t] += dot(wt(m0 + i, e0 .. e0+3, r, s), v_t) for the block's 16 rows, from the weights
 // `w_lo` of row m0 + lane and `w_hi` of row m0 + 8 + lane.
 fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: vec4<f32>, w_hi: vec4<f32>, v0: vec4<f32>, v1: vec4<f32>,

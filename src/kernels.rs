@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow};
 use crate::gpu::{Gpu, Tensor};
 
 macro_rules! kernels {
-    ($($variant:ident => $stem:literal,)*) => {
+    ($($variant:ident => $stem:literal $(after $prelude:literal)?,)*) => {
         /// One variant per file in `shaders/`; the file stem is `Kernel::name`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Kernel { $($variant,)* }
@@ -24,8 +24,15 @@ macro_rules! kernels {
                 match self { $(Kernel::$variant => $stem,)* }
             }
 
+            /// The kernel's WGSL, after the file of `shaders/prelude/` it names if any (WGSL
+            /// has no includes).
             pub fn source(self) -> &'static str {
-                match self { $(Kernel::$variant => include_str!(concat!("../shaders/", $stem, ".wgsl")),)* }
+                match self {
+                    $(Kernel::$variant => concat!(
+                        $(include_str!(concat!("../shaders/prelude/", $prelude, ".wgsl")), "\n",)?
+                        include_str!(concat!("../shaders/", $stem, ".wgsl"))
+                    ),)*
+                }
             }
         }
     };
@@ -33,17 +40,17 @@ macro_rules! kernels {
 
 kernels! {
     Conv2dForward => "conv2d_forward",
-    Conv2dForwardLanes => "conv2d_forward_lanes",
+    Conv2dForwardLanes => "conv2d_forward_lanes" after "lanes",
     Conv2dBackwardInput => "conv2d_backward_input",
-    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes",
-    Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes",
+    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after "lanes",
+    Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after "lanes",
     Conv2dBackwardWeight => "conv2d_backward_weight",
-    Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes",
-    Conv2dRowsLanes => "conv2d_rows_lanes",
-    Conv2dPointwiseLanes => "conv2d_pointwise_lanes",
-    Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes",
-    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes",
-    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes",
+    Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after "lanes",
+    Conv2dRowsLanes => "conv2d_rows_lanes" after "lanes",
+    Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after "lanes",
+    Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after "lanes",
+    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after "lanes",
+    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after "lanes",
     BatchnormForwardTrain => "batchnorm_forward_train",
     BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4",
     BatchnormForwardEval => "batchnorm_forward_eval",
