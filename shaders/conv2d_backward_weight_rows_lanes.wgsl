@@ -40,6 +40,11 @@ fn dout4(at: u32, x: vec4<u32>, valid: vec4<bool>) -> vec4<f32> {
     return select(vec4(0.0), vec4(dout[at + x.x], dout[at + x.y], dout[at + x.z], dout[at + x.w]), valid);
 }
 
+// inp at the 4 offsets `at`.
+fn inp4(at: vec4<u32>) -> vec4<f32> {
+    return vec4(inp[at.x], inp[at.y], inp[at.z], inp[at.w]);
+}
+
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let hw = params.h * params.w;
@@ -77,14 +82,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         if (POINTWISE) {
             // inp[n, c .. c+3, y*stride, x*stride] (clamped into the plane; dout is 0 past P*Q).
             let at = vec4(plane) + min((ys * params.w + xs) * params.stride, vec4(hw - 1u));
-            var b: array<vec4<f32>, 4>;
-            for (var j = 0u; j < 4u; j++) {
-                let o = at + j * hw;
-                b[j] = vec4(inp[o.x], inp[o.y], inp[o.z], inp[o.w]);
-            }
+            let b0 = inp4(at);
+            let b1 = inp4(at + hw);
+            let b2 = inp4(at + 2u * hw);
+            let b3 = inp4(at + 3u * hw);
             for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b[0]), dot(a_lo[i], b[1]), dot(a_lo[i], b[2]), dot(a_lo[i], b[3]));
-                acc[i + 8u] += vec4(dot(a_hi[i], b[0]), dot(a_hi[i], b[1]), dot(a_hi[i], b[2]), dot(a_hi[i], b[3]));
+                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
+                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
             }
         } else {
             // 3x3, stride 1, pad 1 (P = H, Q = W): the input of tap (r, s) at position e + t is
@@ -92,8 +96,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             // The 6 values from e + (r-1)*W - 1 (clamped into the plane) hold all three taps.
             let first = i32(e) + r * i32(params.w) - 1;
             let last = i32(hw) - 1;
-            var v: array<f32, 6>;
-            for (var j = 0; j < 6; j++) { v[j] = inp[plane + u32(clamp(first + j, 0, last))]; }
+            let lo4 = inp4(vec4(plane) + vec4<u32>(clamp(vec4(first) + vec4(0, 1, 2, 3), vec4(0), vec4(last))));
+            let hi2 = inp4(vec4(plane) + vec4<u32>(clamp(vec4(first) + vec4(4, 5, 5, 5), vec4(0), vec4(last))));
+            let v = array(lo4.x, lo4.y, lo4.z, lo4.w, hi2.x, hi2.y);
             let row = vec4<i32>(ys) + r;
             let inside = row >= vec4(0) & row < vec4(i32(params.h));
             let b0 = select(vec4(0.0), vec4(v[0], v[1], v[2], v[3]), inside & xs > vec4(0u));
