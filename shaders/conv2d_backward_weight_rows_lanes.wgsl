@@ -4,22 +4,24 @@
 // conv2d_backward_weight_rows_vec4_lanes does not take: 7x7 planes, strided projections):
 //   dweight[k,c,r,s] = sum_{n,y,x} dout[n,k,y,x] * inp[n,c,y+r-1,x+s-1]
 //   (1x1: dweight[k,c] = sum_{n,y,x} dout[n,k,y,x] * inp[n,c,y*stride,x*stride])
-// Rows m = k, columns (c, r, s). A workgroup is one subgroup of 8 invocations sharing DM = 16
-// rows; each invocation owns the 3 columns (c, r, 0..2) of one (c, r) = wid.x * 8 + lane (1x1:
-// the 4 channels from 4 * (wid.x * 8 + lane)). The reduction walks each plane (n, :) of output
-// positions 4 at a time, across rows (the last step of a plane drops those past P*Q): per step
-// every lane loads 4 values of dout for two of the 16 rows (broadcast to the subgroup) and the 6
-// input values from 1 before the first position's tap (r, 1) to 1 after the last's, which hold
-// the inputs of its 3 taps (masked where a tap falls outside the plane's rows or columns; 1x1: 4
-// values of each of its channels), then adds 16 x 3 (16 x 4) dot products of 4: 14 loads for
-// 192 multiply-adds (24 for 256), where conv2d_backward_weight_lanes makes 18 (24) (5 in the
-// _vec4 twin, for rows of a multiple of 4 columns). On small planes (7x7, 14x14) the walk across
-// rows wastes no steps on row ends and costs nothing per row (56-57 and 62 % of lavapipe's FMA
-// peak against 41-43 and 44-48 % walking row by row, BENCHMARKS.md).
+// Rows m = k, columns (c, r, s). A workgroup is one subgroup of 8 invocations sharing 2 * DM = 32
+// rows, in two blocks of 16 (acc, acc2); each invocation owns the 3 columns (c, r, 0..2) of one
+// (c, r) = wid.x * 8 + lane (1x1: the 4 channels from 4 * (wid.x * 8 + lane)). The reduction
+// walks each plane (n, :) of output positions 4 at a time, across rows (the last step of a
+// plane drops those past P*Q): per step every lane loads 4 values of dout for four of the 32
+// rows (broadcast to the subgroup) and the 6 input values from 1 before the first position's
+// tap (r, 1) to 1 after the last's, which hold the inputs of its 3 taps (masked where a tap
+// falls outside the plane's rows or columns; 1x1: 4 values of each of its channels), then adds
+// 32 x 3 (32 x 4) dot products of 4: 22 loads for 384 multiply-adds (32 for 512), where
+// conv2d_backward_weight_lanes makes 36 (48) (5 per 192 in the _vec4 twin, for rows of a
+// multiple of 4 columns). On small planes (7x7, 14x14) the walk across rows wastes no steps on
+// row ends and costs nothing per row (56-57 and 62 % of lavapipe's FMA peak against 41-43 and
+// 44-48 % walking row by row with 16 rows, BENCHMARKS.md); 32 rows a workgroup took them to
+// 66-67 and 73-77 %, and the 1x1s on 7x7 planes and at stride 2 from 44-48 to 62-63 %.
 // The reduction is split into `splits` slices of whole steps as there, written to
 // dweight[slice, k, c, r, s]. Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_backward_weight.
-// Dispatch: (ceil(C*3 / 8), ceil(K / DM), SPLITS); 1x1: (ceil(C/4 / 8), ceil(K / DM), SPLITS).
+// Dispatch: (ceil(C*3 / 8), ceil(K / 32), SPLITS); 1x1: (ceil(C/4 / 8), ceil(K / 32), SPLITS).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -49,14 +51,15 @@ fn inp4(at: vec4<u32>) -> vec4<f32> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let hw = params.h * params.w;
     let pq = params.p * params.q;
-    let m0 = wid.y * DM;
+    let m0 = wid.y * 2u * DM;
     // The lane's columns: the 3 taps of (c, r) = g, or with POINTWISE the 4 channels from 4g.
     let taps = select(3u, 4u, POINTWISE);
     let groups = select(params.c * 3u, params.c / 4u, POINTWISE);
     let g = min(wid.x * 8u + lane % 8u, groups - 1u);
     let c = select(g / 3u, 4u * g, POINTWISE);
     let r = i32(g % 3u) - 1;
-    // The dout rows this lane loads for the subgroup: m0 + lane and m0 + 8 + lane.
+    // The dout rows this lane loads for the subgroup: m0 + lane, m0 + 8 + lane (acc), and 16 and
+    // 24 past them (acc2).
     let lo = min(m0 + lane % 8u, params.k - 1u) * pq;
     let hi = min(m0 + 8u + lane % 8u, params.k - 1u) * pq;
     // The reduction in steps of 4 output positions e .. e+3 of image n, the first at (y, x).
@@ -69,6 +72,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     var y = e / params.q;
     var x = e % params.q;
     var acc: array<vec4<f32>, DM>;
+    var acc2: array<vec4<f32>, DM>;
+    let lo2 = min(m0 + 16u + lane % 8u, params.k - 1u) * pq;
+    let hi2 = min(m0 + 24u + lane % 8u, params.k - 1u) * pq;
     for (var step = begin; step < min(total, begin + chunk); step++) {
         // Each position's (y, x): Q >= 4, so x + 3 wraps to the next row at most once.
         let t = vec4(0u, 1u, 2u, 3u);
@@ -90,15 +96,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
                 acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
                 acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
             }
+            let a_lo2 = lanes8(dout4(d + lo2, t, e + t < vec4(pq)));
+            let a_hi2 = lanes8(dout4(d + hi2, t, e + t < vec4(pq)));
+            for (var i = 0u; i < 8u; i++) {
+                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), dot(a_lo2[i], b3));
+                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), dot(a_hi2[i], b3));
+            }
         } else {
             // 3x3, stride 1, pad 1 (P = H, Q = W): the input of tap (r, s) at position e + t is
             // plane value e + t + (r-1)*W + s-1, inside when row y + r-1 and column x + s-1 are.
             // The 6 values from e + (r-1)*W - 1 (clamped into the plane) hold all three taps.
             let first = i32(e) + r * i32(params.w) - 1;
             let last = i32(hw) - 1;
-            let lo4 = inp4(vec4(plane) + vec4<u32>(clamp(vec4(first) + vec4(0, 1, 2, 3), vec4(0), vec4(last))));
-            let hi2 = inp4(vec4(plane) + vec4<u32>(clamp(vec4(first) + vec4(4, 5, 5, 5), vec4(0), vec4(last))));
-            let v = array(lo4.x, lo4.y, lo4.z, lo4.w, hi2.x, hi2.y);
+            let near = inp4(vec4(plane) + vec4<u32>(clamp(vec4(first) + vec4(0, 1, 2, 3), vec4(0), vec4(last))));
+            let far = inp4(vec4(plane) + vec4<u32>(clamp(vec4(first) + vec4(4, 5, 5, 5), vec4(0), vec4(last))));
+            let v = array(near.x, near.y, near.z, near.w, far.x, far.y);
             let row = vec4<i32>(ys) + r;
             let inside = row >= vec4(0) & row < vec4(i32(params.h));
             let b0 = select(vec4(0.0), vec4(v[0], v[1], v[2], v[3]), inside & xs > vec4(0u));
@@ -107,6 +119,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             for (var i = 0u; i < 8u; i++) {
                 acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), 0.0);
                 acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), 0.0);
+            }
+            let a_lo2 = lanes8(dout4(d + lo2, t, e + t < vec4(pq)));
+            let a_hi2 = lanes8(dout4(d + hi2, t, e + t < vec4(pq)));
+            for (var i = 0u; i < 8u; i++) {
+                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), 0.0);
+                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), 0.0);
             }
         }
         e += 4u;
@@ -121,6 +139,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             if (m0 + i < params.k) {
                 let at = (wid.z * params.k + m0 + i) * columns + g * taps;
                 for (var t = 0u; t < taps; t++) { dweight[at + t] = acc[i][t]; }
+            }
+            if (m0 + 16u + i < params.k) {
+                let at = (wid.z * params.k + m0 + 16u + i) * columns + g * taps;
+                for (var t = 0u; t < taps; t++) { dweight[at + t] = acc2[i][t]; }
             }
         }
     }
