@@ -1,15 +1,16 @@
 // conv2d_backward_weight_lanes: conv2d_backward_weight (same formula, shapes and bindings) for CPU
 // adapters with subgroups, blocked as conv2d_forward_lanes: rows m = k, columns j = (c,r,s),
-// reduction e = (n,p,q). A workgroup is one subgroup of 8 invocations that shares DM = 16 rows;
-// each invocation owns DN = 4 columns j0 + lane + 8*t. A step takes 4 output positions of a row
-// (n, p): every lane loads dout of two rows at them and `lanes8` hands the subgroup all sixteen,
-// so a step costs 4 * (2 + DN) loads for 4*DM*DN multiply-adds, added to the accumulators as dot
-// products of 4 (a strided 3x3 at 47-51 against 45-47 % of lavapipe's FMA peak for one position
-// and multiply-add per step, BENCHMARKS.md).
+// reduction e = (n,p,q). A workgroup is one subgroup of 8 invocations that shares 2 * DM = 32
+// rows in two blocks of 16 (acc, acc2); each invocation owns DN = 4 columns j0 + lane + 8*t. A
+// step takes 4 output positions of a row (n, p): every lane loads dout of four rows at them and
+// `lanes8` hands the subgroup all 32, so a step costs 4 * (4 + DN) loads for 4*32*DN
+// multiply-adds, added to the accumulators as dot products of 4 (a strided 3x3 at 47-51 against
+// 45-47 % of lavapipe's FMA peak for one position and multiply-add per step, BENCHMARKS.md; 67 %
+// with 32 rows where 16 shared a workgroup).
 // The reduction is split into `splits` slices of whole (n, p) rows, one per wid.z, written to
 // dweight[slice, k, c, r, s] (sum_slices adds them up when there is more than one).
 // Needs subgroups of at least 8 invocations.
-// CPU twin: reference::conv2d_backward_weight. Dispatch: (ceil(C*R*S / (8*DN)), ceil(K / DM), SPLITS).
+// CPU twin: reference::conv2d_backward_weight. Dispatch: (ceil(C*R*S / (8*DN)), ceil(K / 32), SPLITS).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -46,11 +47,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let crs = params.c * rs;
     let hw = params.h * params.w;
     let pq = params.p * params.q;
-    let m0 = wid.y * DM;
+    let m0 = wid.y * 2u * DM;
     let j0 = wid.x * 8u * DN + lane % 8u;
-    // The dout rows this lane loads for the subgroup: m0 + lane and m0 + 8 + lane.
+    // The dout rows this lane loads for the subgroup: m0 + lane, m0 + 8 + lane (acc), and 16 and
+    // 24 past them (acc2).
     let lo = min(m0 + lane % 8u, params.k - 1u) * pq;
     let hi = min(m0 + 8u + lane % 8u, params.k - 1u) * pq;
+    let lo2 = min(m0 + 16u + lane % 8u, params.k - 1u) * pq;
+    let hi2 = min(m0 + 24u + lane % 8u, params.k - 1u) * pq;
     // Each column's input channel offset and tap offsets: input (h, w) = (p*stride + dh, q*stride + dw).
     var channel: vec4<u32>;
     var dh: vec4<i32>;
@@ -65,6 +69,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let rows = params.n * params.p;
     let chunk = (rows + params.splits - 1u) / params.splits;
     var acc: array<vec4<f32>, DM>;
+    var acc2: array<vec4<f32>, DM>;
     for (var np = wid.z * chunk; np < min(rows, (wid.z + 1u) * chunk); np++) {
         let n = np / params.p;
         let p = i32(np % params.p);
@@ -88,12 +93,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
                 acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
                 acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
             }
+            let a_lo2 = lanes8(dout4(a_row + lo2, qs, ok));
+            let a_hi2 = lanes8(dout4(a_row + hi2, qs, ok));
+            for (var i = 0u; i < 8u; i++) {
+                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), dot(a_lo2[i], b3));
+                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), dot(a_hi2[i], b3));
+            }
         }
     }
     for (var t = 0u; t < DN; t++) {
         let j = j0 + t * 8u;
         for (var i = 0u; i < DM; i++) {
             if (m0 + i < params.k && j < crs) { dweight[(wid.z * params.k + m0 + i) * crs + j] = acc[i][t]; }
+            if (m0 + 16u + i < params.k && j < crs) { dweight[(wid.z * params.k + m0 + 16u + i) * crs + j] = acc2[i][t]; }
         }
     }
 }

@@ -302,10 +302,10 @@ pub fn conv2d_backward_weight(
             return Ok(vec![conv_dispatch(gpu, kernel, kernel, &[], &tensors, &params, k, c * r * s)?]);
         }
         ConvPath::Lanes => {
-            // One subgroup of 8 invocations per workgroup, 16 x 4 outputs each (LANES_BLOCK), or
-            // 16 x 3 (3x3) and 16 x 4 (1x1) in conv2d_backward_weight_rows_vec4_lanes, 32 x 3 and
-            // 32 x 4 in conv2d_backward_weight_rows_lanes; at least 32 workgroups, and no more
-            // slices than reduction rows (n, p).
+            // One subgroup of 8 invocations per workgroup, 32 x 4 outputs each, 32 x 3 (3x3) and
+            // 32 x 4 (1x1) in conv2d_backward_weight_rows_lanes, 16 x 3 and 16 x 4 in
+            // conv2d_backward_weight_rows_vec4_lanes; at least 32 workgroups, and no more slices
+            // than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
             let (rows, pointwise) = (rows_fit(gpu, &params), pointwise_fit(gpu, &params));
             // 1x1s that conv2d_backward_weight_rows_vec4_lanes cannot take: 7x7 planes, strided.
@@ -321,7 +321,7 @@ pub fn conv2d_backward_weight(
             } else {
                 (Kernel::Conv2dBackwardWeightLanes, (c * r * s).div_ceil(8 * dn))
             };
-            let block_rows = if kernel == Kernel::Conv2dBackwardWeightRowsLanes { 2 * dm } else { dm };
+            let block_rows = if kernel == Kernel::Conv2dBackwardWeightRowsVec4Lanes { dm } else { 2 * dm };
             let (x, y) = (columns, k.div_ceil(block_rows));
             let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
             params.splits = splits as u32;
