@@ -150,6 +150,12 @@ fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
 }
 
+/// Whether this layer is a 3x3 conv with stride 2 and pad 1 on the lanes path (the forward runs on
+/// `conv2d_rows_lanes`, the input gradient on `conv2d_backward_input_strided_lanes`).
+fn strided_fit(gpu: &Gpu, params: &ConvParams) -> bool {
+    gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1]
+}
+
 /// Whether `conv2d_pointwise_lanes` (and `conv2d_backward_weight_rows_vec4_lanes` as `POINTWISE`)
 /// run this layer: on the lanes path, 1x1 convs with stride 1, H*W and both channel counts
 /// multiples of 4 (ResNet-50's 1x1s but for 7x7 planes and the strided projections).
@@ -169,8 +175,8 @@ fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 
 /// The lanes-path kernel for a conv of a shape class that has one (the forward, or with
 /// `transposed` the input gradient), with the rows and columns of its dispatch. 3x3s with pad 1
-/// go to `conv2d_rows_lanes` at stride 1, and at stride 2 forward (the caller sets STRIDE). 1x1s go to
-/// `conv2d_pointwise_channels_lanes` where 256 output channels or more fill its lanes (at 32, a
+/// go to `conv2d_rows_lanes` at stride 1, and at stride 2 forward (the caller sets STRIDE).
+/// 1x1s go to `conv2d_pointwise_channels_lanes` where 256 output channels or more fill its lanes (at 32, a
 /// CIFAR projection ran 4x slower than in `conv2d_forward_lanes`) and `conv2d_pointwise_lanes`
 /// cannot take them (strided, or on 7x7 planes) or a reduction over 256 or more hides the scalar
 /// stores (ResNet-50's 14x14 stage: 60 against 52 % of the peak; at 56x56, 256 out of 64
@@ -179,8 +185,7 @@ fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Ke
     let [n, c, k, p, q] = [params.n, params.c, params.k, params.p, params.q].map(|x| x as usize);
     let (m, e) = if transposed { (c, k) } else { (k, c) };
     let pointwise = pointwise_fit(gpu, params);
-    let strided = gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1];
-    if rows_fit(gpu, params) || (strided && !transposed) {
+    if rows_fit(gpu, params) || (strided_fit(gpu, params) && !transposed) {
         // One invocation per 4 columns of a row: rows padded to a multiple of 4.
         Some((Kernel::Conv2dRowsLanes, m, n * p * q.next_multiple_of(4)))
     } else if channels_fit(gpu, params) && m >= 256 && (!pointwise || e >= 256) {
@@ -261,8 +266,7 @@ pub fn conv2d_backward_input(
         return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, rows, columns);
     }
     // 3x3 stride 2 pad 1: only the taps that reach each position, in rows of even then odd h.
-    let strided = gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1];
-    let (lanes, columns) = if strided {
+    let (lanes, columns) = if strided_fit(gpu, &params) {
         // Each parity of rows in whole workgroups of 64 invocations (of 4 columns).
         (Kernel::Conv2dBackwardInputStridedLanes, 2 * (n * h.div_ceil(2) * w.div_ceil(4)).next_multiple_of(64) * 4)
     } else {
