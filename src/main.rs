@@ -185,17 +185,39 @@ fn run_train(args: TrainArgs) -> Result<()> {
         recipe = Recipe { model: model.clone(), ..recipe };
     }
     let r = &mut recipe;
-    args.shortcut.map(|v| r.shortcut = v);
-    args.batch_size.map(|v| r.batch_size = v);
-    args.lr.map(|v| r.lr = v);
-    args.momentum.map(|v| r.momentum = v);
-    args.weight_decay.map(|v| r.weight_decay = v);
-    args.schedule.map(|v| r.schedule = v);
-    args.seed.map(|v| r.seed = v);
-    args.val_split.map(|v| r.val_split = v);
-    args.mean.map(|v| r.mean = v);
-    args.std.map(|v| r.std = v);
-    args.steps.map(|v| r.steps = v);
+    if let Some(v) = args.shortcut {
+        r.shortcut = v;
+    }
+    if let Some(v) = args.batch_size {
+        r.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        r.lr = v;
+    }
+    if let Some(v) = args.momentum {
+        r.momentum = v;
+    }
+    if let Some(v) = args.weight_decay {
+        r.weight_decay = v;
+    }
+    if let Some(v) = args.schedule {
+        r.schedule = v;
+    }
+    if let Some(v) = args.seed {
+        r.seed = v;
+    }
+    if let Some(v) = args.val_split {
+        r.val_split = v;
+    }
+    if let Some(v) = args.mean {
+        r.mean = v;
+    }
+    if let Some(v) = args.std {
+        r.std = v;
+    }
+    if let Some(v) = args.steps {
+        r.steps = v;
+    }
     r.augment &= !args.no_augment;
     r.shuffle &= !args.no_shuffle;
     recipe.arch()?;

@@ -168,7 +168,7 @@ impl Evaluator {
     pub fn new(gpu: &Gpu, model: &ResNet, images: usize, batch: usize) -> Result<Self> {
         ensure!(images > 0, "the evaluation set is empty");
         let batch = batch.min(images);
-        let rest = if images % batch > 0 { Some(EvalStep::new(gpu, model, images % batch)?) } else { None };
+        let rest = if !images.is_multiple_of(batch) { Some(EvalStep::new(gpu, model, images % batch)?) } else { None };
         Ok(Self { full: EvalStep::new(gpu, model, batch)?, rest })
     }
 
