@@ -185,39 +185,17 @@ fn run_train(args: TrainArgs) -> Result<()> {
         recipe = Recipe { model: model.clone(), ..recipe };
     }
     let r = &mut recipe;
-    if let Some(v) = args.shortcut {
-        r.shortcut = v;
-    }
-    if let Some(v) = args.batch_size {
-        r.batch_size = v;
-    }
-    if let Some(v) = args.lr {
-        r.lr = v;
-    }
-    if let Some(v) = args.momentum {
-        r.momentum = v;
-    }
-    if let Some(v) = args.weight_decay {
-        r.weight_decay = v;
-    }
-    if let Some(v) = args.schedule {
-        r.schedule = v;
-    }
-    if let Some(v) = args.seed {
-        r.seed = v;
-    }
-    if let Some(v) = args.val_split {
-        r.val_split = v;
-    }
-    if let Some(v) = args.mean {
-        r.mean = v;
-    }
-    if let Some(v) = args.std {
-        r.std = v;
-    }
-    if let Some(v) = args.steps {
-        r.steps = v;
-    }
+    set(&mut r.shortcut, args.shortcut);
+    set(&mut r.batch_size, args.batch_size);
+    set(&mut r.lr, args.lr);
+    set(&mut r.momentum, args.momentum);
+    set(&mut r.weight_decay, args.weight_decay);
+    set(&mut r.schedule, args.schedule);
+    set(&mut r.seed, args.seed);
+    set(&mut r.val_split, args.val_split);
+    set(&mut r.mean, args.mean);
+    set(&mut r.std, args.std);
+    set(&mut r.steps, args.steps);
     r.augment &= !args.no_augment;
     r.shuffle &= !args.no_shuffle;
     recipe.arch()?;
@@ -310,5 +288,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Infer(args) => infer::run(&args),
         Command::Plot { logs, output } => run_plot(&logs, &output),
         Command::Bench(args) => bench::run(&args),
+    }
+}
+
+/// `*slot = v` where a flag gave `v`.
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
     }
 }
