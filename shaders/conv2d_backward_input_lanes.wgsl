@@ -65,24 +65,21 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let at = image + vec4<u32>(clamp(p, vec4(0), vec4(i32(params.p) - 1))) * params.q
                 + vec4<u32>(clamp(q, vec4(0), vec4(i32(params.q) - 1)));
             let tap = r * params.s + s;
-            // Channels k0 .. k0+3 at a time (clamped into K; their weights are 0): v_t holds
-            // column t's dout over the 4, and each row adds dot(weights, v_t).
+            // Channels k0 .. k0+3 at a time (clamped into K; their weights are 0): column u of b
+            // holds channel k0 + u of dout at the lane's 4 columns, so b * weights adds to each
+            // column the dot product of the 4 weights with its 4 values.
             let k_step = params.c * rs;
             for (var k0 = 0u; k0 < params.k; k0 += 4u) {
-                let b0 = douts(at, min(k0, params.k - 1u) * pq, inside);
-                let b1 = douts(at, min(k0 + 1u, params.k - 1u) * pq, inside);
-                let b2 = douts(at, min(k0 + 2u, params.k - 1u) * pq, inside);
-                let b3 = douts(at, min(k0 + 3u, params.k - 1u) * pq, inside);
-                let v0 = vec4(b0.x, b1.x, b2.x, b3.x);
-                let v1 = vec4(b0.y, b1.y, b2.y, b3.y);
-                let v2 = vec4(b0.z, b1.z, b2.z, b3.z);
-                let v3 = vec4(b0.w, b1.w, b2.w, b3.w);
+                let b = mat4x4(douts(at, min(k0, params.k - 1u) * pq, inside),
+                               douts(at, min(k0 + 1u, params.k - 1u) * pq, inside),
+                               douts(at, min(k0 + 2u, params.k - 1u) * pq, inside),
+                               douts(at, min(k0 + 3u, params.k - 1u) * pq, inside));
                 let real = k0 + vec4(0u, 1u, 2u, 3u) < vec4(params.k);
                 let a_lo = lanes8(wt4(k0 * k_step + lo + tap, k_step, real));
                 let a_hi = lanes8(wt4(k0 * k_step + hi + tap, k_step, real));
                 for (var i = 0u; i < 8u; i++) {
-                    acc[i] += vec4(dot(a_lo[i], v0), dot(a_lo[i], v1), dot(a_lo[i], v2), dot(a_lo[i], v3));
-                    acc[i + 8u] += vec4(dot(a_hi[i], v0), dot(a_hi[i], v1), dot(a_hi[i], v2), dot(a_hi[i], v3));
+                    acc[i] += b * a_lo[i];
+                    acc[i + 8u] += b * a_hi[i];
                 }
             }
         }

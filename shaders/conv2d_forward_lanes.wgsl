@@ -71,23 +71,20 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let at = image + vec4<u32>(clamp(h, vec4(0), vec4(i32(params.h) - 1))) * params.w
                 + vec4<u32>(clamp(w, vec4(0), vec4(i32(params.w) - 1)));
             let tap = r * params.s + s;
-            // Channels c0 .. c0+3 at a time (clamped into the channels; their weights are 0): v_t
-            // holds column t's inputs over the 4, and each row adds dot(weights, v_t).
+            // Channels c0 .. c0+3 at a time (clamped into the channels; their weights are 0):
+            // column u of b holds channel c0 + u at the lane's 4 columns, so b * weights adds to
+            // each column the dot product of the 4 weights with its 4 inputs.
             for (var c0 = 0u; c0 < params.c; c0 += 4u) {
-                let b0 = inputs(at, min(c0, params.c - 1u) * hw, inside);
-                let b1 = inputs(at, min(c0 + 1u, params.c - 1u) * hw, inside);
-                let b2 = inputs(at, min(c0 + 2u, params.c - 1u) * hw, inside);
-                let b3 = inputs(at, min(c0 + 3u, params.c - 1u) * hw, inside);
-                let v0 = vec4(b0.x, b1.x, b2.x, b3.x);
-                let v1 = vec4(b0.y, b1.y, b2.y, b3.y);
-                let v2 = vec4(b0.z, b1.z, b2.z, b3.z);
-                let v3 = vec4(b0.w, b1.w, b2.w, b3.w);
+                let b = mat4x4(inputs(at, min(c0, params.c - 1u) * hw, inside),
+                               inputs(at, min(c0 + 1u, params.c - 1u) * hw, inside),
+                               inputs(at, min(c0 + 2u, params.c - 1u) * hw, inside),
+                               inputs(at, min(c0 + 3u, params.c - 1u) * hw, inside));
                 let real = c0 + vec4(0u, 1u, 2u, 3u) < vec4(params.c);
                 let a_lo = lanes8(wt4(lo + c0 * rs + tap, rs, real));
                 let a_hi = lanes8(wt4(hi + c0 * rs + tap, rs, real));
                 for (var i = 0u; i < 8u; i++) {
-                    acc[i] += vec4(dot(a_lo[i], v0), dot(a_lo[i], v1), dot(a_lo[i], v2), dot(a_lo[i], v3));
-                    acc[i + 8u] += vec4(dot(a_hi[i], v0), dot(a_hi[i], v1), dot(a_hi[i], v2), dot(a_hi[i], v3));
+                    acc[i] += b * a_lo[i];
+                    acc[i + 8u] += b * a_hi[i];
                 }
             }
         }

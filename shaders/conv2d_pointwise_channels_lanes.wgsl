@@ -75,23 +75,20 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let hi = at_hi.x * channels * inp_plane + at_hi.y;
     var acc: array<vec4<f32>, DM>;
     for (var e = 0u; e < channels; e += 4u) {
-        // w[t] = wt(m + t, e .. e+3).
-        var w: array<vec4<f32>, 4>;
+        // Row t of w: wt(m + t, e .. e+3), so w * inputs adds channel m + t's dot product.
+        var w: mat4x4<f32>;
         if (TRANSPOSED) {
-            let b0 = weight[(e * params.c + m_at) / 4u];
-            let b1 = weight[((e + 1u) * params.c + m_at) / 4u];
-            let b2 = weight[((e + 2u) * params.c + m_at) / 4u];
-            let b3 = weight[((e + 3u) * params.c + m_at) / 4u];
-            w = array(vec4(b0.x, b1.x, b2.x, b3.x), vec4(b0.y, b1.y, b2.y, b3.y),
-                      vec4(b0.z, b1.z, b2.z, b3.z), vec4(b0.w, b1.w, b2.w, b3.w));
+            w = mat4x4(weight[(e * params.c + m_at) / 4u], weight[((e + 1u) * params.c + m_at) / 4u],
+                       weight[((e + 2u) * params.c + m_at) / 4u], weight[((e + 3u) * params.c + m_at) / 4u]);
         } else {
-            for (var t = 0u; t < 4u; t++) { w[t] = weight[((m_at + t) * params.c + e) / 4u]; }
+            w = transpose(mat4x4(weight[(m_at * params.c + e) / 4u], weight[((m_at + 1u) * params.c + e) / 4u],
+                                 weight[((m_at + 2u) * params.c + e) / 4u], weight[((m_at + 3u) * params.c + e) / 4u]));
         }
         let a_lo = lanes8(inputs(lo + e * inp_plane, inp_plane));
         let a_hi = lanes8(inputs(hi + e * inp_plane, inp_plane));
         for (var i = 0u; i < 8u; i++) {
-            acc[i] += vec4(dot(a_lo[i], w[0]), dot(a_lo[i], w[1]), dot(a_lo[i], w[2]), dot(a_lo[i], w[3]));
-            acc[i + 8u] += vec4(dot(a_hi[i], w[0]), dot(a_hi[i], w[1]), dot(a_hi[i], w[2]), dot(a_hi[i], w[3]));
+            acc[i] += w * a_lo[i];
+            acc[i + 8u] += w * a_hi[i];
         }
     }
     for (var i = 0u; i < DM; i++) {

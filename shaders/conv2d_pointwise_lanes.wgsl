@@ -68,20 +68,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let at = base + e * hw4;
         let w_lo = lo + e * e_step;
         let w_hi = hi + e * e_step;
-        // Position t's inputs over the 4 channels: v_t.
-        let b0 = inp[at];
-        let b1 = inp[at + hw4];
-        let b2 = inp[at + 2u * hw4];
-        let b3 = inp[at + 3u * hw4];
-        let v0 = vec4(b0.x, b1.x, b2.x, b3.x);
-        let v1 = vec4(b0.y, b1.y, b2.y, b3.y);
-        let v2 = vec4(b0.z, b1.z, b2.z, b3.z);
-        let v3 = vec4(b0.w, b1.w, b2.w, b3.w);
+        // Column u: channel e + u at the 4 positions; b * a adds dot(a, channels at position t).
+        let b = mat4x4(inp[at], inp[at + hw4], inp[at + 2u * hw4], inp[at + 3u * hw4]);
         let a_lo = lanes8(wt4(w_lo, e_step));
         let a_hi = lanes8(wt4(w_hi, e_step));
         for (var i = 0u; i < 8u; i++) {
-            acc[i] += vec4(dot(a_lo[i], v0), dot(a_lo[i], v1), dot(a_lo[i], v2), dot(a_lo[i], v3));
-            acc[i + 8u] += vec4(dot(a_hi[i], v0), dot(a_hi[i], v1), dot(a_hi[i], v2), dot(a_hi[i], v3));
+            acc[i] += b * a_lo[i];
+            acc[i + 8u] += b * a_hi[i];
         }
     }
     let at = image * rows * hw4 + j;
