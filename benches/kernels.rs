@@ -199,11 +199,17 @@ fn conv(
     let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
     let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s{stride} p{pad}, {}", gpu.conv_path.name());
     let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
-    b.run(Kernel::Conv2dForward, &shape, flops, || layers::conv2d_forward(gpu, &y, &x, &weight, stride, pad))?;
+    // The panels some kernels read are laid out once here, and timed on their own below.
+    let (panel, layout) = layers::panel_for(gpu, &params, &weight, false)?.unzip();
+    let (panel_t, layout_t) = layers::panel_for(gpu, &params, &weight, true)?.unzip();
+    gpu.run(&layout.iter().chain(&layout_t).collect::<Vec<_>>())?;
+    b.run(Kernel::Conv2dForward, &shape, flops, || {
+        layers::conv2d_forward(gpu, &y, &x, &weight, panel.as_ref(), stride, pad)
+    })?;
     // A strided 1x1 is a projection shortcut, whose input gradient training adds to its block's.
     let accumulate = stride > 1 && r == 1;
     b.run(Kernel::Conv2dBackwardInput, &format!("{shape}{}", if accumulate { ", +=" } else { "" }), flops, || {
-        layers::conv2d_backward_input(gpu, &x, &y, &weight, stride, pad, accumulate)
+        layers::conv2d_backward_input(gpu, &x, &y, &weight, panel_t.as_ref(), stride, pad, accumulate)
     })?;
     b.run_all(Kernel::Conv2dBackwardWeight, &shape, flops, || {
         layers::conv2d_backward_weight(gpu, &weight, &y, &x, stride, pad)
@@ -293,6 +299,13 @@ fn main() -> Result<()> {
         conv(&mut b, conv_gpu, "ResNet-20 1x1", [8, 16, 32, 32], 32, 1, 2, 0)?;
         conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 512, 28, 28], 1024, 1, 2, 0)?;
     }
+    // ResNet-50's largest 3x3 weight as the panel of its input gradient, which training lays out
+    // before the conv's forward and (transposed) before its input gradient.
+    let weight = b.random(&[512, 512, 3, 3])?;
+    let panel = b.zeros(&layers::panel_shape(&weight.shape, true))?;
+    b.run(Kernel::Conv2dWeightPanel, "ResNet-50 3x3 [512,512,3,3]", bytes(weight.len() + panel.len()), || {
+        layers::conv2d_weight_panel(gpu, &panel, &weight, true)
+    })?;
 
     batchnorm(&mut b, "ResNet-20", [32, 16, 32, 32])?;
     batchnorm(&mut b, "ResNet-50", [8, 64, 56, 56])?;

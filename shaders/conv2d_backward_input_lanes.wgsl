@@ -18,7 +18,6 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 override ACCUMULATE: bool = false;
-const DM: u32 = 16;
 const DN: u32 = 4;
 
 // dout at `at` + channel offset `e` of the lane's 4 columns, 0 where no position is reached.

@@ -8,7 +8,9 @@
 //   columns w0, w0+1, w0+2, w0+3 += wt(s=1) * (d0, 0, d1, 0) + wt(s=0) * (0, d1, 0, d2)
 //                                 + wt(s=2) * (0, d0, 0, d1)
 // taken 4 output channels k at a time as dot products of 4, only where the taps are not 0 (47-50
-// against 42 % of lavapipe's FMA peak for 4 zero-padded multiply-adds per k, BENCHMARKS.md).
+// against 42 % of lavapipe's FMA peak for 4 zero-padded multiply-adds per k, BENCHMARKS.md), with
+// the weights of 4 channels k from the layer's transposed panel in one vec4 load (62-64 against
+// 50-53 % for 4 scalar loads 9C apart).
 // Workgroups take rows of one parity of h (all even rows, then all odd, each padded to whole
 // workgroups), so that the lanes of a subgroup walk the same tap rows (they broadcast weights).
 // Needs subgroups of at least 8 invocations. ACCUMULATE: dinp += the gradient.
@@ -23,15 +25,14 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read> panel: array<vec4<f32>>;  // [C4,3,3,K4] as vec4s
 @group(0) @binding(3) var<uniform> params: Params;
 
 override ACCUMULATE: bool = false;
-const DM: u32 = 16;
 
-// acc[i][t] += dot(wt(k0 .. k0+3, c0 + i), u) and acc[i][t + 2] += dot(.., v) for the block's 16
-// channels, from the weights `w_lo` of channel c0 + lane and `w_hi` of channel c0 + 8 + lane
-// (t = 0: the even columns w0, w0+2; t = 1: the odd ones).
+// acc[i][t] += dot(weight[k0 .. k0+3, c0 + i, r, s], u) and acc[i][t + 2] += dot(.., v) for the
+// block's 16 channels, from the weights `w_lo` of channel c0 + lane and `w_hi` of channel
+// c0 + 8 + lane (t = 0: the even columns w0, w0+2; t = 1: the odd ones).
 fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: vec4<f32>, w_hi: vec4<f32>, u: vec4<f32>, v: vec4<f32>,
         t: u32) {
     let a_lo = lanes8(w_lo);
@@ -42,12 +43,6 @@ fn madd(acc: ptr<function, array<vec4<f32>, DM>>, w_lo: vec4<f32>, w_hi: vec4<f3
         (*acc)[i + 8u][t] += dot(a_hi[i], u);
         (*acc)[i + 8u][t + 2u] += dot(a_hi[i], v);
     }
-}
-
-// The weights weight[k0 .. k0+3, c, r, s] from `at` (`step` apart), 0 past the channels (where
-// not `real`).
-fn wt4(at: u32, step: u32, real: vec4<bool>) -> vec4<f32> {
-    return select(vec4(0.0), vec4(weight[at], weight[at + step], weight[at + 2u * step], weight[at + 3u * step]), real);
 }
 
 // dout columns x0 .. x0+2 of the row at `at`, 0 outside the plane.
@@ -78,11 +73,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let last = params.q - 1u;
     let ok = x0 + vec3(0u, 1u, 2u) <= vec3(last);
     let at_x = min(x0 + vec3(0u, 1u, 2u), vec3(last));
-    // weight[k, c, r, s] = weight[base(c) + k * 9C + 3r + s] for the lane's channels c0 + lane
-    // and c0 + 8 + lane.
-    let lo = min(c0 + lane % 8u, params.c - 1u) * 9u;
-    let hi = min(c0 + 8u + lane % 8u, params.c - 1u) * 9u;
-    let k_step = params.c * 9u;
+    // weight[k0 .. k0+3, c, r, s] = panel[(9c + 3r + s) * K4 + k0/4] (K4 = ceil(K/4) vec4s per
+    // tap, 0 past K) for the lane's channels c0 + lane (lo) and c0 + 8 + lane (hi).
+    let k4 = (params.k + 3u) / 4u;
+    let lo = min(c0 + lane % 8u, params.c - 1u) * 9u * k4;
+    let hi = min(c0 + 8u + lane % 8u, params.c - 1u) * 9u * k4;
     var acc: array<vec4<f32>, DM>;
     // Tap rows: r = 1 for an even h, r = 0 and 2 for an odd one.
     for (var r = 1u - parity; r < 2u + parity; r += 2u) {
@@ -100,12 +95,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let d0 = vec4(e0.x, e1.x, e2.x, e3.x);
             let d1 = vec4(e0.y, e1.y, e2.y, e3.y);
             let d2 = vec4(e0.z, e1.z, e2.z, e3.z);
-            let real = k0 + vec4(0u, 1u, 2u, 3u) < vec4(params.k);
-            let w_lo = lo + k0 * k_step + 3u * r;
-            let w_hi = hi + k0 * k_step + 3u * r;
-            madd(&acc, wt4(w_lo + 1u, k_step, real), wt4(w_hi + 1u, k_step, real), d0, d1, 0u);
-            madd(&acc, wt4(w_lo, k_step, real), wt4(w_hi, k_step, real), d1, d2, 1u);
-            madd(&acc, wt4(w_lo + 2u, k_step, real), wt4(w_hi + 2u, k_step, real), d0, d1, 1u);
+            let w_lo = lo + 3u * r * k4 + k0 / 4u;
+            let w_hi = hi + 3u * r * k4 + k0 / 4u;
+            madd(&acc, panel[w_lo + k4], panel[w_hi + k4], d0, d1, 0u);
+            madd(&acc, panel[w_lo], panel[w_hi], d1, d2, 1u);
+            madd(&acc, panel[w_lo + 2u * k4], panel[w_hi + 2u * k4], d0, d1, 1u);
         }
     }
     let at = image * params.c * hw + h * params.w + w0;

@@ -23,7 +23,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> inp: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-const DM: u32 = 16;
 const DN: u32 = 4;
 
 // dout[at + qs[u]] of the 4 positions, 0 past the row (where not `ok`).

@@ -35,7 +35,6 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 override POINTWISE: bool = false;
-const DM: u32 = 16;
 
 // dout[at + x[t]] where valid[t], else 0.
 fn dout4(at: u32, x: vec4<u32>, valid: vec4<bool>) -> vec4<f32> {

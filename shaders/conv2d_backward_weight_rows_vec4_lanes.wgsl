@@ -27,7 +27,6 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 override POINTWISE: bool = false;
-const DM: u32 = 16;
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {

@@ -29,7 +29,6 @@ struct Params {
 override BIAS: bool = false;
 override RESIDUAL: bool = false;
 override RELU: bool = false;
-const DM: u32 = 16;
 const DN: u32 = 4;
 
 // The inputs at `at` + channel offset `e` of the lane's 4 columns, 0 outside the plane.

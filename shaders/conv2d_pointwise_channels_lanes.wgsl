@@ -46,7 +46,6 @@ override ACCUMULATE: bool = false;
 override BIAS: bool = false;
 override RESIDUAL: bool = false;
 override RELU: bool = false;
-const DM: u32 = 16;
 
 // The inputs of 4 channels from `at` (`step` apart).
 fn inputs(at: u32, step: u32) -> vec4<f32> {

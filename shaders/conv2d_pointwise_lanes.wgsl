@@ -35,7 +35,6 @@ override ACCUMULATE: bool = false;
 override BIAS: bool = false;
 override RESIDUAL: bool = false;
 override RELU: bool = false;
-const DM: u32 = 16;
 
 // The weights wt(m, e .. e+3) from `at` (`step` apart).
 fn wt4(at: u32, step: u32) -> vec4<f32> {

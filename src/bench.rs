@@ -464,6 +464,7 @@ impl Kind {
             Conv2dForward
             | Conv2dForwardLanes
             | Conv2dRowsLanes
+            | Conv2dStridedLanes
             | Conv2dPointwiseLanes
             | Conv2dPointwiseChannelsLanes => Kind::ConvForward,
             Conv2dBackwardInput | Conv2dBackwardInputLanes | Conv2dBackwardInputStridedLanes => Kind::ConvBackwardInput,
@@ -480,7 +481,7 @@ impl Kind {
             ReluForward | ReluBackward | ReluMask | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
             MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward
-            | LinearBackwardInput | LinearBackwardWeight | SoftmaxCrossEntropy => Kind::Other,
+            | LinearBackwardInput | LinearBackwardWeight | SoftmaxCrossEntropy | Conv2dWeightPanel => Kind::Other,
         }
     }
 
@@ -1024,10 +1025,13 @@ fn check_conv(gpu: &Gpu, rng: &mut Rng, inp: [usize; 4], weight: [usize; 4], str
     );
     let (out, dinp, dweight) =
         (gpu.zeros("check out", &out_shape)?, gpu.zeros("check dinp", &inp)?, gpu.zeros("check dweight", &weight)?);
-    let mut dispatches = vec![
-        layers::conv2d_forward(gpu, &out, &x_t, &w_t, stride, pad)?,
-        layers::conv2d_backward_input(gpu, &dinp, &dy_t, &w_t, stride, pad, false)?,
-    ];
+    let (panel, layout) = layers::panel_for(gpu, &params, &w_t, false)?.unzip();
+    let (panel_t, layout_t) = layers::panel_for(gpu, &params, &w_t, true)?.unzip();
+    let mut dispatches: Vec<Dispatch> = layout.into_iter().chain(layout_t).collect();
+    dispatches.extend([
+        layers::conv2d_forward(gpu, &out, &x_t, &w_t, panel.as_ref(), stride, pad)?,
+        layers::conv2d_backward_input(gpu, &dinp, &dy_t, &w_t, panel_t.as_ref(), stride, pad, false)?,
+    ]);
     dispatches.extend(layers::conv2d_backward_weight(gpu, &dweight, &dy_t, &x_t, stride, pad)?);
     gpu.run(&dispatches.iter().collect::<Vec<_>>())?;
     let (x, wt, dy) = (f64s(&x), f64s(&wt), f64s(&dy));

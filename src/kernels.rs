@@ -47,6 +47,8 @@ kernels! {
     Conv2dBackwardWeight => "conv2d_backward_weight",
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after "lanes",
     Conv2dRowsLanes => "conv2d_rows_lanes" after "lanes",
+    Conv2dStridedLanes => "conv2d_strided_lanes" after "lanes",
+    Conv2dWeightPanel => "conv2d_weight_panel",
     Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after "lanes",
     Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after "lanes",
     Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after "lanes",

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{ConvPath, Gpu, Tensor};
@@ -145,15 +145,80 @@ fn conv_dispatch(
 /// Whether `conv2d_rows_lanes` (and `conv2d_backward_weight_rows_lanes` on rows of 4 columns or
 /// more, or its `_vec4` twin on rows of a multiple of 4) run this layer: on the lanes path, 3x3
 /// convs with stride 1 and pad 1 (all but the strided ones of a CIFAR ResNet or of ResNet-18 to
-/// 152; `conv2d_rows_lanes` runs the strided ones' forward too).
+/// 152).
 fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
 }
 
-/// Whether this layer is a 3x3 conv with stride 2 and pad 1 on the lanes path (the forward runs on
-/// `conv2d_rows_lanes`, the input gradient on `conv2d_backward_input_strided_lanes`).
+/// Whether this layer is a 3x3 conv with stride 2 and pad 1 on the lanes path (the input gradient
+/// runs on `conv2d_backward_input_strided_lanes`, the forward on rows of an even number of
+/// columns on `conv2d_strided_lanes`).
 fn strided_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1]
+}
+
+/// Whether this layer's lanes kernels read the weight as a panel (`conv2d_weight_panel`): 3x3s
+/// with pad 1 at stride 1 and 2 (their forwards but at stride 2 on rows of an odd number of
+/// columns, and their input gradients).
+pub fn reads_panel(gpu: &Gpu, params: &ConvParams) -> bool {
+    rows_fit(gpu, params) || strided_fit(gpu, params)
+}
+
+/// The shape of a conv weight [K,C,R,S] as a panel: [K4,R,S,C4] for the forward, [C4,R,S,K4]
+/// `transposed` for the input gradient (the counts rounded up to multiples of 4).
+pub fn panel_shape(weight: &[usize], transposed: bool) -> Vec<usize> {
+    let &[k, c, r, s] = weight else { panic!("a conv weight is [K,C,R,S], got {weight:?}") };
+    let (m, e) = if transposed { (c, k) } else { (k, c) };
+    vec![m.next_multiple_of(4), r, s, e.next_multiple_of(4)]
+}
+
+/// panel = the weight with the kernel's rows outermost and its reduction channels innermost, as
+/// `panel_shape` (zeros past K and C).
+pub fn conv2d_weight_panel(gpu: &Gpu, panel: &Tensor, weight: &Tensor, transposed: bool) -> Result<Dispatch> {
+    ensure!(weight.shape.len() == 4, "conv2d weight has shape {:?}, expected [K,C,R,S]", weight.shape);
+    check("conv2d weight as a panel", panel, &panel_shape(&weight.shape, transposed))?;
+    let [k, c, r, s] = [0, 1, 2, 3].map(|i| weight.shape[i] as u32);
+    let params = ConvParams { k, c, r, s, ..Default::default() };
+    let overrides = [("TRANSPOSED", flag(transposed))];
+    gpu.dispatch(Kernel::Conv2dWeightPanel, &overrides, &[panel, weight], &params, grid(panel.len().div_ceil(WG)))
+}
+
+/// The weight a conv's lanes kernel binds: its panel for the kernels that read one, else `weight`.
+fn bound_weight<'a>(
+    weight: &'a Tensor,
+    panel: Option<&'a Tensor>,
+    lanes: Kernel,
+    transposed: bool,
+) -> Result<&'a Tensor> {
+    let reads = [Kernel::Conv2dRowsLanes, Kernel::Conv2dStridedLanes, Kernel::Conv2dBackwardInputStridedLanes];
+    if !reads.contains(&lanes) {
+        return Ok(weight);
+    }
+    let panel = panel.ok_or_else(|| {
+        anyhow!(
+            "{} reads the conv weight {:?} as a panel (layers::conv2d_weight_panel); none was given",
+            lanes.name(),
+            weight.shape
+        )
+    })?;
+    check("conv2d weight as a panel", panel, &panel_shape(&weight.shape, transposed))?;
+    Ok(panel)
+}
+
+/// Where the layer `reads_panel`, a new tensor for its weight as a panel and the dispatch that
+/// lays it out (tests and benchmarks; training plans share a few buffers among all layers).
+pub fn panel_for(
+    gpu: &Gpu,
+    params: &ConvParams,
+    weight: &Tensor,
+    transposed: bool,
+) -> Result<Option<(Tensor, Dispatch)>> {
+    if !reads_panel(gpu, params) {
+        return Ok(None);
+    }
+    let panel = gpu.zeros("conv2d weight as a panel", &panel_shape(&weight.shape, transposed))?;
+    let dispatch = conv2d_weight_panel(gpu, &panel, weight, transposed)?;
+    Ok(Some((panel, dispatch)))
 }
 
 /// Whether `conv2d_pointwise_lanes` (and `conv2d_backward_weight_rows_vec4_lanes` as `POINTWISE`)
@@ -175,7 +240,8 @@ fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 
 /// The lanes-path kernel for a conv of a shape class that has one (the forward, or with
 /// `transposed` the input gradient), with the rows and columns of its dispatch. 3x3s with pad 1
-/// go to `conv2d_rows_lanes` at stride 1, and at stride 2 forward (the caller sets STRIDE).
+/// go to `conv2d_rows_lanes` at stride 1, and at stride 2 forward on rows of an even number of
+/// columns to `conv2d_strided_lanes`.
 /// 1x1s go to `conv2d_pointwise_channels_lanes` where 256 output channels or more fill its lanes (at 32, a
 /// CIFAR projection ran 4x slower than in `conv2d_forward_lanes`) and `conv2d_pointwise_lanes`
 /// cannot take them (strided, or on 7x7 planes) or a reduction over 256 or more hides the scalar
@@ -185,9 +251,12 @@ fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Ke
     let [n, c, k, p, q] = [params.n, params.c, params.k, params.p, params.q].map(|x| x as usize);
     let (m, e) = if transposed { (c, k) } else { (k, c) };
     let pointwise = pointwise_fit(gpu, params);
-    if rows_fit(gpu, params) || (strided_fit(gpu, params) && !transposed) {
-        // One invocation per 4 columns of a row: rows padded to a multiple of 4.
-        Some((Kernel::Conv2dRowsLanes, m, n * p * q.next_multiple_of(4)))
+    // One invocation per 4 columns of a row: rows padded to a multiple of 4.
+    let row_columns = n * p * q.next_multiple_of(4);
+    if rows_fit(gpu, params) {
+        Some((Kernel::Conv2dRowsLanes, m, row_columns))
+    } else if strided_fit(gpu, params) && !transposed && params.w.is_multiple_of(2) {
+        Some((Kernel::Conv2dStridedLanes, m, row_columns))
     } else if channels_fit(gpu, params) && m >= 256 && (!pointwise || e >= 256) {
         // The positions are the rows its lanes broadcast, the channels their columns.
         Some((Kernel::Conv2dPointwiseChannelsLanes, n * p * q, m))
@@ -198,15 +267,18 @@ fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Ke
     }
 }
 
+/// out = conv(inp, weight). Where the layer `reads_panel`, `panel` holds the weight as
+/// `conv2d_weight_panel` lays it out for the forward (the kernel reads that instead).
 pub fn conv2d_forward(
     gpu: &Gpu,
     out: &Tensor,
     inp: &Tensor,
     weight: &Tensor,
+    panel: Option<&Tensor>,
     stride: usize,
     pad: usize,
 ) -> Result<Dispatch> {
-    conv2d_forward_fused(gpu, out, inp, weight, None, None, false, stride, pad)
+    conv2d_forward_fused(gpu, out, inp, weight, panel, None, None, false, stride, pad)
 }
 
 /// out = relu?(conv(inp, weight) + bias? + residual?): the inference path, with batch norm folded
@@ -217,6 +289,7 @@ pub fn conv2d_forward_fused(
     out: &Tensor,
     inp: &Tensor,
     weight: &Tensor,
+    panel: Option<&Tensor>,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
     relu: bool,
@@ -234,22 +307,21 @@ pub fn conv2d_forward_fused(
     let epilogue = [("BIAS", flag(bias.is_some())), ("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))];
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
-    let tensors = [out, inp, weight, bias, residual];
     let (lanes, rows, columns) =
         lanes_variant(gpu, &params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q));
-    let mut overrides = epilogue.to_vec();
-    if lanes == Kernel::Conv2dRowsLanes {
-        overrides.push(("STRIDE", stride as f64));
-    }
-    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &overrides, &tensors, &params, rows, columns)
+    let tensors = [out, inp, bound_weight(weight, panel, lanes, false)?, bias, residual];
+    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, rows, columns)
 }
 
-/// dinp = the input gradient, or with `accumulate` dinp += it.
+/// dinp = the input gradient, or with `accumulate` dinp += it. `panel` as in `conv2d_forward`,
+/// laid out `transposed`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_input(
     gpu: &Gpu,
     dinp: &Tensor,
     dout: &Tensor,
     weight: &Tensor,
+    panel: Option<&Tensor>,
     stride: usize,
     pad: usize,
     accumulate: bool,
@@ -262,7 +334,7 @@ pub fn conv2d_backward_input(
     if let Some((lanes, rows, columns)) = lanes_variant(gpu, &params, true).filter(|_| accumulate || params.stride == 1)
     {
         let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
-        let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
+        let tensors = [dinp, dout, bound_weight(weight, panel, lanes, true)?, &gpu.placeholder, &gpu.placeholder];
         return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, rows, columns);
     }
     // 3x3 stride 2 pad 1: only the taps that reach each position, in rows of even then odd h.
@@ -277,7 +349,7 @@ pub fn conv2d_backward_input(
         Kernel::Conv2dBackwardInput,
         lanes,
         &[("ACCUMULATE", flag(accumulate))],
-        &[dinp, dout, weight],
+        &[dinp, dout, bound_weight(weight, panel, lanes, true)?],
         &params,
         c,
         columns,

@@ -94,6 +94,28 @@ pub fn conv2d_backward_weight(dweight: &mut [f64], dout: &[f64], inp: &[f64], pa
     }
 }
 
+/// The weight [K,C,R,S] as [K4,R,S,C4], or `transposed` as [C4,R,S,K4], zeros past K and C
+/// (`layers::panel_shape`).
+pub fn conv2d_weight_panel(panel: &mut [f64], weight: &[f64], params: &ConvParams, transposed: bool) {
+    let [_, c_len, _, _, k_len, r_len, s_len, ..] = dims(params);
+    let (c4, k4) = (c_len.next_multiple_of(4), k_len.next_multiple_of(4));
+    panel.fill(0.0);
+    for k in 0..k_len {
+        for c in 0..c_len {
+            for r in 0..r_len {
+                for s in 0..s_len {
+                    let at = if transposed {
+                        ((c * r_len + r) * s_len + s) * k4 + k
+                    } else {
+                        ((k * r_len + r) * s_len + s) * c4 + c
+                    };
+                    panel[at] = weight[((k * c_len + c) * r_len + r) * s_len + s];
+                }
+            }
+        }
+    }
+}
+
 /// The flat indices of channel `c`'s values in an [N,C,HW] tensor.
 fn channel(params: &BatchnormParams, c: usize) -> impl Iterator<Item = usize> + '_ {
     let (c_len, hw) = (params.c as usize, params.hw as usize);

@@ -416,6 +416,26 @@ impl<'a> Planner<'a> {
         self.push_all(label, dispatch.map(|d| vec![d]))
     }
 
+    /// Where the conv `reads_panel`, its weight laid out as a panel (`transposed` for the input
+    /// gradient) by a dispatch planned here, in a
+    /// tensor the caller releases once the conv is planned (the layouts of all layers share a few
+    /// buffers).
+    fn panel(
+        &mut self,
+        conv: &str,
+        weight: &Tensor,
+        params: &layers::ConvParams,
+        transposed: bool,
+    ) -> Result<Option<Tensor>> {
+        if !layers::reads_panel(self.gpu, params) {
+            return Ok(None);
+        }
+        let panel =
+            self.tensor(&format!("{conv} weight as a panel"), &layers::panel_shape(&weight.shape, transposed))?;
+        self.push(conv, layers::conv2d_weight_panel(self.gpu, &panel, weight, transposed))?;
+        Ok(Some(panel))
+    }
+
     fn push_all(&mut self, label: &str, dispatches: Result<Vec<Dispatch>>) -> Result<()> {
         for mut dispatch in dispatches? {
             dispatch.label = label.to_string();
@@ -438,11 +458,14 @@ impl<'a> Planner<'a> {
     ) -> Result<ConvBn> {
         let (gpu, p, b) = (self.gpu, &self.model.params, &self.model.buffers);
         let weight = p.get(&format!("{conv}.weight"));
-        let shape = layers::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?.out_shape();
+        let params = layers::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?;
+        let shape = params.out_shape();
         let k = shape[1];
         let (conv_out, out) = (self.tensor(conv, &shape)?, self.tensor(bn, &shape)?);
         let (mean, rstd) = (self.tensor(&format!("{bn} mean"), &[k])?, self.tensor(&format!("{bn} rstd"), &[k])?);
-        self.push(conv, layers::conv2d_forward(gpu, &conv_out, inp, weight, stride, pad))?;
+        let panel = self.panel(conv, weight, &params, false)?;
+        self.push(conv, layers::conv2d_forward(gpu, &conv_out, inp, weight, panel.as_ref(), stride, pad))?;
+        self.release(&panel.iter().collect::<Vec<_>>());
         let (running_mean, running_var) = (b.get(&format!("{bn}.running_mean")), b.get(&format!("{bn}.running_var")));
         let (bn_weight, bn_bias) = (p.get(&format!("{bn}.weight")), p.get(&format!("{bn}.bias")));
         let dispatch = match self.mode {
@@ -532,10 +555,21 @@ impl<'a> Planner<'a> {
         accumulate: bool,
     ) -> Result<()> {
         let weight = self.model.params.get(&format!("{}.weight", saved.conv));
-        let dispatch =
-            layers::conv2d_backward_input(self.gpu, dinp, &dconv_out, weight, saved.stride, saved.pad, accumulate);
+        let params = layers::ConvParams::new(&dinp.shape, &weight.shape, saved.stride, saved.pad)?;
+        let panel = self.panel(&saved.conv, weight, &params, true)?;
+        let dispatch = layers::conv2d_backward_input(
+            self.gpu,
+            dinp,
+            &dconv_out,
+            weight,
+            panel.as_ref(),
+            saved.stride,
+            saved.pad,
+            accumulate,
+        );
         self.push(&saved.conv, dispatch)?;
         self.release(&[&dconv_out]);
+        self.release(&panel.iter().collect::<Vec<_>>());
         Ok(())
     }
 
@@ -864,7 +898,7 @@ impl InferStep {
 
     /// Plans a batch of `batch` on weights from [`InferStep::fold`].
     pub fn plan(gpu: &Gpu, arch: &Arch, weights: Arena, batch: usize) -> Result<Self> {
-        let mut plan = FoldedPlan { gpu, weights: &weights, dispatches: Vec::new() };
+        let mut plan = FoldedPlan { gpu, weights: &weights, dispatches: Vec::new(), layouts: Vec::new() };
         let input = gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
         let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };
         let mut x = plan.conv(&input, "conv1", stride, pad, None, true)?;
@@ -906,6 +940,8 @@ impl InferStep {
             "fc",
             layers::linear_forward(gpu, &logits, &pooled, weights.get("fc.weight"), weights.get("fc.bias")),
         )?;
+        // The folded weights do not change: lay them out once.
+        gpu.run(&plan.layouts.iter().collect::<Vec<_>>())?;
         let dispatches = plan.dispatches;
         Ok(Self { input, logits, dispatches, weights })
     }
@@ -919,6 +955,8 @@ struct FoldedPlan<'a> {
     gpu: &'a Gpu,
     weights: &'a Arena,
     dispatches: Vec<Dispatch>,
+    /// What lays the weights out as a panel (`layers::conv2d_weight_panel`), run once.
+    layouts: Vec<Dispatch>,
 }
 
 impl FoldedPlan<'_> {
@@ -940,12 +978,25 @@ impl FoldedPlan<'_> {
         relu: bool,
     ) -> Result<Tensor> {
         let (weight, bias) = (self.weights.get(&format!("{name}.weight")), self.weights.get(&format!("{name}.bias")));
-        let shape = layers::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?.out_shape();
-        let out = self.gpu.zeros(name, &shape)?;
-        self.push(
-            name,
-            layers::conv2d_forward_fused(self.gpu, &out, inp, weight, Some(bias), residual, relu, stride, pad),
-        )?;
+        let params = layers::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?;
+        let out = self.gpu.zeros(name, &params.out_shape())?;
+        let panel = layers::panel_for(self.gpu, &params, weight, false)?.map(|(panel, layout)| {
+            self.layouts.push(layout);
+            panel
+        });
+        let dispatch = layers::conv2d_forward_fused(
+            self.gpu,
+            &out,
+            inp,
+            weight,
+            panel.as_ref(),
+            Some(bias),
+            residual,
+            relu,
+            stride,
+            pad,
+        );
+        self.push(name, dispatch)?;
         Ok(out)
     }
 }

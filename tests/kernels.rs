@@ -76,8 +76,10 @@ const CONV_CASES: &[[usize; 9]] = &[
     [2, 12, 7, 7, 20, 1, 1, 1, 0],
     [3, 8, 9, 11, 12, 1, 1, 2, 0],
     // 3x3 stride 2 on an odd number of rows (conv2d_backward_input_strided_lanes' odd rows fall
-    // one short of its even ones).
+    // one short of its even ones), and on rows of an even number of columns (conv2d_strided_lanes,
+    // there on rows of 5 outputs, here of 8 and with 3 images).
     [2, 5, 7, 10, 18, 3, 3, 2, 1],
+    [3, 6, 8, 16, 20, 3, 3, 2, 1],
 ];
 
 #[test]
@@ -98,15 +100,21 @@ fn conv2d_forward_and_backward_match_cpu() {
             let (out, dweight) = (zeros(gpu, &out_shape), zeros(gpu, &[k, c, r, s]));
             // Without ACCUMULATE the input gradient replaces every value, those no tap reaches too.
             let dinp = upload(gpu, &[n, c, h, w], &rng.vec(n * c * h * w));
-            let forward = layers::conv2d_forward(gpu, &out, &inp, &weight, stride, pad).unwrap();
-            let backward_input = layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, stride, pad, false).unwrap();
+            // 3x3s with pad 1 read the weight as panels on the lanes path: laid out first.
+            let (panel, layout) = layers::panel_for(gpu, &params, &weight, false).unwrap().unzip();
+            let (panel_t, layout_t) = layers::panel_for(gpu, &params, &weight, true).unwrap().unzip();
+            let (panel, panel_t) = (panel.as_ref(), panel_t.as_ref());
+            let forward = layers::conv2d_forward(gpu, &out, &inp, &weight, panel, stride, pad).unwrap();
+            let backward_input =
+                layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, panel_t, stride, pad, false).unwrap();
             // With ACCUMULATE the gradient is added to what the tensor holds.
             let prior_v = rng.vec(n * c * h * w);
             let dinp_sum = upload(gpu, &[n, c, h, w], &prior_v);
             let backward_input_sum =
-                layers::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, stride, pad, true).unwrap();
+                layers::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, panel_t, stride, pad, true).unwrap();
             let backward_weight = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
-            let mut dispatches = vec![&forward, &backward_input, &backward_input_sum];
+            let mut dispatches: Vec<_> = layout.iter().chain(&layout_t).collect();
+            dispatches.extend([&forward, &backward_input, &backward_input_sum]);
             dispatches.extend(&backward_weight);
             gpu.run(&dispatches).unwrap();
 
@@ -134,9 +142,10 @@ fn conv2d_forward_and_backward_match_cpu() {
 fn conv2d_forward_fused_matches_cpu() {
     for gpu in conv_variants() {
         // Two cases of the generic kernels, two of conv2d_rows_lanes (rows of 13 and 12 columns),
-        // one of conv2d_pointwise_lanes, one of conv2d_pointwise_channels_lanes.
+        // one of conv2d_pointwise_lanes, one of conv2d_pointwise_channels_lanes, two of
+        // conv2d_strided_lanes.
         for (case, &[n, c, h, w, k, r, s, stride, pad]) in
-            CONV_CASES.iter().enumerate().filter(|(i, _)| [0, 2, 3, 9, 11, 12].contains(i))
+            CONV_CASES.iter().enumerate().filter(|(i, _)| [0, 2, 3, 9, 11, 12, 19, 20].contains(i))
         {
             let mut rng = Rng::new(50 + case as u64);
             let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
@@ -147,14 +156,29 @@ fn conv2d_forward_fused_matches_cpu() {
             let (inp, weight) = (upload(gpu, &[n, c, h, w], &inp_v), upload(gpu, &[k, c, r, s], &weight_v));
             let (bias, residual) = (upload(gpu, &[k], &bias_v), upload(gpu, &out_shape, &residual_v));
             let (with_bias, with_all) = (zeros(gpu, &out_shape), zeros(gpu, &out_shape));
+            let (panel, layout) = layers::panel_for(gpu, &params, &weight, false).unwrap().unzip();
+            let panel = panel.as_ref();
+            gpu.run(&layout.iter().collect::<Vec<_>>()).unwrap();
             let fused = [
-                layers::conv2d_forward_fused(gpu, &with_bias, &inp, &weight, Some(&bias), None, false, stride, pad)
-                    .unwrap(),
+                layers::conv2d_forward_fused(
+                    gpu,
+                    &with_bias,
+                    &inp,
+                    &weight,
+                    panel,
+                    Some(&bias),
+                    None,
+                    false,
+                    stride,
+                    pad,
+                )
+                .unwrap(),
                 layers::conv2d_forward_fused(
                     gpu,
                     &with_all,
                     &inp,
                     &weight,
+                    panel,
                     Some(&bias),
                     Some(&residual),
                     true,
@@ -448,6 +472,26 @@ fn batchnorm_backward_matches_finite_differences() {
         finite_differences("batchnorm_backward dinp", |x| forward(x, &weight, &bias).0, &inp, &dout, &dinp);
         finite_differences("batchnorm_backward dweight", |x| forward(&inp, x, &bias).0, &weight, &dout, &dweight);
         finite_differences("batchnorm_backward dbias", |x| forward(&inp, &weight, x).0, &bias, &dout, &dbias);
+    }
+}
+
+#[test]
+fn conv2d_weight_panel_matches_cpu() {
+    for gpu in gpus() {
+        // Channel counts that are and are not multiples of 4, 3x3 and 1x3 taps, and over 256
+        // values; both layouts.
+        let shapes = [[5, 3, 3, 3], [8, 12, 3, 3], [18, 7, 1, 3], [4, 64, 3, 3]];
+        for (case, (&[k, c, r, s], transposed)) in shapes.iter().flat_map(|w| [(w, false), (w, true)]).enumerate() {
+            let weight_v = Rng::new(460 + case as u64).vec(k * c * r * s);
+            let weight = upload(gpu, &[k, c, r, s], &weight_v);
+            let panel = zeros(gpu, &layers::panel_shape(&weight.shape, transposed));
+            gpu.run(&[&layers::conv2d_weight_panel(gpu, &panel, &weight, transposed).unwrap()]).unwrap();
+            let params = ConvParams { k: k as u32, c: c as u32, r: r as u32, s: s as u32, ..Default::default() };
+            let mut panel_c = vec![0.0; panel.len()];
+            cpu::conv2d_weight_panel(&mut panel_c, &f64s(&weight_v), &params, transposed);
+            let what = format!("conv2d_weight_panel {:?} transposed {transposed} on {}", [k, c, r, s], gpu.info.name);
+            assert_close(&what, &read(gpu, &panel), &panel_c, 0.0, 0.0);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use common::gpus;
+use resnet_wgpu::gpu::ConvPath;
 use resnet_wgpu::layers::{self, SgdParams};
 use resnet_wgpu::resnet::{Arch, ResNet, Shortcut, TrainStep};
 
@@ -31,11 +32,21 @@ fn mismatched_shapes_are_named() {
     let inp = gpu.zeros("inp", &[2, 3, 8, 8]).unwrap();
     let weight = gpu.zeros("weight", &[4, 5, 3, 3]).unwrap();
     let out = gpu.zeros("out", &[2, 4, 8, 8]).unwrap();
-    let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, 1, 1));
+    let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, None, 1, 1));
     assert_eq!(error, "conv2d weight [4, 5, 3, 3] expects 5 input channels, the input [2, 3, 8, 8] has 3");
     let weight = gpu.zeros("weight", &[4, 3, 3, 3]).unwrap();
-    let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, 2, 1));
+    let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, None, 2, 1));
     assert_eq!(error, "conv2d output has shape [2, 4, 8, 8], expected [2, 4, 4, 4]");
+    // On the lanes path a 3x3 with pad 1 reads its weight as a panel.
+    let lanes = gpu.with_conv_path(ConvPath::Lanes);
+    let error = message(layers::conv2d_forward(&lanes, &out, &inp, &weight, None, 1, 1));
+    assert_eq!(
+        error,
+        "conv2d_rows_lanes reads the conv weight [4, 3, 3, 3] as a panel (layers::conv2d_weight_panel); none was given"
+    );
+    let wrong = lanes.zeros("panel", &[8, 3, 3, 4]).unwrap();
+    let error = message(layers::conv2d_backward_input(&lanes, &inp, &out, &weight, Some(&wrong), 1, 1, false));
+    assert_eq!(error, "conv2d weight as a panel has shape [8, 3, 3, 4], expected [4, 3, 3, 4]");
     let labels = gpu.zeros("labels", &[3]).unwrap();
     let (logits, scalar) = (gpu.zeros("logits", &[2, 10]).unwrap(), gpu.zeros("loss", &[1]).unwrap());
     let error = message(layers::softmax_cross_entropy(gpu, &logits, &scalar, &scalar, &logits, &labels));
