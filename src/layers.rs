@@ -180,7 +180,11 @@ pub fn conv2d_weight_panel(gpu: &Gpu, panel: &Tensor, weight: &Tensor, transpose
     let [k, c, r, s] = [0, 1, 2, 3].map(|i| weight.shape[i] as u32);
     let params = ConvParams { k, c, r, s, ..Default::default() };
     let overrides = [("TRANSPOSED", flag(transposed))];
-    gpu.dispatch(Kernel::Conv2dWeightPanel, &overrides, &[panel, weight], &params, grid(panel.len().div_ceil(WG)))
+    let (rows, channels) = (panel.shape[0], panel.shape[3]);
+    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    ensure!(rows <= limit, "conv2d_weight_panel needs {rows} workgroups, the adapter allows {limit} per dimension");
+    let workgroups = [channels.div_ceil(64) as u32, rows as u32, 1];
+    gpu.dispatch(Kernel::Conv2dWeightPanel, &overrides, &[panel, weight], &params, workgroups)
 }
 
 /// The weight a conv's lanes kernel binds: its panel for the kernels that read one, else `weight`.
