@@ -309,6 +309,7 @@ fn main() -> Result<()> {
 
     batchnorm(&mut b, "ResNet-20", [32, 16, 32, 32])?;
     batchnorm(&mut b, "ResNet-50", [8, 64, 56, 56])?;
+    batchnorm(&mut b, "ResNet-50", [4, 2048, 7, 7])?;
 
     // Elementwise kernels on a ResNet-20 activation.
     let act = [32, 16, 32, 32];
