@@ -914,6 +914,7 @@ pub fn sgd(
 ) -> Result<Dispatch> {
     check("velocity", velocity, &weight.shape)?;
     check("gradient", grad, &weight.shape)?;
+    ensure!(weight.len().is_multiple_of(4), "sgd takes parameters in fours, got {}", weight.len());
     let params = SgdParams { len: weight.len() as u32, lr, momentum, weight_decay };
-    gpu.dispatch(Kernel::Sgd, &[], &[weight, velocity, grad], &params, grid(weight.len().div_ceil(WG)))
+    gpu.dispatch(Kernel::Sgd, &[], &[weight, velocity, grad], &params, grid(weight.len().div_ceil(4 * WG)))
 }
