@@ -352,7 +352,8 @@ enum SavedShortcut {
     None,
     Identity,
     A,
-    B(ConvBn),
+    /// The projection's conv and BN (boxed: the other shortcuts save nothing).
+    B(Box<ConvBn>),
 }
 
 /// The forward's tensors: input, what backward needs, and the logits. Tensors released during
@@ -611,7 +612,7 @@ impl<'a> Planner<'a> {
                     let (conv, bn) = (format!("{name}.downsample.0"), format!("{name}.downsample.1"));
                     let projection = self.conv_bn(&x, &conv, &bn, stride, 0, None, false)?;
                     let out = projection.out.clone();
-                    (SavedShortcut::B(projection), Some(out))
+                    (SavedShortcut::B(Box::new(projection)), Some(out))
                 }
             };
             let mut layers_saved = Vec::new();
