@@ -478,7 +478,8 @@ impl Kind {
             | BatchnormForwardEval
             | BatchnormBackward
             | BatchnormBackwardVec4 => Kind::Batchnorm,
-            ReluForward | ReluBackward | ReluMask | Add | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
+            ReluForward | ReluBackward | ReluBackwardVec4 | ReluMask | Add | AddVec4 | ShortcutAForward
+            | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
             MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward
             | LinearBackwardInput | LinearBackwardWeight | SoftmaxCrossEntropy | Conv2dWeightPanel => Kind::Other,

@@ -670,12 +670,18 @@ pub fn relu_backward(gpu: &Gpu, dinp: &Tensor, mask: &Tensor) -> Result<Dispatch
     let len = dinp.len();
     check("relu mask", mask, &[mask_words(len)])?;
     let params = LenParams { len: len as u32, ..Default::default() };
-    gpu.dispatch(Kernel::ReluBackward, &[], &[dinp, mask], &params, grid(len.div_ceil(WG)))
+    let (kernel, invocations) =
+        if len.is_multiple_of(4) { (Kernel::ReluBackwardVec4, len / 4) } else { (Kernel::ReluBackward, len) };
+    gpu.dispatch(kernel, &[], &[dinp, mask], &params, grid(invocations.div_ceil(WG)))
 }
 
 /// out += inp.
 pub fn add(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
-    elementwise(gpu, Kernel::Add, &[out, inp])
+    check("add input", inp, &out.shape)?;
+    let len = out.len();
+    let params = LenParams { len: len as u32, ..Default::default() };
+    let (kernel, invocations) = if len.is_multiple_of(4) { (Kernel::AddVec4, len / 4) } else { (Kernel::Add, len) };
+    gpu.dispatch(kernel, &[], &[out, inp], &params, grid(invocations.div_ceil(WG)))
 }
 
 #[repr(C)]
