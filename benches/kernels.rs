@@ -298,6 +298,8 @@ fn main() -> Result<()> {
         conv(&mut b, conv_gpu, "ResNet-50 3x3", [2, 128, 56, 56], 128, 3, 2, 1)?;
         conv(&mut b, conv_gpu, "ResNet-20 1x1", [8, 16, 32, 32], 32, 1, 2, 0)?;
         conv(&mut b, conv_gpu, "ResNet-50 1x1", [2, 512, 28, 28], 1024, 1, 2, 0)?;
+        // The ImageNet stem: 7x7, stride 2, pad 3 on 3 channels.
+        conv(&mut b, conv_gpu, "ResNet-50 stem", [1, 3, 224, 224], 64, 7, 2, 3)?;
     }
     // ResNet-50's largest 3x3 weight as the panel of its input gradient, which training lays out
     // before the conv's forward and (transposed) before its input gradient.

@@ -151,17 +151,23 @@ fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 }
 
 /// Whether this layer is a 3x3 conv with stride 2 and pad 1 on the lanes path (the input gradient
-/// runs on `conv2d_backward_input_strided_lanes`, the forward on rows of an even number of
-/// columns on `conv2d_strided_lanes`).
+/// runs on `conv2d_backward_input_strided_lanes`).
 fn strided_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1]
 }
 
-/// Whether this layer's lanes kernels read the weight as a panel (`conv2d_weight_panel`): 3x3s
-/// with pad 1 at stride 1 and 2 (their forwards but at stride 2 on rows of an odd number of
-/// columns, and their input gradients).
-pub fn reads_panel(gpu: &Gpu, params: &ConvParams) -> bool {
-    rows_fit(gpu, params) || strided_fit(gpu, params)
+/// Whether `conv2d_strided_lanes` runs this layer's forward: on the lanes path, stride-2 3x3s with
+/// pad 1 and 7x7s with pad 3 (the ImageNet stem) on rows of an even number of columns.
+fn pairs_fit(gpu: &Gpu, params: &ConvParams) -> bool {
+    let shape = [params.r, params.s, params.stride, params.pad];
+    gpu.conv_path == ConvPath::Lanes && (shape == [3, 3, 2, 1] || shape == [7, 7, 2, 3]) && params.w.is_multiple_of(2)
+}
+
+/// Whether this layer's lanes kernel for the forward (or `transposed` the input gradient) reads
+/// the weight as a panel (`conv2d_weight_panel`): 3x3s with pad 1 at stride 1 and 2 (the strided
+/// forwards on rows of an even number of columns), and the 7x7 stem on such rows.
+pub fn reads_panel(gpu: &Gpu, params: &ConvParams, transposed: bool) -> bool {
+    rows_fit(gpu, params) || if transposed { strided_fit(gpu, params) } else { pairs_fit(gpu, params) }
 }
 
 /// The shape of a conv weight [K,C,R,S] as a panel: [K4,R,S,C4] for the forward, [C4,R,S,K4]
@@ -217,7 +223,7 @@ pub fn panel_for(
     weight: &Tensor,
     transposed: bool,
 ) -> Result<Option<(Tensor, Dispatch)>> {
-    if !reads_panel(gpu, params) {
+    if !reads_panel(gpu, params, transposed) {
         return Ok(None);
     }
     let panel = gpu.zeros("conv2d weight as a panel", &panel_shape(&weight.shape, transposed))?;
@@ -244,8 +250,8 @@ fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 
 /// The lanes-path kernel for a conv of a shape class that has one (the forward, or with
 /// `transposed` the input gradient), with the rows and columns of its dispatch. 3x3s with pad 1
-/// go to `conv2d_rows_lanes` at stride 1, and at stride 2 forward on rows of an even number of
-/// columns to `conv2d_strided_lanes`.
+/// go to `conv2d_rows_lanes` at stride 1; stride-2 forwards of 3x3s and of the 7x7 stem on rows
+/// of an even number of columns to `conv2d_strided_lanes` (the caller sets TAPS).
 /// 1x1s go to `conv2d_pointwise_channels_lanes` where 256 output channels or more fill its lanes (at 32, a
 /// CIFAR projection ran 4x slower than in `conv2d_forward_lanes`) and `conv2d_pointwise_lanes`
 /// cannot take them (strided, or on 7x7 planes) or a reduction over 256 or more hides the scalar
@@ -259,7 +265,7 @@ fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Ke
     let row_columns = n * p * q.next_multiple_of(4);
     if rows_fit(gpu, params) {
         Some((Kernel::Conv2dRowsLanes, m, row_columns))
-    } else if strided_fit(gpu, params) && !transposed && params.w.is_multiple_of(2) {
+    } else if pairs_fit(gpu, params) && !transposed {
         Some((Kernel::Conv2dStridedLanes, m, row_columns))
     } else if channels_fit(gpu, params) && m >= 256 && (!pointwise || e >= 256) {
         // The positions are the rows its lanes broadcast, the channels their columns.
@@ -314,7 +320,10 @@ pub fn conv2d_forward_fused(
     let (lanes, rows, columns) =
         lanes_variant(gpu, &params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q));
     let tensors = [out, inp, bound_weight(weight, panel, lanes, false)?, bias, residual];
-    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &epilogue, &tensors, &params, rows, columns)
+    let taps = [("TAPS", params.r as f64)];
+    let overrides =
+        if lanes == Kernel::Conv2dStridedLanes { [&epilogue[..], &taps].concat() } else { epilogue.to_vec() };
+    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &overrides, &tensors, &params, rows, columns)
 }
 
 /// dinp = the input gradient, or with `accumulate` dinp += it. `panel` as in `conv2d_forward`,

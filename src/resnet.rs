@@ -428,7 +428,7 @@ impl<'a> Planner<'a> {
         params: &layers::ConvParams,
         transposed: bool,
     ) -> Result<Option<Tensor>> {
-        if !layers::reads_panel(self.gpu, params) {
+        if !layers::reads_panel(self.gpu, params, transposed) {
             return Ok(None);
         }
         let panel =

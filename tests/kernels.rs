@@ -80,6 +80,9 @@ const CONV_CASES: &[[usize; 9]] = &[
     // there on rows of 5 outputs, here of 8 and with 3 images).
     [2, 5, 7, 10, 18, 3, 3, 2, 1],
     [3, 6, 8, 16, 20, 3, 3, 2, 1],
+    // The ImageNet stem's 7x7, stride 2, pad 3 on rows of an even number of columns
+    // (conv2d_strided_lanes with TAPS = 7): 3 channels, rows of 9 outputs, two blocks of rows.
+    [2, 3, 12, 18, 20, 7, 7, 2, 3],
 ];
 
 #[test]
@@ -142,10 +145,10 @@ fn conv2d_forward_and_backward_match_cpu() {
 fn conv2d_forward_fused_matches_cpu() {
     for gpu in conv_variants() {
         // Two cases of the generic kernels, two of conv2d_rows_lanes (rows of 13 and 12 columns),
-        // one of conv2d_pointwise_lanes, one of conv2d_pointwise_channels_lanes, two of
+        // one of conv2d_pointwise_lanes, one of conv2d_pointwise_channels_lanes, three of
         // conv2d_strided_lanes.
         for (case, &[n, c, h, w, k, r, s, stride, pad]) in
-            CONV_CASES.iter().enumerate().filter(|(i, _)| [0, 2, 3, 9, 11, 12, 19, 20].contains(i))
+            CONV_CASES.iter().enumerate().filter(|(i, _)| [0, 2, 3, 9, 11, 12, 19, 20, 21].contains(i))
         {
             let mut rng = Rng::new(50 + case as u64);
             let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
