@@ -216,7 +216,8 @@ fn bound_weight<'a>(
 }
 
 /// Where the layer `reads_panel`, a new tensor for its weight as a panel and the dispatch that
-/// lays it out (tests and benchmarks; training plans share a few buffers among all layers).
+/// lays it out (inference plans, which lay their fixed weights out once; tests; benchmarks).
+/// Training plans lay the weights out before every use, into buffers all layers share.
 pub fn panel_for(
     gpu: &Gpu,
     params: &ConvParams,

@@ -418,9 +418,8 @@ impl<'a> Planner<'a> {
     }
 
     /// Where the conv `reads_panel`, its weight laid out as a panel (`transposed` for the input
-    /// gradient) by a dispatch planned here, in a
-    /// tensor the caller releases once the conv is planned (the layouts of all layers share a few
-    /// buffers).
+    /// gradient) by a dispatch planned here, in a tensor the caller releases once the conv is
+    /// planned (the panels of all layers share a few buffers).
     fn panel(
         &mut self,
         conv: &str,
