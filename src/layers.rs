@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail, ensure};
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{ConvPath, Gpu, Tensor, is_software};
+use crate::gpu::{ConvPath, Gpu, Tensor};
 use crate::kernels::{Dispatch, Kernel, grid};
 
 /// Batch norm's constants, as PyTorch's defaults.
@@ -546,14 +546,6 @@ fn bn_epilogue<'a>(
     Ok(([("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))], residual.unwrap_or(&gpu.placeholder)))
 }
 
-/// Invocations per workgroup of the batch norm kernels that take one channel a workgroup: 8 on
-/// CPU adapters, where such a workgroup is one SIMD thread and a wider one pays for every
-/// barrier of its tree reductions (on lavapipe ResNet-50's [4,2048,7,7] forward took 27.9 ms
-/// at 256, 2.5 at 8; [8,64,56,56] 3.8 and 2.5); 256 on GPUs.
-fn bn_workgroup(gpu: &Gpu) -> f64 {
-    if is_software(&gpu.info) { 8.0 } else { 256.0 }
-}
-
 /// out = relu?(bn(inp) + residual?) with the batch's statistics: batch norm with a block's
 /// residual add and ReLU fused in.
 #[allow(clippy::too_many_arguments)]
@@ -584,7 +576,7 @@ pub fn batchnorm_forward_train(
     let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias, residual];
     let kernel =
         if params.hw.is_multiple_of(4) { Kernel::BatchnormForwardTrainVec4 } else { Kernel::BatchnormForwardTrain };
-    let overrides = [&overrides[..], &[("WG", bn_workgroup(gpu))]].concat();
+    let overrides = [&overrides[..], &[("WG", gpu.bn_workgroup as f64)]].concat();
     gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
 }
 
@@ -638,7 +630,7 @@ pub fn batchnorm_backward(
     let inp = if in_place { &gpu.placeholder } else { inp };
     let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_mask.unwrap_or(&gpu.placeholder)];
     let kernel = if params.hw.is_multiple_of(4) { Kernel::BatchnormBackwardVec4 } else { Kernel::BatchnormBackward };
-    let overrides = [&overrides[..], &[("WG", bn_workgroup(gpu))]].concat();
+    let overrides = [&overrides[..], &[("WG", gpu.bn_workgroup as f64)]].concat();
     gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
 }
 

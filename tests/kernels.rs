@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, conv_variants, f64s, gpus};
+use common::{assert_close, bn_variants, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
 use resnet_wgpu::layers::{self, AvgpoolParams, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams};
 use resnet_wgpu::reference as cpu;
@@ -232,7 +232,7 @@ const BN_CASES: &[[usize; 4]] =
 
 #[test]
 fn batchnorm_matches_cpu() {
-    for gpu in gpus() {
+    for gpu in bn_variants() {
         for (case, &[n, c, h, w]) in BN_CASES.iter().enumerate() {
             let shape = [n, c, h, w];
             let mut rng = Rng::new(200 + case as u64);
@@ -312,7 +312,12 @@ fn batchnorm_matches_cpu() {
                 &params,
             );
 
-            let what = |name: &str| format!("{name} {shape:?} on {} ({:?})", gpu.info.name, gpu.info.backend);
+            let what = |name: &str| {
+                format!(
+                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
+                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
+                )
+            };
             assert_close(&what("batchnorm_forward_eval"), &out_eval_v, &out_eval_c, 1e-5, 1e-5);
             assert_close(&what("batchnorm_forward_train out"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
             assert_close(&what("batchnorm_forward_train mean"), &read(gpu, &mean), &mean_c, 1e-5, 1e-5);
@@ -331,7 +336,7 @@ fn batchnorm_matches_cpu() {
 fn batchnorm_fused_matches_cpu() {
     // What the training plan fuses into batch norm: a block's relu(bn(x) + residual), and the
     // backward of relu(bn(x)), which masks dout by relu_mask of the forward's output.
-    for gpu in gpus() {
+    for gpu in bn_variants() {
         for (case, &[n, c, h, w]) in BN_CASES.iter().enumerate().skip(2) {
             let (shape, len) = ([n, c, h, w], n * c * h * w);
             let mut rng = Rng::new(400 + case as u64);
@@ -431,7 +436,12 @@ fn batchnorm_fused_matches_cpu() {
                 &params,
             );
 
-            let what = |name: &str| format!("{name} {shape:?} on {} ({:?})", gpu.info.name, gpu.info.backend);
+            let what = |name: &str| {
+                format!(
+                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
+                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
+                )
+            };
             assert_close(
                 &what("batchnorm_forward_eval + residual + relu"),
                 &read(gpu, &eval_out),
@@ -770,7 +780,7 @@ fn sgd_matches_cpu() {
 
 #[test]
 fn reductions_give_the_same_bits_every_run() {
-    for gpu in gpus() {
+    for gpu in bn_variants() {
         let mut rng = Rng::new(1100);
         let shape = [8, 16, 12, 12];
         let inp = upload(gpu, &shape, &rng.vec(8 * 16 * 144));

@@ -36,6 +36,13 @@ pub fn conv_variants() -> &'static [Gpu] {
     })
 }
 
+/// Every test adapter with batch norm workgroups of 8 (CPU adapters' default) and of 256 (GPUs'),
+/// so that both are checked wherever the tests run.
+pub fn bn_variants() -> &'static [Gpu] {
+    static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+    GPUS.get_or_init(|| gpus().iter().flat_map(|g| [8, 256].map(|n| g.with_bn_workgroup(n))).collect())
+}
+
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
