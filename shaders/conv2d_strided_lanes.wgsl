@@ -8,7 +8,8 @@
 // one output row per invocation, 4 channels a step as dot products of 4, weights from the
 // layer's panel), but a row's input columns come in `vec2` loads that serve every tap: 5 pairs
 // for 3 taps (9 scalar loads held the 3x3 at about half the FMA peak, BENCHMARKS.md), 7 for 7
-// (the stem in conv2d_forward_lanes made a load per column, channel and tap: 11 % of the peak).
+// (the stem ran at 23 % of the peak in conv2d_forward_lanes, a load per column, channel and tap;
+// 45 % here).
 // With W even, Q = W/2.
 // Needs subgroups of at least 8 invocations. Epilogue (BIAS, RESIDUAL, RELU) as conv2d_forward.
 // CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*ceil(Q/4) / 64), ceil(K / DM), 1).
