@@ -163,11 +163,17 @@ fn pairs_fit(gpu: &Gpu, params: &ConvParams) -> bool {
     gpu.conv_path == ConvPath::Lanes && (shape == [3, 3, 2, 1] || shape == [7, 7, 2, 3]) && params.w.is_multiple_of(2)
 }
 
-/// Whether this layer's lanes kernel for the forward (or `transposed` the input gradient) reads
-/// the weight as a panel (`conv2d_weight_panel`): 3x3s with pad 1 at stride 1 and 2 (the strided
-/// forwards on rows of an even number of columns), and the 7x7 stem on such rows.
+/// The lanes kernels that read the weight as a panel (`conv2d_weight_panel`).
+const PANEL_KERNELS: [Kernel; 3] =
+    [Kernel::Conv2dRowsLanes, Kernel::Conv2dStridedLanes, Kernel::Conv2dBackwardInputStridedLanes];
+
+/// Whether the kernel of this layer's forward (or `transposed` its input gradient) reads the
+/// weight as a panel: on the lanes path 3x3s with pad 1 at stride 1 and 2 (the strided forwards on
+/// rows of an even number of columns), and the 7x7 stem on such rows.
 pub fn reads_panel(gpu: &Gpu, params: &ConvParams, transposed: bool) -> bool {
-    rows_fit(gpu, params) || if transposed { strided_fit(gpu, params) } else { pairs_fit(gpu, params) }
+    // Only the strided 1x1s' input gradients depend on `accumulate`, and they read no panel.
+    let (kernel, ..) = if transposed { input_gradient_lanes(gpu, params, true) } else { forward_lanes(gpu, params) };
+    PANEL_KERNELS.contains(&kernel)
 }
 
 /// The shape of a conv weight [K,C,R,S] as a panel: [K4,R,S,C4] for the forward, [C4,R,S,K4]
@@ -200,8 +206,7 @@ fn bound_weight<'a>(
     lanes: Kernel,
     transposed: bool,
 ) -> Result<&'a Tensor> {
-    let reads = [Kernel::Conv2dRowsLanes, Kernel::Conv2dStridedLanes, Kernel::Conv2dBackwardInputStridedLanes];
-    if !reads.contains(&lanes) {
+    if !PANEL_KERNELS.contains(&lanes) {
         return Ok(weight);
     }
     let panel = panel.ok_or_else(|| {
@@ -278,6 +283,31 @@ fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Ke
     }
 }
 
+/// The lanes-path kernel of a conv's forward, with the rows and columns of its dispatch.
+fn forward_lanes(gpu: &Gpu, params: &ConvParams) -> (Kernel, usize, usize) {
+    let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
+    lanes_variant(gpu, params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q))
+}
+
+/// The lanes-path kernel of a conv's input gradient, with the rows and columns of its dispatch:
+/// a forward kernel run `TRANSPOSED` where one fits, else one of the input gradient's own.
+fn input_gradient_lanes(gpu: &Gpu, params: &ConvParams, accumulate: bool) -> (Kernel, usize, usize) {
+    // A strided 1x1's input gradient reaches a part of dinp only: conv2d_pointwise_channels_lanes
+    // adds it (as the projection shortcut's in training) and leaves the rest.
+    if let Some(variant) = lanes_variant(gpu, params, true).filter(|_| accumulate || params.stride == 1) {
+        return variant;
+    }
+    let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
+    if strided_fit(gpu, params) {
+        // 3x3 stride 2 pad 1: only the taps that reach each position, in rows of even then odd
+        // h, each parity in whole workgroups of 64 invocations (of 4 columns).
+        let columns = 2 * (n * h.div_ceil(2) * w.div_ceil(4)).next_multiple_of(64) * 4;
+        (Kernel::Conv2dBackwardInputStridedLanes, c, columns)
+    } else {
+        (Kernel::Conv2dBackwardInputLanes, c, n * h * w)
+    }
+}
+
 /// out = conv(inp, weight). Where the layer `reads_panel`, `panel` holds the weight as
 /// `conv2d_weight_panel` lays it out for the forward (the kernel reads that instead).
 pub fn conv2d_forward(
@@ -317,9 +347,7 @@ pub fn conv2d_forward_fused(
     }
     let epilogue = [("BIAS", flag(bias.is_some())), ("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))];
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
-    let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
-    let (lanes, rows, columns) =
-        lanes_variant(gpu, &params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q));
+    let (lanes, rows, columns) = forward_lanes(gpu, &params);
     let tensors = [out, inp, bound_weight(weight, panel, lanes, false)?, bias, residual];
     let taps = [("TAPS", params.r as f64)];
     let overrides =
@@ -342,32 +370,16 @@ pub fn conv2d_backward_input(
 ) -> Result<Dispatch> {
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
-    let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    // A strided 1x1's input gradient reaches a part of dinp only: conv2d_pointwise_channels_lanes
-    // adds it (as the projection shortcut's in training) and leaves the rest.
-    if let Some((lanes, rows, columns)) = lanes_variant(gpu, &params, true).filter(|_| accumulate || params.stride == 1)
-    {
+    let (lanes, rows, columns) = input_gradient_lanes(gpu, &params, accumulate);
+    let weight = bound_weight(weight, panel, lanes, true)?;
+    let own = [Kernel::Conv2dBackwardInputLanes, Kernel::Conv2dBackwardInputStridedLanes].contains(&lanes);
+    if !own {
         let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
-        let tensors = [dinp, dout, bound_weight(weight, panel, lanes, true)?, &gpu.placeholder, &gpu.placeholder];
+        let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
         return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, rows, columns);
     }
-    // 3x3 stride 2 pad 1: only the taps that reach each position, in rows of even then odd h.
-    let (lanes, columns) = if strided_fit(gpu, &params) {
-        // Each parity of rows in whole workgroups of 64 invocations (of 4 columns).
-        (Kernel::Conv2dBackwardInputStridedLanes, 2 * (n * h.div_ceil(2) * w.div_ceil(4)).next_multiple_of(64) * 4)
-    } else {
-        (Kernel::Conv2dBackwardInputLanes, n * h * w)
-    };
-    conv_dispatch(
-        gpu,
-        Kernel::Conv2dBackwardInput,
-        lanes,
-        &[("ACCUMULATE", flag(accumulate))],
-        &[dinp, dout, bound_weight(weight, panel, lanes, true)?],
-        &params,
-        c,
-        columns,
-    )
+    let overrides = [("ACCUMULATE", flag(accumulate))];
+    conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &[dinp, dout, weight], &params, rows, columns)
 }
 
 /// dweight = the weight gradient. On the direct and lanes paths (CPU adapters) layers with few
