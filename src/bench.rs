@@ -334,6 +334,8 @@ impl Options {
 ///   "peak": {"fp32_gflops": 80123.4,      FMA microbenchmark on this adapter
 ///            "bandwidth_gbs": 912.3},     buffer-to-buffer copy, bytes read + written per second
 ///   "timer": "timestamps",                or "wall_clock"
+///   "conv": "autotune",                   conv paths timed per layer shape (the default on GPUs),
+///                                         or the one path every conv ran on: shared | direct | lanes
 ///   "warmup": 3, "iters": 20,             untimed and timed steps per result
 ///   "results": [{
 ///     "model": "resnet50", "shortcut": "b",   "a" | "b" | "plain"
@@ -359,6 +361,9 @@ pub struct Report {
     pub adapter: AdapterJson,
     pub peak: Peak,
     pub timer: Timer,
+    /// Absent from files written before it was added.
+    #[serde(default)]
+    pub conv: String,
     pub warmup: usize,
     pub iters: usize,
     pub results: Vec<Measurement>,
@@ -593,6 +598,7 @@ pub fn bench_adapter(gpu: &Gpu, configs: &[Config], options: &Options) -> Result
         adapter: AdapterJson::new(&gpu.info),
         peak,
         timer: options.timer,
+        conv: gpu.conv_choice().into(),
         warmup: options.warmup,
         iters: options.iters,
         results,
@@ -1466,7 +1472,7 @@ pub fn human_tables(reports: &[Report]) -> String {
     let mut text = String::new();
     for r in reports {
         text += &format!(
-            "adapter: {} ({}, {}, driver {}): peak {} GFLOP/s fp32, copy {} GB/s; timer: {}; {} warmup and {} timed steps\n",
+            "adapter: {} ({}, {}, driver {}): peak {} GFLOP/s fp32, copy {} GB/s; timer: {}; conv: {}; {} warmup and {} timed steps\n",
             r.adapter.name,
             r.adapter.backend,
             r.adapter.device_type,
@@ -1477,6 +1483,7 @@ pub fn human_tables(reports: &[Report]) -> String {
                 Timer::Timestamps => "GPU timestamps",
                 Timer::WallClock => "wall clock",
             },
+            if r.conv.is_empty() { "?" } else { &r.conv },
             r.warmup,
             r.iters
         );

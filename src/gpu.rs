@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow, bail};
 use wgpu::util::DeviceExt;
 
+use crate::autotune::{Autotune, ConvPass};
 use crate::kernels::PipelineCache;
+use crate::layers::ConvParams;
 
 /// Storage-buffer offsets must be multiples of the adapter's alignment (at most 256 bytes in
 /// WebGPU), so every tensor of an arena starts on a 256-byte boundary.
@@ -36,13 +38,18 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    pub(crate) pipelines: Mutex<PipelineCache>,
+    /// Shared by every `Gpu` of this device (`with_conv_path` and the like): pipelines are keyed by
+    /// kernel and overrides, whatever the settings that chose them.
+    pub(crate) pipelines: Arc<Mutex<PipelineCache>>,
     /// A tensor of 4 values (one `vec4`) bound where a kernel's optional input is switched off by an
     /// override.
     pub(crate) placeholder: Tensor,
-    /// Which conv kernels run (see `ConvPath`); `RESNET_WGPU_CONV=shared|direct|lanes` overrides
-    /// the adapter's default.
+    /// Which conv kernels run (see `ConvPath`) where the autotune has no say;
+    /// `RESNET_WGPU_CONV=shared|direct|lanes` overrides the adapter's default and turns the autotune off.
     pub conv_path: ConvPath,
+    /// Which conv path runs each pass of each layer shape, by measurement (`autotune`); `None`:
+    /// every conv runs on `conv_path`.
+    pub(crate) autotune: Option<Arc<Autotune>>,
     /// Invocations per workgroup of the batch norm kernels that take one channel a workgroup: 8
     /// on CPU adapters, where such a workgroup is one SIMD thread and a wider one pays for every
     /// barrier of its tree reductions (on lavapipe ResNet-50's [4,2048,7,7] forward took 29.8 ms
@@ -273,15 +280,26 @@ impl Gpu {
             _ => ConvPath::Direct,
         };
         let bn_workgroup = if is_software(&info) { 8 } else { 256 };
+        // On CPU adapters the lanes path was fastest on every ResNet layer shape (BENCHMARKS.md),
+        // and timing the others there takes minutes: no autotune unless asked for.
+        let autotune = match std::env::var("RESNET_WGPU_AUTOTUNE").as_deref() {
+            _ if std::env::var("RESNET_WGPU_CONV").is_ok_and(|v| !v.is_empty()) => false,
+            Ok("1" | "on") => true,
+            Ok("0" | "off") => false,
+            Ok(other) if !other.is_empty() => bail!("RESNET_WGPU_AUTOTUNE={other}: expected on or off"),
+            _ => !is_software(&info),
+        };
+        let autotune = autotune.then(|| Arc::new(Autotune::load(&info, crate::autotune::cache_file(&info))));
         Ok(Self {
             device,
             queue,
             info,
             limits,
             features,
-            pipelines: Mutex::default(),
+            pipelines: Arc::default(),
             placeholder,
             conv_path,
+            autotune,
             bn_workgroup,
             allocated: Arc::default(),
         })
@@ -298,9 +316,35 @@ impl Gpu {
         paths
     }
 
-    /// The same device with another conv path (tests and benchmarks compare them).
+    /// The same device with every conv on another path and no autotune (tests and benchmarks
+    /// compare the paths).
     pub fn with_conv_path(&self, conv_path: ConvPath) -> Self {
-        Self { conv_path, ..self.sibling() }
+        Self { conv_path, autotune: None, ..self.sibling() }
+    }
+
+    /// The same device with the autotune on, its results kept in `file` (tests; the CLI's is
+    /// `autotune::cache_file`).
+    pub fn with_autotune(&self, file: std::path::PathBuf) -> Self {
+        Self { autotune: Some(Arc::new(Autotune::load(&self.info, file))), ..self.sibling() }
+    }
+
+    /// The conv path that runs `pass` of the conv `params`: the autotune's choice, else `conv_path`.
+    pub fn conv_path_for(&self, params: &ConvParams, pass: ConvPass) -> ConvPath {
+        match &self.autotune {
+            Some(autotune) => autotune.path(self, params, pass),
+            None => self.conv_path,
+        }
+    }
+
+    /// `autotune` where the conv paths are timed per layer shape, else the one path every conv runs on.
+    pub fn conv_choice(&self) -> &'static str {
+        if self.autotune.is_some() { "autotune" } else { self.conv_path.name() }
+    }
+
+    /// The same device on `conv_path`, with a memory count of its own: what the autotune times
+    /// allocates outside the plan being built.
+    pub(crate) fn timing_sibling(&self, conv_path: ConvPath) -> Self {
+        Self { allocated: Arc::default(), ..self.with_conv_path(conv_path) }
     }
 
     /// The same device with batch norm workgroups of another size (tests check both sizes on
@@ -309,7 +353,7 @@ impl Gpu {
         Self { bn_workgroup, ..self.sibling() }
     }
 
-    /// The same device and settings, with a pipeline cache of its own.
+    /// The same device and settings.
     fn sibling(&self) -> Self {
         Self {
             device: self.device.clone(),
@@ -317,9 +361,10 @@ impl Gpu {
             info: self.info.clone(),
             limits: self.limits.clone(),
             features: self.features,
-            pipelines: Mutex::default(),
+            pipelines: self.pipelines.clone(),
             placeholder: self.placeholder.clone(),
             conv_path: self.conv_path,
+            autotune: self.autotune.clone(),
             bn_workgroup: self.bn_workgroup,
             allocated: self.allocated.clone(),
         }

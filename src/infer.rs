@@ -151,13 +151,18 @@ pub fn resize_for_file(path: &Path) -> u32 {
     TORCHVISION_FILES.iter().find(|(_, _, file)| *file == name).map_or(256, |(_, tag, _)| tag.resize())
 }
 
-/// The folder of downloaded weights: `$RESNET_WGPU_CACHE/weights`, else
-/// `<user cache>/resnet-wgpu/weights` (`~/.cache/resnet-wgpu/weights` on Linux).
-pub fn weights_dir() -> PathBuf {
+/// resnet-wgpu's cache folder: `$RESNET_WGPU_CACHE`, else `<user cache>/resnet-wgpu`
+/// (`~/.cache/resnet-wgpu` on Linux).
+pub fn cache_dir() -> PathBuf {
     match std::env::var_os("RESNET_WGPU_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("weights"),
-        _ => dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("resnet-wgpu").join("weights"),
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("resnet-wgpu"),
     }
+}
+
+/// The folder of downloaded weights: `cache_dir()/weights`.
+pub fn weights_dir() -> PathBuf {
+    cache_dir().join("weights")
 }
 
 /// `$RESNET_WGPU_WEIGHTS_URL`, else [`WEIGHTS_URL`].

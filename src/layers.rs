@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail, ensure};
 use bytemuck::{Pod, Zeroable};
 
+use crate::autotune::ConvPass;
 use crate::gpu::{ConvPath, Gpu, Tensor};
 use crate::kernels::{Dispatch, Kernel, grid};
 
@@ -91,16 +92,16 @@ const DIRECT_BLOCK: usize = 8;
 /// accumulators no longer fit the registers (BENCHMARKS.md).
 const LANES_BLOCK: [usize; 2] = [16, 4];
 
-/// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the adapter's conv path
-/// (`Gpu::conv_path`): `lanes` is the kernel's `_lanes` twin or the lanes kernel of the layer's
-/// shape class (`lanes_variant`, `conv2d_backward_input_strided_lanes`). Shared workgroups have
-/// 256 invocations of 4x4 outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a
-/// workgroup on one core, so smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit
-/// the rows (a CIFAR layer's 16 output channels get 4 x 64 invocations, not 16 x 16 with three
-/// quarters idle).
+/// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the conv `path`: `lanes`
+/// is the kernel's `_lanes` twin or the lanes kernel of the layer's shape class (`lanes_variant`,
+/// `conv2d_backward_input_strided_lanes`). Shared workgroups have 256 invocations of 4x4
+/// outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a workgroup on one core, so
+/// smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit the rows (a CIFAR layer's
+/// 16 output channels get 4 x 64 invocations, not 16 x 16 with three quarters idle).
 #[allow(clippy::too_many_arguments)]
 fn conv_dispatch(
     gpu: &Gpu,
+    path: ConvPath,
     kernel: Kernel,
     lanes: Kernel,
     epilogue: &[(&str, f64)],
@@ -118,13 +119,13 @@ fn conv_dispatch(
         );
         Ok([x as u32, y as u32, 1])
     };
-    if gpu.conv_path == ConvPath::Lanes {
+    if path == ConvPath::Lanes {
         // 64 invocations share 16 rows and own 4 columns each.
         let [dm, dn] = LANES_BLOCK;
         let workgroups = fits(columns.div_ceil(64 * dn), rows.div_ceil(dm))?;
         return gpu.dispatch(lanes, epilogue, tensors, params, workgroups);
     }
-    let shared = gpu.conv_path == ConvPath::Shared;
+    let shared = path == ConvPath::Shared;
     let (block, threads) = if shared { (SHARED_BLOCK, 256) } else { (DIRECT_BLOCK, 64) };
     // CPU adapters vectorise along x: the direct path keeps WG_N >= 8.
     let wg_m = rows.div_ceil(block).next_power_of_two().clamp(1, if shared { 16 } else { 8 });
@@ -146,21 +147,21 @@ fn conv_dispatch(
 /// more, or its `_vec4` twin on rows of a multiple of 4) run this layer: on the lanes path, 3x3
 /// convs with stride 1 and pad 1 (all but the strided ones of a CIFAR ResNet or of ResNet-18 to
 /// 152).
-fn rows_fit(gpu: &Gpu, params: &ConvParams) -> bool {
-    gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
+fn rows_fit(path: ConvPath, params: &ConvParams) -> bool {
+    path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 1, 1]
 }
 
 /// Whether this layer is a 3x3 conv with stride 2 and pad 1 on the lanes path (the input gradient
 /// runs on `conv2d_backward_input_strided_lanes`).
-fn strided_fit(gpu: &Gpu, params: &ConvParams) -> bool {
-    gpu.conv_path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1]
+fn strided_fit(path: ConvPath, params: &ConvParams) -> bool {
+    path == ConvPath::Lanes && [params.r, params.s, params.stride, params.pad] == [3, 3, 2, 1]
 }
 
 /// Whether `conv2d_strided_lanes` runs this layer's forward: on the lanes path, stride-2 3x3s with
 /// pad 1 and 7x7s with pad 3 (the ImageNet stem) on rows of an even number of columns.
-fn pairs_fit(gpu: &Gpu, params: &ConvParams) -> bool {
+fn pairs_fit(path: ConvPath, params: &ConvParams) -> bool {
     let shape = [params.r, params.s, params.stride, params.pad];
-    gpu.conv_path == ConvPath::Lanes && (shape == [3, 3, 2, 1] || shape == [7, 7, 2, 3]) && params.w.is_multiple_of(2)
+    path == ConvPath::Lanes && (shape == [3, 3, 2, 1] || shape == [7, 7, 2, 3]) && params.w.is_multiple_of(2)
 }
 
 /// The lanes kernels that read the weight as a panel (`conv2d_weight_panel`).
@@ -172,7 +173,9 @@ const PANEL_KERNELS: [Kernel; 3] =
 /// rows of an even number of columns), and the 7x7 stem on such rows.
 pub fn reads_panel(gpu: &Gpu, params: &ConvParams, transposed: bool) -> bool {
     // Only the strided 1x1s' input gradients depend on `accumulate`, and they read no panel.
-    let (kernel, ..) = if transposed { input_gradient_lanes(gpu, params, true) } else { forward_lanes(gpu, params) };
+    let pass = if transposed { ConvPass::InputGradient } else { ConvPass::Forward };
+    let path = gpu.conv_path_for(params, pass);
+    let (kernel, ..) = if transposed { input_gradient_lanes(path, params, true) } else { forward_lanes(path, params) };
     PANEL_KERNELS.contains(&kernel)
 }
 
@@ -240,16 +243,16 @@ pub fn panel_for(
 /// Whether `conv2d_pointwise_lanes` (and `conv2d_backward_weight_rows_vec4_lanes` as `POINTWISE`)
 /// run this layer: on the lanes path, 1x1 convs with stride 1, H*W and both channel counts
 /// multiples of 4 (ResNet-50's 1x1s but for 7x7 planes and the strided projections).
-fn pointwise_fit(gpu: &Gpu, params: &ConvParams) -> bool {
-    gpu.conv_path == ConvPath::Lanes
+fn pointwise_fit(path: ConvPath, params: &ConvParams) -> bool {
+    path == ConvPath::Lanes
         && [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
         && [params.h * params.w, params.c, params.k].iter().all(|x| x.is_multiple_of(4))
 }
 
 /// Whether `conv2d_pointwise_channels_lanes` can run this layer: on the lanes path, 1x1 convs
 /// with pad 0 (any stride) and both channel counts multiples of 4.
-fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
-    gpu.conv_path == ConvPath::Lanes
+fn channels_fit(path: ConvPath, params: &ConvParams) -> bool {
+    path == ConvPath::Lanes
         && [params.r, params.s, params.pad] == [1, 1, 0]
         && [params.c, params.k].iter().all(|x| x.is_multiple_of(4))
 }
@@ -263,17 +266,17 @@ fn channels_fit(gpu: &Gpu, params: &ConvParams) -> bool {
 /// cannot take them (strided, or on 7x7 planes) or a reduction over 256 or more hides the scalar
 /// stores (ResNet-50's 14x14 stage: 60 against 52 % of the peak; at 56x56, 256 out of 64
 /// channels, 48 against 56 %, BENCHMARKS.md).
-fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Kernel, usize, usize)> {
+fn lanes_variant(path: ConvPath, params: &ConvParams, transposed: bool) -> Option<(Kernel, usize, usize)> {
     let [n, c, k, p, q] = [params.n, params.c, params.k, params.p, params.q].map(|x| x as usize);
     let (m, e) = if transposed { (c, k) } else { (k, c) };
-    let pointwise = pointwise_fit(gpu, params);
+    let pointwise = pointwise_fit(path, params);
     // One invocation per 4 columns of a row: rows padded to a multiple of 4.
     let row_columns = n * p * q.next_multiple_of(4);
-    if rows_fit(gpu, params) {
+    if rows_fit(path, params) {
         Some((Kernel::Conv2dRowsLanes, m, row_columns))
-    } else if pairs_fit(gpu, params) && !transposed {
+    } else if pairs_fit(path, params) && !transposed {
         Some((Kernel::Conv2dStridedLanes, m, row_columns))
-    } else if channels_fit(gpu, params) && m >= 256 && (!pointwise || e >= 256) {
+    } else if channels_fit(path, params) && m >= 256 && (!pointwise || e >= 256) {
         // The positions are the rows its lanes broadcast, the channels their columns.
         Some((Kernel::Conv2dPointwiseChannelsLanes, n * p * q, m))
     } else if pointwise {
@@ -284,21 +287,21 @@ fn lanes_variant(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Option<(Ke
 }
 
 /// The lanes-path kernel of a conv's forward, with the rows and columns of its dispatch.
-fn forward_lanes(gpu: &Gpu, params: &ConvParams) -> (Kernel, usize, usize) {
+fn forward_lanes(path: ConvPath, params: &ConvParams) -> (Kernel, usize, usize) {
     let [n, k, p, q] = [params.n, params.k, params.p, params.q].map(|x| x as usize);
-    lanes_variant(gpu, params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q))
+    lanes_variant(path, params, false).unwrap_or((Kernel::Conv2dForwardLanes, k, n * p * q))
 }
 
 /// The lanes-path kernel of a conv's input gradient, with the rows and columns of its dispatch:
 /// a forward kernel run `TRANSPOSED` where one fits, else one of the input gradient's own.
-fn input_gradient_lanes(gpu: &Gpu, params: &ConvParams, accumulate: bool) -> (Kernel, usize, usize) {
+fn input_gradient_lanes(path: ConvPath, params: &ConvParams, accumulate: bool) -> (Kernel, usize, usize) {
     // A strided 1x1's input gradient reaches a part of dinp only: conv2d_pointwise_channels_lanes
     // adds it (as the projection shortcut's in training) and leaves the rest.
-    if let Some(variant) = lanes_variant(gpu, params, true).filter(|_| accumulate || params.stride == 1) {
+    if let Some(variant) = lanes_variant(path, params, true).filter(|_| accumulate || params.stride == 1) {
         return variant;
     }
     let [n, c, h, w] = [params.n, params.c, params.h, params.w].map(|x| x as usize);
-    if strided_fit(gpu, params) {
+    if strided_fit(path, params) {
         // 3x3 stride 2 pad 1: only the taps that reach each position, in rows of even then odd
         // h, each parity in whole workgroups of 64 invocations (of 4 columns).
         let columns = 2 * (n * h.div_ceil(2) * w.div_ceil(4)).next_multiple_of(64) * 4;
@@ -347,12 +350,13 @@ pub fn conv2d_forward_fused(
     }
     let epilogue = [("BIAS", flag(bias.is_some())), ("RESIDUAL", flag(residual.is_some())), ("RELU", flag(relu))];
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
-    let (lanes, rows, columns) = forward_lanes(gpu, &params);
+    let path = gpu.conv_path_for(&params, ConvPass::Forward);
+    let (lanes, rows, columns) = forward_lanes(path, &params);
     let tensors = [out, inp, bound_weight(weight, panel, lanes, false)?, bias, residual];
     let taps = [("TAPS", params.r as f64)];
     let overrides =
         if lanes == Kernel::Conv2dStridedLanes { [&epilogue[..], &taps].concat() } else { epilogue.to_vec() };
-    conv_dispatch(gpu, Kernel::Conv2dForward, lanes, &overrides, &tensors, &params, rows, columns)
+    conv_dispatch(gpu, path, Kernel::Conv2dForward, lanes, &overrides, &tensors, &params, rows, columns)
 }
 
 /// dinp = the input gradient, or with `accumulate` dinp += it. `panel` as in `conv2d_forward`,
@@ -370,16 +374,37 @@ pub fn conv2d_backward_input(
 ) -> Result<Dispatch> {
     let params = ConvParams::new(&dinp.shape, &weight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
-    let (lanes, rows, columns) = input_gradient_lanes(gpu, &params, accumulate);
+    let path = gpu.conv_path_for(&params, ConvPass::InputGradient);
+    let (lanes, rows, columns) = input_gradient_lanes(path, &params, accumulate);
     let weight = bound_weight(weight, panel, lanes, true)?;
     let own = [Kernel::Conv2dBackwardInputLanes, Kernel::Conv2dBackwardInputStridedLanes].contains(&lanes);
     if !own {
         let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
         let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
-        return conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &tensors, &params, rows, columns);
+        return conv_dispatch(
+            gpu,
+            path,
+            Kernel::Conv2dBackwardInput,
+            lanes,
+            &overrides,
+            &tensors,
+            &params,
+            rows,
+            columns,
+        );
     }
     let overrides = [("ACCUMULATE", flag(accumulate))];
-    conv_dispatch(gpu, Kernel::Conv2dBackwardInput, lanes, &overrides, &[dinp, dout, weight], &params, rows, columns)
+    conv_dispatch(
+        gpu,
+        path,
+        Kernel::Conv2dBackwardInput,
+        lanes,
+        &overrides,
+        &[dinp, dout, weight],
+        &params,
+        rows,
+        columns,
+    )
 }
 
 /// dweight = the weight gradient. On the direct and lanes paths (CPU adapters) layers with few
@@ -398,10 +423,11 @@ pub fn conv2d_backward_weight(
     let [n, c, k, r, s, p] = [params.n, params.c, params.k, params.r, params.s, params.p].map(|x| x as usize);
     let tensors = [dweight, dout, inp];
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    let (kernel, overrides, workgroups) = match gpu.conv_path {
+    let path = gpu.conv_path_for(&params, ConvPass::WeightGradient);
+    let (kernel, overrides, workgroups) = match path {
         ConvPath::Shared => {
             let kernel = Kernel::Conv2dBackwardWeight;
-            return Ok(vec![conv_dispatch(gpu, kernel, kernel, &[], &tensors, &params, k, c * r * s)?]);
+            return Ok(vec![conv_dispatch(gpu, path, kernel, kernel, &[], &tensors, &params, k, c * r * s)?]);
         }
         ConvPath::Lanes => {
             // One subgroup of 8 invocations per workgroup, 32 x 4 outputs each, 32 x 3 (3x3) and
@@ -409,9 +435,9 @@ pub fn conv2d_backward_weight(
             // conv2d_backward_weight_rows_vec4_lanes; at least 32 workgroups, and no more slices
             // than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
-            let (rows, pointwise) = (rows_fit(gpu, &params), pointwise_fit(gpu, &params));
+            let (rows, pointwise) = (rows_fit(path, &params), pointwise_fit(path, &params));
             // 1x1s that conv2d_backward_weight_rows_vec4_lanes cannot take: 7x7 planes, strided.
-            let pointwise_rows = channels_fit(gpu, &params) && params.q >= 4;
+            let pointwise_rows = channels_fit(path, &params) && params.q >= 4;
             let (kernel, columns) = if rows && params.w.is_multiple_of(4) {
                 (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c * r).div_ceil(8))
             } else if rows && params.w >= 4 {

@@ -1,6 +1,8 @@
 //! resnet-wgpu: deep residual networks trained and run on the GPU through wgpu, with
 //! hand-written WGSL compute shaders for the forward and backward pass of every layer.
 
+/// Which conv path runs each pass of each layer shape, timed on the adapter and kept on disk.
+pub mod autotune;
 /// `bench` and `adapters`: timing, FLOP counts, peak microbenchmarks, JSON, compare.
 pub mod bench;
 /// Checkpoints and weight files: safetensors with torchvision names, atomic writes.
