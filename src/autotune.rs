@@ -5,17 +5,18 @@
 //! saves, on GPUs workgroup tiles are what makes a conv fast, and which one wins a given layer
 //! depends on the hardware. Plans ask `Gpu::conv_path_for` at plan time; the first ask for a
 //! (pass, shape) times every path the adapter can run on operands of that shape and keeps the
-//! fastest, so steps pay nothing. Every path computes the same thing and passes the same tests.
+//! fastest, so steps pay nothing. Every path computes the same thing and passes the same tests;
+//! a path whose result there differs from the adapter default's is reported and not used.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::{ConvPath, Gpu};
+use crate::gpu::{ConvPath, Gpu, Tensor};
 use crate::kernels::Dispatch;
 use crate::layers::{self, ConvParams};
 use crate::rng::Rng;
@@ -116,15 +117,22 @@ impl Autotune {
 
 /// The fastest path for `pass` of the conv `params`: each runs once to compile and warm up, once
 /// more to size a batch of runs lasting about 5 ms, then three such batches; the median counts.
-/// A path that fails to plan the pass, or whose single run takes over twice the best median so
-/// far, drops out. The adapter's default wins if nothing else runs.
+/// A path that fails to plan the pass, whose result differs from the default path's (the first
+/// of `conv_paths`) by more than 1e-3 of its largest value, or whose single run takes over twice
+/// the best median so far, drops out. The adapter's default wins if nothing else runs.
 fn fastest(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> ConvPath {
     let mut best: Option<(f64, ConvPath)> = None;
+    let mut default: Option<Vec<f32>> = None;
     for path in gpu.conv_paths() {
         let timed = (|| -> Result<Option<f64>> {
             let gpu = gpu.timing_sibling(path);
-            let dispatches = prepare(&gpu, params, pass)?;
+            let (dispatches, result) = prepare(&gpu, params, pass)?;
             seconds(&gpu, &dispatches, 1)?;
+            let values = gpu.read::<f32>(&result)?;
+            match &default {
+                None => default = Some(values),
+                Some(want) => agree(want, &values)?,
+            }
             let once = seconds(&gpu, &dispatches, 1)?;
             if best.is_some_and(|(fastest, _)| once > 2.0 * fastest) {
                 return Ok(None);
@@ -138,15 +146,26 @@ fn fastest(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> ConvPath {
         match timed {
             Ok(Some(time)) if best.is_none_or(|(fastest, _)| time < fastest) => best = Some((time, path)),
             Ok(_) => {}
-            Err(e) => eprintln!("autotune: {} path skipped for {}: {e:#}", path.name(), key(params, pass)),
+            Err(e) => eprintln!("autotune: the {} path is not used for {}: {e:#}", path.name(), key(params, pass)),
         }
     }
     best.map_or(gpu.conv_path, |(_, path)| path)
 }
 
+/// Ok if `got` is within 1e-3 of the largest |value| of `want` everywhere (the paths sum in
+/// different orders), else an error naming the first value off.
+fn agree(want: &[f32], got: &[f32]) -> Result<()> {
+    let bound = 1e-3 * want.iter().fold(f32::MIN_POSITIVE, |m, x| m.max(x.abs()));
+    match want.iter().zip(got).position(|(w, g)| (w - g).abs() > bound || g.is_nan()) {
+        None => Ok(()),
+        Some(i) => bail!("its value {i} is {}, the default path's {} (bound {bound:e})", got[i], want[i]),
+    }
+}
+
 /// The dispatches of `pass` of the conv `params` on random operands, with the panel layout
-/// where the kernel reads one (a training step lays it out before every use).
-fn prepare(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> Result<Vec<Dispatch>> {
+/// where the kernel reads one (a training step lays it out before every use), and the tensor
+/// they write.
+fn prepare(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> Result<(Vec<Dispatch>, Tensor)> {
     let [n, c, h, w, k, r, s, p, q] =
         [params.n, params.c, params.h, params.w, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
     let mut rng = Rng::new(1);
@@ -159,25 +178,30 @@ fn prepare(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> Result<Vec<Dispatc
         _ => layers::panel_for(gpu, params, &weight, transposed)?.unzip(),
     };
     let mut dispatches: Vec<Dispatch> = layout.into_iter().collect();
-    match pass {
+    let result = match pass {
         ConvPass::Forward => {
-            dispatches.push(layers::conv2d_forward(gpu, &out, &inp, &weight, panel.as_ref(), stride, pad)?)
+            dispatches.push(layers::conv2d_forward(gpu, &out, &inp, &weight, panel.as_ref(), stride, pad)?);
+            out
         }
-        ConvPass::InputGradient => dispatches.push(layers::conv2d_backward_input(
-            gpu,
-            &inp,
-            &out,
-            &weight,
-            panel.as_ref(),
-            stride,
-            pad,
-            false,
-        )?),
+        ConvPass::InputGradient => {
+            dispatches.push(layers::conv2d_backward_input(
+                gpu,
+                &inp,
+                &out,
+                &weight,
+                panel.as_ref(),
+                stride,
+                pad,
+                false,
+            )?);
+            inp
+        }
         ConvPass::WeightGradient => {
-            dispatches.extend(layers::conv2d_backward_weight(gpu, &weight, &out, &inp, stride, pad)?)
+            dispatches.extend(layers::conv2d_backward_weight(gpu, &weight, &out, &inp, stride, pad)?);
+            weight
         }
-    }
-    Ok(dispatches)
+    };
+    Ok((dispatches, result))
 }
 
 /// Wall-clock seconds of `runs` runs of the dispatches in one submission, waited for.
@@ -187,4 +211,17 @@ fn seconds(gpu: &Gpu, dispatches: &[Dispatch], runs: usize) -> Result<f64> {
     gpu.run(&all)?;
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agree;
+
+    #[test]
+    fn paths_agree_within_a_thousandth_of_the_largest_value() {
+        assert!(agree(&[1.0, -2.0], &[1.0019, -2.0]).is_ok());
+        let error = agree(&[1.0, -2.0], &[1.0, -2.01]).unwrap_err().to_string();
+        assert_eq!(error, "its value 1 is -2.01, the default path's -2 (bound 2e-3)");
+        assert!(agree(&[1.0], &[f32::NAN]).is_err());
+    }
 }
