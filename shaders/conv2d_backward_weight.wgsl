@@ -2,10 +2,11 @@
 // Shapes: inp [N,C,H,W], dout [N,K,P,Q], dweight [K,C,R,S]. Overwrites dweight; fixed summation order.
 // Implicit GEMM: rows m = k (K of them), columns j = (c,r,s) (C*R*S), reduction e = (n,p,q)
 // (N*P*Q). Tiling as in conv2d_forward: WG_M x WG_N invocations, (WG_M*TM) x (WG_N*TN) outputs,
-// BK-deep slices.
+// BK-deep slices; workgroup z takes slice z of SPLITS of the reduction and writes
+// dweight[z, k, c, r, s] (sum_slices adds the slices when SPLITS > 1).
 // The direct path (CPU adapters) splits the work differently, see `direct`.
 // CPU twin: reference::conv2d_backward_weight. Dispatch: shared (ceil(C*R*S / (WG_N*TN)),
-// ceil(K / (WG_M*TM)), 1); direct (ceil(C / (WG_N*DN)), ceil(K / (WG_M*DM)), R*S*SPLITS/WG_S).
+// ceil(K / (WG_M*TM)), SPLITS); direct (ceil(C / (WG_N*DN)), ceil(K / (WG_M*DM)), R*S*SPLITS/WG_S).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -41,18 +42,19 @@ const DN: u32 = 8;
 var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
 var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
 
-// A[m, e] = dout[n, k, p, q] with m = k, e = (n, p, q)
-fn load_a(m: u32, e: u32) -> f32 {
+// A[m, e] = dout[n, k, p, q] with m = k, e = (n, p, q) < e_end
+fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let pq = params.p * params.q;
-    if (m >= params.k || e >= params.n * pq) { return 0.0; }
+    if (m >= params.k || e >= e_end) { return 0.0; }
     return dout[((e / pq) * params.k + m) * pq + e % pq];
 }
 
-// B[e, j] = inp[n, c, p*stride+r-pad, q*stride+s-pad] with j = (c, r, s), zero in the padding
-fn load_b(e: u32, j: u32) -> f32 {
+// B[e, j] = inp[n, c, p*stride+r-pad, q*stride+s-pad] with j = (c, r, s) and e < e_end, zero in
+// the padding
+fn load_b(e: u32, j: u32, e_end: u32) -> f32 {
     let rs = params.r * params.s;
     let pq = params.p * params.q;
-    if (e >= params.n * pq || j >= params.c * rs) { return 0.0; }
+    if (e >= e_end || j >= params.c * rs) { return 0.0; }
     let n = e / pq;
     let p = (e % pq) / params.q;
     let q = e % params.q;
@@ -65,25 +67,29 @@ fn load_b(e: u32, j: u32) -> f32 {
     return inp[((n * params.c + c) * params.h + u32(h)) * params.w + u32(w)];
 }
 
-fn store(m: u32, j: u32, v: f32) {
+fn store(slice: u32, m: u32, j: u32, v: f32) {
     let crs = params.c * params.r * params.s;
     if (m >= params.k || j >= crs) { return; }
-    dweight[m * crs + j] = v;
+    dweight[(slice * params.k + m) * crs + j] = v;
 }
 
-// Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory.
-fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
+// Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory, over
+// reduction slice `slice`.
+fn tiled(lid: vec3<u32>, m0: u32, j0: u32, slice: u32) -> array<f32, TM * TN> {
     let bm = WG_M * TM;
     let bn = WG_N * TN;
     let t = lid.y * WG_N + lid.x;
     let threads = WG_M * WG_N;
+    let total = params.n * params.p * params.q;
+    let chunk = (total + params.splits - 1u) / params.splits;
+    let e_end = min(total, (slice + 1u) * chunk);
     var acc: array<f32, TM * TN>;
-    for (var e0 = 0u; e0 < params.n * params.p * params.q; e0 += BK) {
+    for (var e0 = slice * chunk; e0 < e_end; e0 += BK) {
         for (var i = t; i < BK * bm; i += threads) {
-            a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK);
+            a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK, e_end);
         }
         for (var i = t; i < BK * bn; i += threads) {
-            b_tile[(i / bn) * bn + i % bn] = load_b(e0 + i / bn, j0 + i % bn);
+            b_tile[(i / bn) * bn + i % bn] = load_b(e0 + i / bn, j0 + i % bn, e_end);
         }
         workgroupBarrier();
         for (var e = 0u; e < BK; e++) {
@@ -167,9 +173,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if (SHARED) {
         let m0 = wid.y * WG_M * TM;
         let j0 = wid.x * WG_N * TN;
-        let acc = tiled(lid, m0, j0);
+        let acc = tiled(lid, m0, j0, wid.z);
         for (var i = 0u; i < TM; i++) {
-            for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
+            for (var j = 0u; j < TN; j++) { store(wid.z, m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
         }
     } else {
         direct(lid, wid);

@@ -55,6 +55,12 @@ pub struct Gpu {
     /// barrier of its tree reductions (on lavapipe ResNet-50's [4,2048,7,7] forward took 29.8 ms
     /// at 256, 2.5 at 8; [8,64,56,56] 4.0 and 2.5); 256 on GPUs.
     pub bn_workgroup: u32,
+    /// Loop iterations one invocation may run before the driver silently cuts its loops short:
+    /// Mesa's llvmpipe (lavapipe, and llvmpipe through GL) stops every loop once an invocation
+    /// has run 65535 iterations, summed over all its loops, nested or one after the other
+    /// (measured with a counting kernel, BENCHMARKS.md). Kernels whose loops grow with the batch
+    /// split their work to stay well inside it. `None`: no such limit.
+    pub loop_limit: Option<u64>,
     /// Bytes of every storage buffer created so far (never decremented when one is dropped):
     /// the difference across building a plan is the GPU memory that plan holds.
     allocated: Arc<AtomicU64>,
@@ -280,6 +286,8 @@ impl Gpu {
             _ => ConvPath::Direct,
         };
         let bn_workgroup = if is_software(&info) { 8 } else { 256 };
+        let llvmpipe = [&info.name, &info.driver].iter().any(|s| s.to_lowercase().contains("llvmpipe"));
+        let loop_limit = llvmpipe.then_some(65535);
         // On CPU adapters the lanes path was fastest on every ResNet layer shape (BENCHMARKS.md),
         // and timing the others there takes minutes: no autotune unless asked for.
         let autotune = match std::env::var("RESNET_WGPU_AUTOTUNE").as_deref() {
@@ -301,6 +309,7 @@ impl Gpu {
             conv_path,
             autotune,
             bn_workgroup,
+            loop_limit,
             allocated: Arc::default(),
         })
     }
@@ -366,6 +375,7 @@ impl Gpu {
             conv_path: self.conv_path,
             autotune: self.autotune.clone(),
             bn_workgroup: self.bn_workgroup,
+            loop_limit: self.loop_limit,
             allocated: self.allocated.clone(),
         }
     }

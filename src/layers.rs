@@ -32,7 +32,7 @@ pub struct ConvParams {
     pub q: u32,
     pub stride: u32,
     pub pad: u32,
-    /// Reduction slices of conv2d_backward_weight's direct path (1 elsewhere).
+    /// Reduction slices of a weight gradient (1 elsewhere).
     pub splits: u32,
 }
 
@@ -111,13 +111,14 @@ fn conv_dispatch(
     columns: usize,
 ) -> Result<Dispatch> {
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let z = params.splits as usize;
     let fits = |x: usize, y: usize| {
         ensure!(
-            x <= limit && y <= limit,
-            "{} needs {x} x {y} workgroups, the adapter allows {limit} per dimension; use a smaller batch",
+            x <= limit && y <= limit && z <= limit,
+            "{} needs {x} x {y} x {z} workgroups, the adapter allows {limit} per dimension; use a smaller batch",
             kernel.name()
         );
-        Ok([x as u32, y as u32, 1])
+        Ok([x as u32, y as u32, z as u32])
     };
     if path == ConvPath::Lanes {
         // 64 invocations share 16 rows and own 4 columns each.
@@ -407,9 +408,17 @@ pub fn conv2d_backward_input(
     )
 }
 
-/// dweight = the weight gradient. On the direct and lanes paths (CPU adapters) layers with few
-/// output blocks split the reduction into slices written to a scratch tensor [SPLITS,K,C,R,S]
-/// that `sum_slices` then adds up, so that every core has work: two dispatches.
+/// Reduction positions (n, p, q) in one slice of a weight gradient, at most, on the shared path
+/// (a long reduction spread over workgroups: split-K) and on adapters with a loop limit, where
+/// the kernels run at most 2 loop iterations per position of their slice (the shared path 8 per
+/// BK positions): well inside llvmpipe's 65535 (`Gpu::loop_limit`). Before this cap, lavapipe's
+/// shared path added up only the first 32768 positions of a [64,16,32,32] layer's gradient, and
+/// the lanes path the first part of ResNet-50's 56x56 3x3s at batch 128.
+const SLICE_POSITIONS: usize = 4096;
+
+/// dweight = the weight gradient. Layers with few output blocks (on the direct and lanes paths,
+/// CPU adapters) and long reductions (`SLICE_POSITIONS`) split the reduction into slices written
+/// to a scratch tensor [SPLITS,K,C,R,S] that `sum_slices` then adds up: two dispatches.
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     dweight: &Tensor,
@@ -420,14 +429,39 @@ pub fn conv2d_backward_weight(
 ) -> Result<Vec<Dispatch>> {
     let mut params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
-    let [n, c, k, r, s, p] = [params.n, params.c, params.k, params.r, params.s, params.p].map(|x| x as usize);
-    let tensors = [dweight, dout, inp];
+    let [n, c, k, r, s, p, q] =
+        [params.n, params.c, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
     let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let path = gpu.conv_path_for(&params, ConvPass::WeightGradient);
+    let long = (n * p * q).div_ceil(SLICE_POSITIONS);
+    let slices = |splits: usize| -> Result<Tensor> {
+        let mut shape = dweight.shape.clone();
+        shape.insert(0, splits);
+        gpu.zeros("conv2d_backward_weight slices", &shape)
+    };
     let (kernel, overrides, workgroups) = match path {
         ConvPath::Shared => {
             let kernel = Kernel::Conv2dBackwardWeight;
-            return Ok(vec![conv_dispatch(gpu, path, kernel, kernel, &[], &tensors, &params, k, c * r * s)?]);
+            params.splits = long as u32;
+            if long == 1 {
+                return Ok(vec![conv_dispatch(
+                    gpu,
+                    path,
+                    kernel,
+                    kernel,
+                    &[],
+                    &[dweight, dout, inp],
+                    &params,
+                    k,
+                    c * r * s,
+                )?]);
+            }
+            let slices = slices(long)?;
+            let tensors = [&slices, dout, inp];
+            return Ok(vec![
+                conv_dispatch(gpu, path, kernel, kernel, &[], &tensors, &params, k, c * r * s)?,
+                sum_slices(gpu, dweight, &slices)?,
+            ]);
         }
         ConvPath::Lanes => {
             // One subgroup of 8 invocations per workgroup, 32 x 4 outputs each, 32 x 3 (3x3) and
@@ -451,13 +485,15 @@ pub fn conv2d_backward_weight(
             };
             let block_rows = if kernel == Kernel::Conv2dBackwardWeightRowsVec4Lanes { dm } else { 2 * dm };
             let (x, y) = (columns, k.div_ceil(block_rows));
-            let splits = 32usize.div_ceil(x * y).min(n * p).max(1);
+            let looped = if gpu.loop_limit.is_some() { long } else { 1 };
+            let splits = 32usize.div_ceil(x * y).max(looped).min(n * p).max(1);
             params.splits = splits as u32;
             let overrides = if pointwise || pointwise_rows { vec![("POINTWISE", 1.0)] } else { vec![] };
             (kernel, overrides, [x, y, splits])
         }
         ConvPath::Direct => {
-            let (overrides, workgroups) = direct_weight_blocks(&mut params, n, c, k, r * s, p);
+            let looped = if gpu.loop_limit.is_some() { long } else { 1 };
+            let (overrides, workgroups) = direct_weight_blocks(&mut params, n, c, k, r * s, p, looped);
             (Kernel::Conv2dBackwardWeight, overrides, workgroups)
         }
     };
@@ -469,11 +505,9 @@ pub fn conv2d_backward_weight(
     );
     let workgroups = workgroups.map(|w| w as u32);
     if params.splits == 1 {
-        return Ok(vec![gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups)?]);
+        return Ok(vec![gpu.dispatch(kernel, &overrides, &[dweight, dout, inp], &params, workgroups)?]);
     }
-    let mut shape = dweight.shape.clone();
-    shape.insert(0, params.splits as usize);
-    let slices = gpu.zeros("conv2d_backward_weight slices", &shape)?;
+    let slices = slices(params.splits as usize)?;
     Ok(vec![
         gpu.dispatch(kernel, &overrides, &[&slices, dout, inp], &params, workgroups)?,
         sum_slices(gpu, dweight, &slices)?,
@@ -481,7 +515,7 @@ pub fn conv2d_backward_weight(
 }
 
 /// The direct path's weight-gradient blocks: the kernel's overrides and workgroup counts, with
-/// `params.splits` set.
+/// `params.splits` set, `min_splits` at least.
 fn direct_weight_blocks(
     params: &mut ConvParams,
     n: usize,
@@ -489,6 +523,7 @@ fn direct_weight_blocks(
     k: usize,
     rs: usize,
     p: usize,
+    min_splits: usize,
 ) -> (Vec<(&'static str, f64)>, [usize; 3]) {
     // 64 invocations at most, 8 along x (CPU adapters vectorise along x): 8 column blocks where
     // the layer has them, else 8 slices. At least 32 workgroups, and no more slices than
@@ -498,7 +533,7 @@ fn direct_weight_blocks(
     let wg_m = k.div_ceil(DIRECT_BLOCK).next_power_of_two().min(if slice_lanes { 8 / wg_n } else { 8 });
     let (x, y) = (c.div_ceil(DIRECT_BLOCK * wg_n), k.div_ceil(DIRECT_BLOCK * wg_m));
     let wg_s = if slice_lanes { 8 } else { 1 };
-    let groups_z = (32usize.div_ceil(x * y * rs)).min((n * p).div_ceil(wg_s)).max(1);
+    let groups_z = 32usize.div_ceil(x * y * rs).max(min_splits.div_ceil(wg_s)).min((n * p).div_ceil(wg_s)).max(1);
     params.splits = (wg_s * groups_z) as u32;
     let [wg_x, wg_y, wg_z] = if slice_lanes { [wg_s, wg_n, wg_m] } else { [wg_n, wg_m, wg_s] };
     let overrides = vec![
@@ -570,6 +605,35 @@ impl BatchnormParams {
     }
 }
 
+/// The workgroup size of the batch norm kernels that take a channel per workgroup, for an input
+/// of `params` walked `passes` times (as vec4s where `vec4`): the adapter's (`Gpu::bn_workgroup`),
+/// doubled while an invocation would run over half the adapter's loop limit (`Gpu::loop_limit`).
+fn bn_workgroup(gpu: &Gpu, params: &BatchnormParams, vec4: bool, passes: u64) -> Result<u32> {
+    let Some(limit) = gpu.loop_limit else { return Ok(gpu.bn_workgroup) };
+    let columns = (if vec4 { params.hw / 4 } else { params.hw }) as u64;
+    // As the kernels walk a channel: rows n = t / lanes, stepping by wg / lanes, and in each the
+    // columns t % lanes, stepping by lanes.
+    let iterations = |wg: u64| {
+        let lanes = wg.min(columns.max(2).next_power_of_two());
+        passes * (params.n as u64).div_ceil(wg / lanes) * (columns.div_ceil(lanes) + 1)
+    };
+    let mut wg = gpu.bn_workgroup as u64;
+    while iterations(wg) > limit / 2 {
+        ensure!(
+            wg < 256,
+            "batch norm of [{}, {}, {} values a plane] needs {} loop iterations per invocation, over half of \
+             the {limit} after which {} cuts loops short; use a smaller batch",
+            params.n,
+            params.c,
+            params.hw,
+            iterations(wg),
+            gpu.info.name
+        );
+        wg *= 2;
+    }
+    Ok(wg as u32)
+}
+
 /// The epilogue switches of the BN forward kernels: a residual to add, then a ReLU. Binds the
 /// placeholder where there is no residual.
 fn bn_epilogue<'a>(
@@ -614,7 +678,8 @@ pub fn batchnorm_forward_train(
     let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias, residual];
     let kernel =
         if params.hw.is_multiple_of(4) { Kernel::BatchnormForwardTrainVec4 } else { Kernel::BatchnormForwardTrain };
-    let overrides = [&overrides[..], &[("WG", gpu.bn_workgroup as f64)]].concat();
+    let wg = bn_workgroup(gpu, &params, kernel == Kernel::BatchnormForwardTrainVec4, 3)?;
+    let overrides = [&overrides[..], &[("WG", wg as f64)]].concat();
     gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
 }
 
@@ -668,7 +733,8 @@ pub fn batchnorm_backward(
     let inp = if in_place { &gpu.placeholder } else { inp };
     let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_mask.unwrap_or(&gpu.placeholder)];
     let kernel = if params.hw.is_multiple_of(4) { Kernel::BatchnormBackwardVec4 } else { Kernel::BatchnormBackward };
-    let overrides = [&overrides[..], &[("WG", gpu.bn_workgroup as f64)]].concat();
+    let wg = bn_workgroup(gpu, &params, kernel == Kernel::BatchnormBackwardVec4, 2)?;
+    let overrides = [&overrides[..], &[("WG", wg as f64)]].concat();
     gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
 }
 

@@ -141,6 +141,38 @@ fn conv2d_forward_and_backward_match_cpu() {
     }
 }
 
+/// Weight gradients over reductions long enough that one invocation walking them whole would run
+/// over 65535 loop iterations on the shared path, where llvmpipe cuts loops short
+/// (`Gpu::loop_limit`): 3x3, 1x1 on rows of 30, strided 3x3.
+#[test]
+fn long_weight_gradients_match_cpu() {
+    for gpu in conv_variants() {
+        for (case, [n, c, h, k, r, stride, pad]) in
+            [[64, 2, 32, 3, 3, 1, 1], [48, 4, 30, 4, 1, 1, 0], [200, 2, 34, 3, 3, 2, 1]].into_iter().enumerate()
+        {
+            let mut rng = Rng::new(300 + case as u64);
+            let params = ConvParams::new(&[n, c, h, h], &[k, c, r, r], stride, pad).unwrap();
+            let out_shape = params.out_shape();
+            let (inp_v, dout_v) = (rng.vec(n * c * h * h), rng.vec(out_shape.iter().product()));
+            let (inp, dout) = (upload(gpu, &[n, c, h, h], &inp_v), upload(gpu, &out_shape, &dout_v));
+            let dweight = zeros(gpu, &[k, c, r, r]);
+            let dispatches = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
+            gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+            let mut dweight_c = vec![0.0; dweight.len()];
+            cpu::conv2d_backward_weight(&mut dweight_c, &f64s(&dout_v), &f64s(&inp_v), &params);
+            let what = format!(
+                "conv2d_backward_weight {:?} on {} ({:?}, {})",
+                [n, c, h, k, r, stride, pad],
+                gpu.info.name,
+                gpu.info.backend,
+                gpu.conv_path.name()
+            );
+            // f32 sums of tens of thousands of products of values in [-1, 1].
+            assert_close(&what, &read(gpu, &dweight), &dweight_c, 2e-3, 1e-4);
+        }
+    }
+}
+
 #[test]
 fn conv2d_forward_fused_matches_cpu() {
     for gpu in conv_variants() {
@@ -227,8 +259,18 @@ fn conv2d_backward_matches_finite_differences() {
 
 // (N, C, H, W): one value per channel spatially, odd sizes, more values than one workgroup holds.
 // The last two have H*W a multiple of 4 (the _vec4 twins): 9 vec4s a row, and 20.
-const BN_CASES: &[[usize; 4]] =
-    &[[2, 3, 5, 7], [1, 6, 1, 1], [4, 5, 13, 11], [3, 67, 9, 9], [3, 5, 6, 6], [2, 3, 4, 20]];
+// The last two walk a channel in over 65535 loop iterations per invocation at 8 a workgroup,
+// where llvmpipe cuts loops short (`Gpu::loop_limit`): as vec4s and as scalars.
+const BN_CASES: &[[usize; 4]] = &[
+    [2, 3, 5, 7],
+    [1, 6, 1, 1],
+    [4, 5, 13, 11],
+    [3, 67, 9, 9],
+    [3, 5, 6, 6],
+    [2, 3, 4, 20],
+    [12000, 1, 4, 8],
+    [8000, 2, 3, 5],
+];
 
 #[test]
 fn batchnorm_matches_cpu() {
