@@ -212,7 +212,7 @@ fn conv(
         layers::conv2d_backward_input(gpu, &x, &y, &weight, panel_t.as_ref(), stride, pad, accumulate)
     })?;
     b.run_all(Kernel::Conv2dBackwardWeight, &shape, flops, || {
-        layers::conv2d_backward_weight(gpu, &weight, &y, &x, stride, pad)
+        layers::conv2d_backward_weight(gpu, &weight, &y, &x, None, stride, pad)
     })
 }
 

@@ -197,7 +197,7 @@ fn prepare(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> Result<(Vec<Dispat
             inp
         }
         ConvPass::WeightGradient => {
-            dispatches.extend(layers::conv2d_backward_weight(gpu, &weight, &out, &inp, stride, pad)?);
+            dispatches.extend(layers::conv2d_backward_weight(gpu, &weight, &out, &inp, None, stride, pad)?);
             weight
         }
     };

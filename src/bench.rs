@@ -1039,7 +1039,7 @@ fn check_conv(gpu: &Gpu, rng: &mut Rng, inp: [usize; 4], weight: [usize; 4], str
         layers::conv2d_forward(gpu, &out, &x_t, &w_t, panel.as_ref(), stride, pad)?,
         layers::conv2d_backward_input(gpu, &dinp, &dy_t, &w_t, panel_t.as_ref(), stride, pad, false)?,
     ]);
-    dispatches.extend(layers::conv2d_backward_weight(gpu, &dweight, &dy_t, &x_t, stride, pad)?);
+    dispatches.extend(layers::conv2d_backward_weight(gpu, &dweight, &dy_t, &x_t, None, stride, pad)?);
     gpu.run(&dispatches.iter().collect::<Vec<_>>())?;
     let (x, wt, dy) = (f64s(&x), f64s(&wt), f64s(&dy));
     let mut want = [vec![0.0; out.len()], vec![0.0; dinp.len()], vec![0.0; dweight.len()]];

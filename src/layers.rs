@@ -418,50 +418,94 @@ const SLICE_POSITIONS: usize = 4096;
 
 /// dweight = the weight gradient. Layers with few output blocks (on the direct and lanes paths,
 /// CPU adapters) and long reductions (`SLICE_POSITIONS`) split the reduction into slices written
-/// to a scratch tensor [SPLITS,K,C,R,S] that `sum_slices` then adds up: two dispatches.
+/// to a scratch tensor [SPLITS,K,C,R,S] that `sum_slices` then adds up: two dispatches. The
+/// scratch is `slices` (of `weight_gradient_scratch`'s shape), or where none is given a tensor
+/// of its own.
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     dweight: &Tensor,
     dout: &Tensor,
     inp: &Tensor,
+    slices: Option<&Tensor>,
     stride: usize,
     pad: usize,
 ) -> Result<Vec<Dispatch>> {
     let mut params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
+    let (path, blocks) = weight_gradient_blocks(gpu, &mut params);
+    let own;
+    let out = match weight_gradient_slices(&params, &dweight.shape) {
+        None => dweight,
+        Some(shape) => match slices {
+            Some(slices) => {
+                check("conv2d_backward_weight slices", slices, &shape)?;
+                slices
+            }
+            None => {
+                own = gpu.zeros("conv2d_backward_weight slices", &shape)?;
+                &own
+            }
+        },
+    };
+    let tensors = [out, dout, inp];
+    let dispatch = match blocks {
+        None => {
+            let [c, k, rs] = [params.c, params.k, params.r * params.s].map(|x| x as usize);
+            let kernel = Kernel::Conv2dBackwardWeight;
+            conv_dispatch(gpu, path, kernel, kernel, &[], &tensors, &params, k, c * rs)?
+        }
+        Some((kernel, overrides, workgroups)) => {
+            let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+            let [x, y, z] = workgroups;
+            ensure!(
+                x <= limit && y <= limit && z <= limit,
+                "{} needs {x} x {y} x {z} workgroups, the adapter allows {limit} per dimension",
+                kernel.name()
+            );
+            gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups.map(|w| w as u32))?
+        }
+    };
+    if params.splits == 1 {
+        return Ok(vec![dispatch]);
+    }
+    Ok(vec![dispatch, sum_slices(gpu, dweight, out)?])
+}
+
+/// The shape of the scratch tensor in which the weight gradient of the conv of `inp` by `weight`
+/// writes its slices, [SPLITS,K,C,R,S], where it has more than one. Plans allocate it and hand
+/// it to `conv2d_backward_weight`, so that the weight gradients of all layers share buffers.
+pub fn weight_gradient_scratch(
+    gpu: &Gpu,
+    inp: &[usize],
+    weight: &[usize],
+    stride: usize,
+    pad: usize,
+) -> Result<Option<Vec<usize>>> {
+    let mut params = ConvParams::new(inp, weight, stride, pad)?;
+    weight_gradient_blocks(gpu, &mut params);
+    Ok(weight_gradient_slices(&params, weight))
+}
+
+fn weight_gradient_slices(params: &ConvParams, weight: &[usize]) -> Option<Vec<usize>> {
+    (params.splits > 1).then(|| [&[params.splits as usize], weight].concat())
+}
+
+/// The path of a conv's weight gradient with `params.splits` set, and the kernel, overrides
+/// and workgroups that run it (none on the shared path, which `conv_dispatch` sizes).
+#[allow(clippy::type_complexity)]
+fn weight_gradient_blocks(
+    gpu: &Gpu,
+    params: &mut ConvParams,
+) -> (ConvPath, Option<(Kernel, Vec<(&'static str, f64)>, [usize; 3])>) {
     let [n, c, k, r, s, p, q] =
         [params.n, params.c, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
-    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    let path = gpu.conv_path_for(&params, ConvPass::WeightGradient);
+    let path = gpu.conv_path_for(params, ConvPass::WeightGradient);
     let long = (n * p * q).div_ceil(SLICE_POSITIONS);
-    let slices = |splits: usize| -> Result<Tensor> {
-        let mut shape = dweight.shape.clone();
-        shape.insert(0, splits);
-        gpu.zeros("conv2d_backward_weight slices", &shape)
-    };
-    let (kernel, overrides, workgroups) = match path {
+    let looped = if gpu.loop_limit.is_some() { long } else { 1 };
+    let blocks = match path {
         ConvPath::Shared => {
-            let kernel = Kernel::Conv2dBackwardWeight;
             params.splits = long as u32;
-            if long == 1 {
-                return Ok(vec![conv_dispatch(
-                    gpu,
-                    path,
-                    kernel,
-                    kernel,
-                    &[],
-                    &[dweight, dout, inp],
-                    &params,
-                    k,
-                    c * r * s,
-                )?]);
-            }
-            let slices = slices(long)?;
-            let tensors = [&slices, dout, inp];
-            return Ok(vec![
-                conv_dispatch(gpu, path, kernel, kernel, &[], &tensors, &params, k, c * r * s)?,
-                sum_slices(gpu, dweight, &slices)?,
-            ]);
+            None
         }
         ConvPath::Lanes => {
             // One subgroup of 8 invocations per workgroup, 32 x 4 outputs each, 32 x 3 (3x3) and
@@ -469,9 +513,9 @@ pub fn conv2d_backward_weight(
             // conv2d_backward_weight_rows_vec4_lanes; at least 32 workgroups, and no more slices
             // than reduction rows (n, p).
             let [dm, dn] = LANES_BLOCK;
-            let (rows, pointwise) = (rows_fit(path, &params), pointwise_fit(path, &params));
+            let (rows, pointwise) = (rows_fit(path, params), pointwise_fit(path, params));
             // 1x1s that conv2d_backward_weight_rows_vec4_lanes cannot take: 7x7 planes, strided.
-            let pointwise_rows = channels_fit(path, &params) && params.q >= 4;
+            let pointwise_rows = channels_fit(path, params) && params.q >= 4;
             let (kernel, columns) = if rows && params.w.is_multiple_of(4) {
                 (Kernel::Conv2dBackwardWeightRowsVec4Lanes, (c * r).div_ceil(8))
             } else if rows && params.w >= 4 {
@@ -485,33 +529,17 @@ pub fn conv2d_backward_weight(
             };
             let block_rows = if kernel == Kernel::Conv2dBackwardWeightRowsVec4Lanes { dm } else { 2 * dm };
             let (x, y) = (columns, k.div_ceil(block_rows));
-            let looped = if gpu.loop_limit.is_some() { long } else { 1 };
             let splits = 32usize.div_ceil(x * y).max(looped).min(n * p).max(1);
             params.splits = splits as u32;
             let overrides = if pointwise || pointwise_rows { vec![("POINTWISE", 1.0)] } else { vec![] };
-            (kernel, overrides, [x, y, splits])
+            Some((kernel, overrides, [x, y, splits]))
         }
         ConvPath::Direct => {
-            let looped = if gpu.loop_limit.is_some() { long } else { 1 };
-            let (overrides, workgroups) = direct_weight_blocks(&mut params, n, c, k, r * s, p, looped);
-            (Kernel::Conv2dBackwardWeight, overrides, workgroups)
+            let (overrides, workgroups) = direct_weight_blocks(params, n, c, k, r * s, p, looped);
+            Some((Kernel::Conv2dBackwardWeight, overrides, workgroups))
         }
     };
-    let [x, y, z] = workgroups;
-    ensure!(
-        x <= limit && y <= limit && z <= limit,
-        "{} needs {x} x {y} x {z} workgroups, the adapter allows {limit} per dimension",
-        kernel.name()
-    );
-    let workgroups = workgroups.map(|w| w as u32);
-    if params.splits == 1 {
-        return Ok(vec![gpu.dispatch(kernel, &overrides, &[dweight, dout, inp], &params, workgroups)?]);
-    }
-    let slices = slices(params.splits as usize)?;
-    Ok(vec![
-        gpu.dispatch(kernel, &overrides, &[&slices, dout, inp], &params, workgroups)?,
-        sum_slices(gpu, dweight, &slices)?,
-    ])
+    (path, blocks)
 }
 
 /// The direct path's weight-gradient blocks: the kernel's overrides and workgroup counts, with

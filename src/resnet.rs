@@ -538,10 +538,25 @@ impl<'a> Planner<'a> {
             self.release(&[mask]);
         }
         let dweight = g.get(&format!("{conv}.weight"));
+        // Where the reduction runs in slices, their scratch comes from the plan's free buffers.
+        let scratch = layers::weight_gradient_scratch(gpu, &saved.inp.shape, &dweight.shape, saved.stride, saved.pad)?
+            .map(|shape| self.tensor(&format!("{conv} weight gradient slices"), &shape))
+            .transpose()?;
         self.push_all(
             conv,
-            layers::conv2d_backward_weight(gpu, dweight, &dconv_out, &saved.inp, saved.stride, saved.pad),
+            layers::conv2d_backward_weight(
+                gpu,
+                dweight,
+                &dconv_out,
+                &saved.inp,
+                scratch.as_ref(),
+                saved.stride,
+                saved.pad,
+            ),
         )?;
+        if let Some(scratch) = scratch {
+            self.release(&[&scratch]);
+        }
         Ok(dconv_out)
     }
 

@@ -115,7 +115,8 @@ fn conv2d_forward_and_backward_match_cpu() {
             let dinp_sum = upload(gpu, &[n, c, h, w], &prior_v);
             let backward_input_sum =
                 layers::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, panel_t, stride, pad, true).unwrap();
-            let backward_weight = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
+            let backward_weight =
+                layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
             let mut dispatches: Vec<_> = layout.iter().chain(&layout_t).collect();
             dispatches.extend([&forward, &backward_input, &backward_input_sum]);
             dispatches.extend(&backward_weight);
@@ -156,7 +157,7 @@ fn long_weight_gradients_match_cpu() {
             let (inp_v, dout_v) = (rng.vec(n * c * h * h), rng.vec(out_shape.iter().product()));
             let (inp, dout) = (upload(gpu, &[n, c, h, h], &inp_v), upload(gpu, &out_shape, &dout_v));
             let dweight = zeros(gpu, &[k, c, r, r]);
-            let dispatches = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, stride, pad).unwrap();
+            let dispatches = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
             let mut dweight_c = vec![0.0; dweight.len()];
             cpu::conv2d_backward_weight(&mut dweight_c, &f64s(&dout_v), &f64s(&inp_v), &params);
@@ -828,7 +829,7 @@ fn reductions_give_the_same_bits_every_run() {
         let inp = upload(gpu, &shape, &rng.vec(8 * 16 * 144));
         let dout = upload(gpu, &shape, &rng.vec(8 * 16 * 144));
         let dweight = zeros(gpu, &[16, 16, 3, 3]);
-        let step = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, 1, 1).unwrap();
+        let step = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, 1, 1).unwrap();
         let (out, mean, rstd, rm, rv) =
             (zeros(gpu, &shape), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]));
         let (bn_weight, bn_bias) = (upload(gpu, &[16], &rng.vec(16)), upload(gpu, &[16], &rng.vec(16)));
