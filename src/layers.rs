@@ -379,33 +379,14 @@ pub fn conv2d_backward_input(
     let (lanes, rows, columns) = input_gradient_lanes(path, &params, accumulate);
     let weight = bound_weight(weight, panel, lanes, true)?;
     let own = [Kernel::Conv2dBackwardInputLanes, Kernel::Conv2dBackwardInputStridedLanes].contains(&lanes);
+    let kernel = Kernel::Conv2dBackwardInput;
     if !own {
         let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];
         let tensors = [dinp, dout, weight, &gpu.placeholder, &gpu.placeholder];
-        return conv_dispatch(
-            gpu,
-            path,
-            Kernel::Conv2dBackwardInput,
-            lanes,
-            &overrides,
-            &tensors,
-            &params,
-            rows,
-            columns,
-        );
+        return conv_dispatch(gpu, path, kernel, lanes, &overrides, &tensors, &params, rows, columns);
     }
     let overrides = [("ACCUMULATE", flag(accumulate))];
-    conv_dispatch(
-        gpu,
-        path,
-        Kernel::Conv2dBackwardInput,
-        lanes,
-        &overrides,
-        &[dinp, dout, weight],
-        &params,
-        rows,
-        columns,
-    )
+    conv_dispatch(gpu, path, kernel, lanes, &overrides, &[dinp, dout, weight], &params, rows, columns)
 }
 
 /// Reduction positions (n, p, q) in one slice of a weight gradient, at most, on the shared path

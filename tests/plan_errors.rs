@@ -61,3 +61,27 @@ fn unknown_models_are_refused() {
     assert_eq!(Arch::cifar("resnet110", Shortcut::B).unwrap().stages, [(18, 16), (18, 32), (18, 64)]);
     assert!(Arch::parse("resnet50", Shortcut::A).unwrap().imagenet);
 }
+
+/// Where even 256 invocations a channel would walk it in more loop iterations than the adapter
+/// runs before cutting loops short (`Gpu::loop_limit`), batch norm refuses at plan time.
+#[test]
+fn a_batch_norm_past_the_loop_limit_is_refused() {
+    for gpu in gpus() {
+        let shape = [700_000, 1, 2, 2];
+        let (inp, out) = (gpu.zeros("inp", &shape).unwrap(), gpu.zeros("out", &shape).unwrap());
+        let channel: Vec<_> = (0..6).map(|_| gpu.zeros("channel", &[1]).unwrap()).collect();
+        let [mean, rstd, rm, rv, weight, bias] = [0, 1, 2, 3, 4, 5].map(|i| &channel[i]);
+        let result = layers::batchnorm_forward_train(gpu, &out, mean, rstd, rm, rv, &inp, weight, bias, None, false);
+        match gpu.loop_limit {
+            Some(limit) => assert_eq!(
+                message(result),
+                format!(
+                    "batch norm of [700000, 1, 4 values a plane] needs 32814 loop iterations per invocation, over half \
+                     of the {limit} after which {} cuts loops short; use a smaller batch",
+                    gpu.info.name
+                )
+            ),
+            None => assert!(result.is_ok()),
+        }
+    }
+}
