@@ -55,7 +55,7 @@ pub fn cache_file(info: &wgpu::AdapterInfo) -> PathBuf {
 
 /// The file's contents. A file written for another adapter, driver or version of resnet-wgpu
 /// (whose kernels may differ) is timed again from scratch.
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize)]
 struct Table {
     adapter: String,
     version: String,
@@ -81,8 +81,11 @@ impl Autotune {
         let fresh = Table { adapter: adapter.clone(), version: version.clone(), paths: BTreeMap::new() };
         let table = match std::fs::read(&file) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh,
-            read => match read.map_err(anyhow::Error::from).and_then(|bytes| Ok(serde_json::from_slice(&bytes)?)) {
-                Ok(table @ Table { .. }) if table.adapter == adapter && table.version == version => table,
+            read => match read
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(serde_json::from_slice::<Table>(&bytes)?))
+            {
+                Ok(table) if table.adapter == adapter && table.version == version => table,
                 Ok(_) => fresh,
                 Err(e) => {
                     eprintln!("warning: ignoring the autotune file {}: {e}; timing the convs again", file.display());
