@@ -486,7 +486,7 @@ impl Kind {
             ReluForward | ReluBackward | ReluBackwardVec4 | ReluMask | Add | AddVec4 | ShortcutAForward
             | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
-            MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward
+            MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward | LinearForwardVec4
             | LinearBackwardInput | LinearBackwardWeight | SoftmaxCrossEntropy | Conv2dWeightPanel => Kind::Other,
         }
     }

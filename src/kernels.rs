@@ -71,6 +71,7 @@ kernels! {
     AvgpoolForward => "avgpool_forward",
     AvgpoolBackward => "avgpool_backward",
     LinearForward => "linear_forward",
+    LinearForwardVec4 => "linear_forward_vec4",
     LinearBackwardInput => "linear_backward_input",
     LinearBackwardWeight => "linear_backward_weight",
     SoftmaxCrossEntropy => "softmax_cross_entropy",

@@ -963,7 +963,8 @@ pub fn linear_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor, weight: &Tensor, bi
     let params = LinearParams::new(&inp.shape, &weight.shape)?;
     check("linear output", out, &[inp.shape[0], weight.shape[0]])?;
     check("linear bias", bias, &[weight.shape[0]])?;
-    gpu.dispatch(Kernel::LinearForward, &[], &[out, inp, weight, bias], &params, grid(out.len().div_ceil(WG)))
+    let kernel = if params.c.is_multiple_of(4) { Kernel::LinearForwardVec4 } else { Kernel::LinearForward };
+    gpu.dispatch(kernel, &[], &[out, inp, weight, bias], &params, grid(out.len().div_ceil(WG)))
 }
 
 pub fn linear_backward_input(gpu: &Gpu, dinp: &Tensor, dout: &Tensor, weight: &Tensor) -> Result<Dispatch> {
