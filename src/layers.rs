@@ -391,8 +391,9 @@ pub fn conv2d_backward_input(
 
 /// Reduction positions (n, p, q) in one slice of a weight gradient, at most, on the shared path
 /// (a long reduction spread over workgroups: split-K) and on adapters with a loop limit, where
-/// the kernels run at most 2 loop iterations per position of their slice (the shared path 8 per
-/// BK positions): well inside llvmpipe's 65535 (`Gpu::loop_limit`). Before this cap, lavapipe's
+/// the kernels run at most 2 loop iterations per position of their slice (the shared path about
+/// 8 per step of BK positions, so 8 per position at worst): a slice stays within 32768 of
+/// llvmpipe's 65535 (`Gpu::loop_limit`). Before this cap, lavapipe's
 /// shared path added up only the first 32768 positions of a [64,16,32,32] layer's gradient, and
 /// the lanes path the first part of ResNet-50's 56x56 3x3s at batch 128.
 const SLICE_POSITIONS: usize = 4096;
