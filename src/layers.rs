@@ -830,13 +830,15 @@ impl ShortcutParams {
 
 pub fn shortcut_a_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
     let params = ShortcutParams::new(&inp.shape, &out.shape)?;
-    gpu.dispatch(Kernel::ShortcutAForward, &[], &[out, inp], &params, grid(out.len().div_ceil(WG)))
+    let rows = (params.n * params.k * params.p) as usize;
+    gpu.dispatch(Kernel::ShortcutAForward, &[], &[out, inp], &params, grid(rows.div_ceil(WG)))
 }
 
 /// dinp += the option-A shortcut's gradient.
 pub fn shortcut_a_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor) -> Result<Dispatch> {
     let params = ShortcutParams::new(&dinp.shape, &dout.shape)?;
-    gpu.dispatch(Kernel::ShortcutABackward, &[], &[dinp, dout], &params, grid(dinp.len().div_ceil(WG)))
+    let rows = (params.n * params.c * params.p) as usize;
+    gpu.dispatch(Kernel::ShortcutABackward, &[], &[dinp, dout], &params, grid(rows.div_ceil(WG)))
 }
 
 #[repr(C)]
