@@ -1,8 +1,10 @@
 // maxpool_forward: out[n,c,p,q] = max over r,s < size of inp[n,c,p*stride+r-pad,q*stride+s-pad]
 // (padding never wins); indices[n,c,p,q] = h*W + w of the first maximum in (r,s) order, as PyTorch.
 // Shapes: inp [N,C,H,W], out and indices [N,C,P,Q], P = (H + 2*pad - size) / stride + 1.
-// Overwrites out and indices. One invocation per output element. The ImageNet stem uses 3x3/2 pad 1.
-// CPU twin: reference::maxpool_forward. Dispatch: grid(ceil(N*C*P*Q / WG)).
+// Overwrites out and indices. One invocation per output row (n,c,p), walking its Q columns: two
+// integer divisions a row, which CPU adapters run one lane at a time (one invocation per element
+// paid four per element). The ImageNet stem uses 3x3/2 pad 1.
+// CPU twin: reference::maxpool_forward. Dispatch: grid(ceil(N*C*P / WG)).
 
 struct Params { n: u32, c: u32, h: u32, w: u32, p: u32, q: u32, size: u32, stride: u32, pad: u32,
                 _unused: u32, _unused2: u32, _unused3: u32 }
@@ -16,29 +18,30 @@ override WG: u32 = 256;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= params.n * params.c * params.p * params.q) { return; }
-    let q = i % params.q;
-    let p = (i / params.q) % params.p;
-    let plane = i / (params.p * params.q);
-    var best = -3.402823e38;
-    var best_index = 0u;
-    var found = false;
-    for (var r = 0u; r < params.size; r++) {
-        let h = i32(p * params.stride + r) - i32(params.pad);
-        if (h < 0 || h >= i32(params.h)) { continue; }
-        for (var s = 0u; s < params.size; s++) {
-            let w = i32(q * params.stride + s) - i32(params.pad);
-            if (w < 0 || w >= i32(params.w)) { continue; }
-            let index = u32(h) * params.w + u32(w);
-            let v = inp[plane * params.h * params.w + index];
-            if (!found || v > best) {
-                best = v;
-                best_index = index;
-                found = true;
+    let row = gid.x + gid.y * nwg.x * WG;
+    if (row >= params.n * params.c * params.p) { return; }
+    let p = row % params.p;
+    let plane = (row / params.p) * params.h * params.w;
+    for (var q = 0u; q < params.q; q++) {
+        var best = -3.402823e38;
+        var best_index = 0u;
+        var found = false;
+        for (var r = 0u; r < params.size; r++) {
+            let h = i32(p * params.stride + r) - i32(params.pad);
+            if (h < 0 || h >= i32(params.h)) { continue; }
+            for (var s = 0u; s < params.size; s++) {
+                let w = i32(q * params.stride + s) - i32(params.pad);
+                if (w < 0 || w >= i32(params.w)) { continue; }
+                let index = u32(h) * params.w + u32(w);
+                let v = inp[plane + index];
+                if (!found || v > best) {
+                    best = v;
+                    best_index = index;
+                    found = true;
+                }
             }
         }
+        out[row * params.q + q] = best;
+        indices[row * params.q + q] = best_index;
     }
-    out[i] = best;
-    indices[i] = best_index;
 }

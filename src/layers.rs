@@ -896,7 +896,8 @@ pub fn maxpool_forward(
     let params = PoolParams::new(&inp.shape, size, stride, pad)?;
     check("max pool output", out, &params.out_shape())?;
     check("max pool indices", indices, &params.out_shape())?;
-    gpu.dispatch(Kernel::MaxpoolForward, &[], &[out, indices, inp], &params, grid(out.len().div_ceil(WG)))
+    let rows = (params.n * params.c * params.p) as usize;
+    gpu.dispatch(Kernel::MaxpoolForward, &[], &[out, indices, inp], &params, grid(rows.div_ceil(WG)))
 }
 
 pub fn maxpool_backward(
@@ -911,7 +912,8 @@ pub fn maxpool_backward(
     let params = PoolParams::new(&dinp.shape, size, stride, pad)?;
     check("max pool output gradient", dout, &params.out_shape())?;
     check("max pool indices", indices, &params.out_shape())?;
-    gpu.dispatch(Kernel::MaxpoolBackward, &[], &[dinp, dout, indices], &params, grid(dinp.len().div_ceil(WG)))
+    let rows = (params.n * params.c * params.h) as usize;
+    gpu.dispatch(Kernel::MaxpoolBackward, &[], &[dinp, dout, indices], &params, grid(rows.div_ceil(WG)))
 }
 
 #[repr(C)]
