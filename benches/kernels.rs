@@ -364,7 +364,7 @@ fn main() -> Result<()> {
     let (inp, weight, bias) = (b.random(&[n, c])?, b.random(&[k, c])?, b.random(&[k])?);
     let (out, dout, dinp) = (b.zeros(&[n, k])?, b.random(&[n, k])?, b.zeros(&[n, c])?);
     let (dweight, dbias) = (b.zeros(&[k, c])?, b.zeros(&[k])?);
-    b.run(Kernel::LinearForwardVec4, &label, flops, || layers::linear_forward(gpu, &out, &inp, &weight, &bias))?;
+    b.run(Kernel::LinearForward, &label, flops, || layers::linear_forward(gpu, &out, &inp, &weight, &bias))?;
     b.run(Kernel::LinearBackwardInput, &label, flops, || layers::linear_backward_input(gpu, &dinp, &dout, &weight))?;
     b.run(Kernel::LinearBackwardWeight, &label, flops, || {
         layers::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp)

@@ -481,6 +481,7 @@ impl Kind {
             BatchnormForwardTrain
             | BatchnormForwardTrainVec4
             | BatchnormForwardEval
+            | BatchnormForwardEvalVec4
             | BatchnormBackward
             | BatchnormBackwardVec4 => Kind::Batchnorm,
             ReluForward | ReluBackward | ReluBackwardVec4 | ReluMask | Add | AddVec4 | ShortcutAForward

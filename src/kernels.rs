@@ -56,6 +56,7 @@ kernels! {
     BatchnormForwardTrain => "batchnorm_forward_train",
     BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4",
     BatchnormForwardEval => "batchnorm_forward_eval",
+    BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4",
     BatchnormBackward => "batchnorm_backward",
     BatchnormBackwardVec4 => "batchnorm_backward_vec4",
     ReluForward => "relu_forward",

@@ -711,7 +711,12 @@ pub fn batchnorm_forward_eval(
     check("batch norm output", out, &inp.shape)?;
     let (overrides, residual) = bn_epilogue(gpu, out, residual, relu)?;
     let tensors = [out, inp, weight, bias, running_mean, running_var, residual];
-    gpu.dispatch(Kernel::BatchnormForwardEval, &overrides, &tensors, &params, grid(inp.len().div_ceil(WG)))
+    let (kernel, invocations) = if params.hw.is_multiple_of(4) {
+        (Kernel::BatchnormForwardEvalVec4, inp.len() / 4)
+    } else {
+        (Kernel::BatchnormForwardEval, inp.len())
+    };
+    gpu.dispatch(kernel, &overrides, &tensors, &params, grid(invocations.div_ceil(WG)))
 }
 
 /// The backward of `batchnorm_forward_train` (a fused residual does not change it): with

@@ -1,0 +1,33 @@
+// batchnorm_forward_eval_vec4: batchnorm_forward_eval (same formula, shapes, overrides and
+// bindings) for H*W a multiple of 4, with inp, out and residual read and written as vec4s: one
+// invocation per 4 values of a channel, so a quarter of the loads of the channel's statistics and
+// of the integer divisions that find the channel (which CPU adapters run one lane at a time).
+// CPU twin: reference::batchnorm_forward_eval (then add, relu_forward). Dispatch: grid(ceil(N*C*H*W / 4 / WG)).
+
+struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
+
+@group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> inp: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> running_mean: array<f32>;
+@group(0) @binding(5) var<storage, read> running_var: array<f32>;
+@group(0) @binding(6) var<storage, read> residual: array<vec4<f32>>;
+@group(0) @binding(7) var<uniform> params: Params;
+
+override WG: u32 = 256;
+override RESIDUAL: bool = false;
+override RELU: bool = false;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let hw4 = params.hw / 4u;
+    if (i >= params.n * params.c * hw4) { return; }
+    let c = (i / hw4) % params.c;
+    let scale = inverseSqrt(running_var[c] + params.eps) * weight[c];
+    var v = (inp[i] - running_mean[c]) * scale + bias[c];
+    if (RESIDUAL) { v += residual[i]; }
+    if (RELU) { v = max(v, vec4(0.0)); }
+    out[i] = v;
+}
