@@ -484,8 +484,8 @@ impl Kind {
             | BatchnormForwardEvalVec4
             | BatchnormBackward
             | BatchnormBackwardVec4 => Kind::Batchnorm,
-            ReluForward | ReluBackward | ReluBackwardVec4 | ReluMask | Add | AddVec4 | ShortcutAForward
-            | ShortcutABackward => Kind::Elementwise,
+            ReluForward | ReluBackward | ReluBackwardVec4 | ReluMask | ReluMaskVec4 | Add | AddVec4
+            | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
             MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward | LinearForwardVec4
             | LinearBackwardInput | LinearBackwardWeight | SoftmaxCrossEntropy | Conv2dWeightPanel => Kind::Other,

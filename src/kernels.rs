@@ -63,6 +63,7 @@ kernels! {
     ReluBackward => "relu_backward",
     ReluBackwardVec4 => "relu_backward_vec4",
     ReluMask => "relu_mask",
+    ReluMaskVec4 => "relu_mask_vec4",
     Add => "add",
     AddVec4 => "add_vec4",
     ShortcutAForward => "shortcut_a_forward",

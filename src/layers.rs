@@ -783,7 +783,8 @@ pub fn relu_mask(gpu: &Gpu, mask: &Tensor, inp: &Tensor) -> Result<Dispatch> {
     let len = inp.len();
     check("relu mask", mask, &[mask_words(len)])?;
     let params = LenParams { len: len as u32, ..Default::default() };
-    gpu.dispatch(Kernel::ReluMask, &[], &[mask, inp], &params, grid(mask_words(len).div_ceil(WG)))
+    let kernel = if len.is_multiple_of(4) { Kernel::ReluMaskVec4 } else { Kernel::ReluMask };
+    gpu.dispatch(kernel, &[], &[mask, inp], &params, grid(mask_words(len).div_ceil(WG)))
 }
 
 /// In place: `dinp` holds dout and becomes dinp; `mask` is relu_mask of the ReLU's input or output.

@@ -570,7 +570,7 @@ fn sum_slices_matches_cpu() {
 fn relu_and_add_match_cpu() {
     for gpu in gpus() {
         // 70,001 elements: several workgroups and a ragged end; 71,920, a multiple of 4 (the
-        // `_vec4` twins of relu_backward and add).
+        // `_vec4` twins of relu_mask, relu_backward and add; not a multiple of 32).
         for (case, shape) in [[1, 3, 5, 7], [7, 11, 31, 29], [5, 16, 31, 29]].iter().enumerate() {
             let mut rng = Rng::new(400 + case as u64);
             let len: usize = shape.iter().product();
