@@ -11,9 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::gpu::{ConvPath, Gpu, Tensor};
@@ -207,13 +206,15 @@ fn prepare(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> Result<(Vec<Dispat
     Ok((dispatches, result))
 }
 
-/// Wall-clock seconds of `runs` runs of the dispatches in one submission, waited for.
+/// Wall-clock seconds of `runs` runs of the dispatches in one pass, from submission to completion
+/// (`bench::submit` without timestamps).
 fn seconds(gpu: &Gpu, dispatches: &[Dispatch], runs: usize) -> Result<f64> {
-    let all: Vec<&Dispatch> = dispatches.iter().cycle().take(runs * dispatches.len()).collect();
-    let start = Instant::now();
-    gpu.run(&all)?;
-    gpu.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
-    Ok(start.elapsed().as_secs_f64())
+    let submitted = crate::bench::submit(gpu, 1, None, |_, pass| {
+        for _ in 0..runs {
+            dispatches.iter().for_each(|d| d.record(pass));
+        }
+    })?;
+    Ok(submitted.ms[0] / 1e3)
 }
 
 #[cfg(test)]

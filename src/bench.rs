@@ -773,7 +773,7 @@ fn time_layers(gpu: &Gpu, dispatches: &[Dispatch], iters: usize) -> Result<Vec<L
 
 /// Timestamp queries for `passes` compute passes (two each, beginning and end), in as many query
 /// sets as WebGPU's 4096-query limit needs, with the buffers to read them back.
-struct Timestamps {
+pub(crate) struct Timestamps {
     sets: Vec<wgpu::QuerySet>,
     passes: usize,
     resolve: wgpu::Buffer,
@@ -848,17 +848,17 @@ impl Timestamps {
 }
 
 /// What `submit` measured.
-struct Submitted {
+pub(crate) struct Submitted {
     /// Each pass's milliseconds from its timestamps, or without them one wall-clock figure for the
     /// whole submission.
-    ms: Vec<f64>,
+    pub(crate) ms: Vec<f64>,
     /// Host milliseconds from creating the command encoder to the return of `Queue::submit`.
     encode_ms: f64,
 }
 
 /// Records `passes` compute passes (the contents of pass i by `record(i, pass)`) into one command
 /// buffer, submits it and waits.
-fn submit(
+pub(crate) fn submit(
     gpu: &Gpu,
     passes: usize,
     stamps: Option<&Timestamps>,
