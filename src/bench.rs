@@ -487,8 +487,18 @@ impl Kind {
             ReluForward | ReluBackward | ReluBackwardVec4 | ReluMask | ReluMaskVec4 | Add | AddVec4
             | ShortcutAForward | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,
-            MaxpoolForward | MaxpoolBackward | AvgpoolForward | AvgpoolBackward | LinearForward | LinearForwardVec4
-            | LinearBackwardInput | LinearBackwardWeight | SoftmaxCrossEntropy | Conv2dWeightPanel => Kind::Other,
+            MaxpoolForward
+            | MaxpoolBackward
+            | AvgpoolForward
+            | AvgpoolBackward
+            | LinearForward
+            | LinearForwardVec4
+            | LinearBackwardInput
+            | LinearBackwardInputVec4
+            | LinearBackwardWeight
+            | LinearBackwardWeightVec4
+            | SoftmaxCrossEntropy
+            | Conv2dWeightPanel => Kind::Other,
         }
     }
 

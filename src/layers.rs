@@ -981,7 +981,12 @@ pub fn linear_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor, weight: &Tensor, bi
 pub fn linear_backward_input(gpu: &Gpu, dinp: &Tensor, dout: &Tensor, weight: &Tensor) -> Result<Dispatch> {
     let params = LinearParams::new(&dinp.shape, &weight.shape)?;
     check("linear output gradient", dout, &[dinp.shape[0], weight.shape[0]])?;
-    gpu.dispatch(Kernel::LinearBackwardInput, &[], &[dinp, dout, weight], &params, grid(dinp.len().div_ceil(WG)))
+    let (kernel, invocations) = if params.c.is_multiple_of(4) {
+        (Kernel::LinearBackwardInputVec4, dinp.len() / 4)
+    } else {
+        (Kernel::LinearBackwardInput, dinp.len())
+    };
+    gpu.dispatch(kernel, &[], &[dinp, dout, weight], &params, grid(invocations.div_ceil(WG)))
 }
 
 pub fn linear_backward_weight(
@@ -994,8 +999,13 @@ pub fn linear_backward_weight(
     let params = LinearParams::new(&inp.shape, &dweight.shape)?;
     check("linear output gradient", dout, &[inp.shape[0], dweight.shape[0]])?;
     check("linear bias gradient", dbias, &[dweight.shape[0]])?;
-    let groups = (params.k as usize * (params.c as usize + 1)).div_ceil(WG);
-    gpu.dispatch(Kernel::LinearBackwardWeight, &[], &[dweight, dbias, dout, inp], &params, grid(groups))
+    let (k, c) = (params.k as usize, params.c as usize);
+    let (kernel, invocations) = if c.is_multiple_of(4) {
+        (Kernel::LinearBackwardWeightVec4, k * (c / 4 + 1))
+    } else {
+        (Kernel::LinearBackwardWeight, k * (c + 1))
+    };
+    gpu.dispatch(kernel, &[], &[dweight, dbias, dout, inp], &params, grid(invocations.div_ceil(WG)))
 }
 
 #[repr(C)]
