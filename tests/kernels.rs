@@ -5,6 +5,7 @@ mod common;
 
 use common::{assert_close, bn_variants, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
+use resnet_wgpu::kernels::{self, Kernel};
 use resnet_wgpu::layers::{self, AvgpoolParams, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams};
 use resnet_wgpu::reference as cpu;
 use resnet_wgpu::rng::Rng;
@@ -740,6 +741,25 @@ fn linear_matches_cpu() {
             assert_close("linear_backward_input", &read(gpu, &dinp), &dinp_c, 1e-4, 1e-4);
             assert_close("linear_backward_weight dweight", &read(gpu, &dweight), &dweight_c, 1e-5, 1e-5);
             assert_close("linear_backward_weight dbias", &read(gpu, &dbias), &dbias_c, 1e-5, 1e-5);
+            if c % 4 == 0 {
+                // The backward's _vec4 twins ran: the scalar kernels must give the same bits.
+                let (dinp_s, dweight_s, dbias_s) = (zeros(gpu, &[n, c]), zeros(gpu, &[k, c]), zeros(gpu, &[k]));
+                let groups = |invocations: usize| kernels::grid(invocations.div_ceil(256));
+                let scalar = [
+                    gpu.dispatch(Kernel::LinearBackwardInput, &[], &[&dinp_s, &dout, &weight], &params, groups(n * c)),
+                    gpu.dispatch(
+                        Kernel::LinearBackwardWeight,
+                        &[],
+                        &[&dweight_s, &dbias_s, &dout, &inp],
+                        &params,
+                        groups(k * (c + 1)),
+                    ),
+                ];
+                gpu.run(&scalar.iter().map(|d| d.as_ref().unwrap()).collect::<Vec<_>>()).unwrap();
+                assert_eq!(read(gpu, &dinp_s), read(gpu, &dinp), "linear_backward_input_vec4 bits");
+                assert_eq!(read(gpu, &dweight_s), read(gpu, &dweight), "linear_backward_weight_vec4 bits");
+                assert_eq!(read(gpu, &dbias_s), read(gpu, &dbias), "linear_backward_weight_vec4 bias bits");
+            }
             if c < 100 {
                 let forward = |inp: &[f64], weight: &[f64], bias: &[f64]| {
                     let mut out = vec![0.0; n * k];
