@@ -7,11 +7,11 @@
 #   benches/device.sh run        there (the device tool's `run`, carry [".device", ".gl"]):
 #                                bash benches/device.sh run
 #
-# `run` writes to $OUT (the device tool's folder; /tmp/device-out elsewhere): log.txt (everything
-# printed), ours.json (`bench`: ResNet-50 and ResNet-20 training and inference), layers.json (the
-# per-layer times of a ResNet-50 training step), kernels.txt (`cargo bench --bench kernels`),
-# torch.json (PyTorch on the same GPU, same configurations: benches/pytorch/bench.py) and the
-# autotune's choices. RESNET50_BATCH (64), CIFAR_BATCH (128), ITERS (20) and KERNELS_FILTER (the
+# `run` writes to $OUT (the device tool's folder; /tmp/device-out elsewhere) 8 files: log.txt
+# (everything printed), ours50.json and ours20.json (`bench`: ResNet-50 and ResNet-20 (B) training
+# and inference), torch50.json and torch20.json (PyTorch on the same GPU, same configurations:
+# benches/pytorch/bench.py), layers.json (the per-layer times of a ResNet-50 training step),
+# kernels.txt (`cargo bench --bench kernels`) and autotune.txt (the autotune's choices). RESNET50_BATCH (64), CIFAR_BATCH (128), ITERS (20) and KERNELS_FILTER (the
 # kernels bench's rows) size it; the whole run takes a few minutes on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,6 @@ prepare)
     cargo build --release --bin resnet-wgpu
     kernels=$(cargo bench --bench kernels --no-run 2>&1 | grep -o 'target/release/deps/kernels-[0-9a-f]*' | tail -1)
     mkdir -p .device && cp target/release/resnet-wgpu .device/ && cp "$kernels" .device/kernels
-    grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo /.device/ >>.git/info/exclude
     if ! ls .gl/*.deb >/dev/null 2>&1; then
         mkdir -p .gl /tmp/amd64/partial
         o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64)
@@ -35,7 +34,10 @@ run)
     out=${OUT:-/tmp/device-out}
     mkdir -p "$out"
     exec > >(tee "$out/log.txt") 2>&1
-    if ! ldconfig -p | grep -q libvulkan.so.1; then
+    tee_pid=$!
+    export PYTHONUNBUFFERED=1
+    # (grep -q would end the pipe early: ldconfig's SIGPIPE then fails it under pipefail.)
+    if ! ldconfig -p | grep libvulkan.so.1 >/dev/null; then
         for f in .gl/*.deb; do dpkg -x "$f" /; done
         ldconfig
     fi
@@ -46,17 +48,20 @@ run)
     set -x
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv || true
     .device/resnet-wgpu adapters
+    # The figures issue 6 asks for first, then the finer ones.
     .device/resnet-wgpu bench --backend vulkan --model resnet50 --batch "$b50" --mode both --iters "$iters" --json "$out/ours50.json"
+    python3 benches/pytorch/bench.py --model resnet50 --batch "$b50" --mode both --iters "$iters" --json "$out/torch50.json"
     .device/resnet-wgpu bench --backend vulkan --model resnet20 --shortcut b --batch "$b20" --mode both --iters "$iters" --json "$out/ours20.json"
+    python3 benches/pytorch/bench.py --model resnet20 --shortcut b --batch "$b20" --mode both --iters "$iters" --json "$out/torch20.json"
     .device/resnet-wgpu bench --backend vulkan --model resnet50 --batch "$b50" --mode train --per-layer --iters 3 --json "$out/layers.json"
     RESNET_WGPU_BACKEND=vulkan RESNET_WGPU_BENCH_FILTER=${KERNELS_FILTER:-} .device/kernels --bench >"$out/kernels.txt"
-    python3 benches/pytorch/bench.py --model resnet50 --batch "$b50" --mode both --iters "$iters" --json "$out/torch50.json"
-    python3 benches/pytorch/bench.py --model resnet20 --shortcut b --batch "$b20" --mode both --iters "$iters" --json "$out/torch20.json"
     set +x
     # At most 8 files come back, no more than two folders down: the autotune's choices as one file.
-    cat "$out"/cache/autotune/*.json >"$out/autotune.json" 2>/dev/null
+    for f in "$out"/cache/autotune/*.json; do [ -f "$f" ] && echo "== $f" && cat "$f"; done >"$out/autotune.txt"
     rm -rf "$out/cache"
     ls -la "$out"
+    exec >&- 2>&-
+    wait "$tee_pid"
     ;;
 *)
     echo "usage: benches/device.sh prepare | run" >&2
