@@ -3,8 +3,9 @@
 The same networks (torchvision's ImageNet ResNets on 224x224 images; the paper's CIFAR ResNets on
 32x32 with option-A or option-B shortcuts), the same step (training: forward, mean cross-entropy,
 backward and an SGD step with momentum 0.9 and weight decay 1e-4; inference: the forward in eval
-mode under no_grad; PyTorch keeps batch norm as a layer where ours folds it into the convs), random inputs and labels made once on the device, fp32 with TF32 off (issue 6
-compares fp32 against fp32), cuDNN's autotune on (ours autotunes too), NCHW. Each step is timed on
+mode under no_grad, where PyTorch keeps batch norm as a layer and ours folds it into the convs),
+random inputs and labels made once on the device, fp32 with TF32 off (issue 6 compares fp32
+against fp32), cuDNN's autotune on (ours autotunes too), NCHW. Each step is timed on
 the wall clock between device synchronisations, after the warm-up steps; medians, p10 and p90.
 
 Run (PyTorch 2.x, torchvision, safetensors for the fixture script it takes the CIFAR block from):
