@@ -92,6 +92,18 @@ const DIRECT_BLOCK: usize = 8;
 /// accumulators no longer fit the registers (BENCHMARKS.md).
 const LANES_BLOCK: [usize; 2] = [16, 4];
 
+/// `counts` as workgroup counts of `kernel`, if the adapter allows that many per dimension.
+fn workgroups(gpu: &Gpu, kernel: Kernel, counts: [usize; 3]) -> Result<[u32; 3]> {
+    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let [x, y, z] = counts;
+    ensure!(
+        counts.iter().all(|&n| n <= limit),
+        "{} needs {x} x {y} x {z} workgroups, the adapter allows {limit} per dimension; use a smaller batch",
+        kernel.name()
+    );
+    Ok(counts.map(|n| n as u32))
+}
+
 /// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the conv `path`: `lanes`
 /// is the kernel's `_lanes` twin or the lanes kernel of the layer's shape class (`lanes_variant`,
 /// `conv2d_backward_input_strided_lanes`). Shared workgroups have 256 invocations of 4x4
@@ -110,16 +122,7 @@ fn conv_dispatch(
     rows: usize,
     columns: usize,
 ) -> Result<Dispatch> {
-    let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    let z = params.splits as usize;
-    let fits = |x: usize, y: usize| {
-        ensure!(
-            x <= limit && y <= limit && z <= limit,
-            "{} needs {x} x {y} x {z} workgroups, the adapter allows {limit} per dimension; use a smaller batch",
-            kernel.name()
-        );
-        Ok([x as u32, y as u32, z as u32])
-    };
+    let fits = |x: usize, y: usize| workgroups(gpu, kernel, [x, y, params.splits as usize]);
     if path == ConvPath::Lanes {
         // 64 invocations share 16 rows and own 4 columns each.
         let [dm, dn] = LANES_BLOCK;
@@ -436,15 +439,8 @@ pub fn conv2d_backward_weight(
             let kernel = Kernel::Conv2dBackwardWeight;
             conv_dispatch(gpu, path, kernel, kernel, &[], &tensors, &params, k, c * rs)?
         }
-        Some((kernel, overrides, workgroups)) => {
-            let limit = gpu.limits.max_compute_workgroups_per_dimension as usize;
-            let [x, y, z] = workgroups;
-            ensure!(
-                x <= limit && y <= limit && z <= limit,
-                "{} needs {x} x {y} x {z} workgroups, the adapter allows {limit} per dimension",
-                kernel.name()
-            );
-            gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups.map(|w| w as u32))?
+        Some((kernel, overrides, counts)) => {
+            gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups(gpu, kernel, counts)?)?
         }
     };
     if params.splits == 1 {
