@@ -20,7 +20,10 @@ use anyhow::{Context, Result};
 use resnet_wgpu::bench::{Kind, Timer, peak_fma};
 use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor};
 use resnet_wgpu::kernels::{Dispatch, Kernel};
-use resnet_wgpu::layers::{self, ConvParams};
+use resnet_wgpu::ops::conv::select::ConvPath;
+use resnet_wgpu::ops::conv::{self, ConvParams};
+use resnet_wgpu::ops::sgd::{self, Sgd};
+use resnet_wgpu::ops::{batchnorm, elementwise, linear, pool};
 use resnet_wgpu::rng::Rng;
 
 const WARMUP: usize = 3;
@@ -197,22 +200,22 @@ fn conv(
     let params = ConvParams::new(&inp, &[k, c, r, r], stride, pad)?;
     let (p, q) = (params.p as usize, params.q as usize);
     let flops = Work::Flops((2 * n * k * p * q * c * r * r) as f64);
-    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s{stride} p{pad}, {}", gpu.conv_path.name());
+    let shape = format!("{name}: N{n} {c}->{k} {h}x{w} {r}x{r} s{stride} p{pad}, {}", conv::tune::choice(gpu)?);
     let (x, weight, y) = (b.random(&inp)?, b.random(&[k, c, r, r])?, b.random(&params.out_shape())?);
     // The panels some kernels read are laid out once here, and timed on their own below.
-    let (panel, layout) = layers::panel_for(gpu, &params, &weight, false)?.unzip();
-    let (panel_t, layout_t) = layers::panel_for(gpu, &params, &weight, true)?.unzip();
+    let (panel, layout) = conv::panel_for(gpu, &params, &weight, false)?.unzip();
+    let (panel_t, layout_t) = conv::panel_for(gpu, &params, &weight, true)?.unzip();
     gpu.run(&layout.iter().chain(&layout_t).collect::<Vec<_>>())?;
     b.run(Kernel::Conv2dForward, &shape, flops, || {
-        layers::conv2d_forward(gpu, &y, &x, &weight, panel.as_ref(), stride, pad)
+        conv::conv2d_forward(gpu, &y, &x, &weight, panel.as_ref(), stride, pad)
     })?;
     // A strided 1x1 is a projection shortcut, whose input gradient training adds to its block's.
     let accumulate = stride > 1 && r == 1;
     b.run(Kernel::Conv2dBackwardInput, &format!("{shape}{}", if accumulate { ", +=" } else { "" }), flops, || {
-        layers::conv2d_backward_input(gpu, &x, &y, &weight, panel_t.as_ref(), stride, pad, accumulate)
+        conv::conv2d_backward_input(gpu, &x, &y, &weight, panel_t.as_ref(), stride, pad, accumulate)
     })?;
     b.run_all(Kernel::Conv2dBackwardWeight, &shape, flops, || {
-        layers::conv2d_backward_weight(gpu, &weight, &y, &x, None, stride, pad)
+        conv::conv2d_backward_weight(gpu, &weight, &y, &x, None, stride, pad)
     })
 }
 
@@ -228,7 +231,7 @@ fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
     // Reads inp (three passes, counted once), weight, bias, running_mean, running_var; writes
     // out, mean, rstd, running_mean, running_var.
     b.run(Kernel::BatchnormForwardTrain, &label, bytes(2 * len + 8 * c), || {
-        layers::batchnorm_forward_train(
+        batchnorm::batchnorm_forward_train(
             gpu,
             &out,
             &mean,
@@ -244,10 +247,10 @@ fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
     })?;
     // Reads dout and inp (two passes, counted once), weight, mean, rstd; writes dinp, dweight, dbias.
     b.run(Kernel::BatchnormBackward, &label, bytes(3 * len + 5 * c), || {
-        layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
+        batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
     })?;
     b.run(Kernel::BatchnormForwardEval, &label, bytes(2 * len + 4 * c), || {
-        layers::batchnorm_forward_eval(gpu, &out, &inp, &weight, &bias, &running_mean, &running_var, None, false)
+        batchnorm::batchnorm_forward_eval(gpu, &out, &inp, &weight, &bias, &running_mean, &running_var, None, false)
     })
 }
 
@@ -267,12 +270,12 @@ fn main() -> Result<()> {
     );
     println!("GB/s counts every tensor a kernel reads or writes once, even where it reads one more than once");
     // Every conv path the adapter can run, its default first.
-    let conv_gpus: Vec<Gpu> = gpu.conv_paths().into_iter().map(|path| gpu.with_conv_path(path)).collect();
-    let names: Vec<&str> = conv_gpus.iter().map(|g| g.conv_path.name()).collect();
+    let paths = ConvPath::available(&gpu);
+    let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
     println!("conv paths: {} (the first is this adapter's default; RESNET_WGPU_CONV picks one)", names.join(", "));
-    for conv_gpu in &conv_gpus {
-        resnet_wgpu::bench::self_check(conv_gpu)
-            .with_context(|| format!("self-check ({} conv path)", conv_gpu.conv_path.name()))?;
+    let conv_gpus: Vec<Gpu> = paths.iter().map(|path| path.pin(&gpu)).collect();
+    for (conv_gpu, path) in conv_gpus.iter().zip(&paths) {
+        resnet_wgpu::bench::self_check(conv_gpu).with_context(|| format!("self-check ({} conv path)", path.name()))?;
     }
     println!("self-check: conv, BN and a ResNet-8 step, every conv path, match their CPU twins (bench::self_check)");
     println!();
@@ -304,9 +307,9 @@ fn main() -> Result<()> {
     // ResNet-50's largest 3x3 weight as the panel of its input gradient, which training lays out
     // before the conv's forward and (transposed) before its input gradient.
     let weight = b.random(&[512, 512, 3, 3])?;
-    let panel = b.zeros(&layers::panel_shape(&weight.shape, true))?;
+    let panel = b.zeros(&conv::panel_shape(&weight.shape, true))?;
     b.run(Kernel::Conv2dWeightPanel, "ResNet-50 3x3 [512,512,3,3]", bytes(weight.len() + panel.len()), || {
-        layers::conv2d_weight_panel(gpu, &panel, &weight, true)
+        conv::conv2d_weight_panel(gpu, &panel, &weight, true)
     })?;
 
     batchnorm(&mut b, "ResNet-20", [32, 16, 32, 32])?;
@@ -317,11 +320,10 @@ fn main() -> Result<()> {
     let act = [32, 16, 32, 32];
     let (len, label) = (act.iter().product::<usize>(), format!("ResNet-20: {act:?}"));
     let (x, y, z) = (b.random(&act)?, b.random(&act)?, b.zeros(&act)?);
-    b.run(Kernel::ReluForward, &label, bytes(2 * len), || layers::relu_forward(gpu, &z, &x))?;
-    let mask = b.zeros(&[layers::mask_words(len)])?;
-    b.run(Kernel::ReluMask, &label, bytes(len + len / 32), || layers::relu_mask(gpu, &mask, &x))?;
-    b.run(Kernel::ReluBackward, &label, bytes(2 * len + len / 32), || layers::relu_backward(gpu, &y, &mask))?;
-    b.run(Kernel::Add, &label, bytes(3 * len), || layers::add(gpu, &z, &x))?;
+    let mask = b.zeros(&[elementwise::mask_words(len)])?;
+    b.run(Kernel::ReluMask, &label, bytes(len + len / 32), || elementwise::relu_mask(gpu, &mask, &x))?;
+    b.run(Kernel::ReluBackward, &label, bytes(2 * len + len / 32), || elementwise::relu_backward(gpu, &y, &mask))?;
+    b.run(Kernel::Add, &label, bytes(3 * len), || elementwise::add(gpu, &z, &x))?;
 
     // Option-A shortcut of ResNet-20's first downsampling block: [32,16,32,32] -> [32,32,16,16].
     // It reads only the even rows and columns of inp (N*C*P*Q values) and writes N*K*P*Q.
@@ -330,9 +332,11 @@ fn main() -> Result<()> {
     let label = format!("ResNet-20: {act:?} -> {half:?}");
     let (dhalf, dx) = (b.random(&half)?, b.zeros(&act)?);
     let out = b.zeros(&half)?;
-    b.run(Kernel::ShortcutAForward, &label, bytes(small + big), || layers::shortcut_a_forward(gpu, &out, &x))?;
+    b.run(Kernel::ShortcutAForward, &label, bytes(small + big), || elementwise::shortcut_a_forward(gpu, &out, &x))?;
     // Reads the dout channels that map to inp (N*C*P*Q values), writes all of dinp.
-    b.run(Kernel::ShortcutABackward, &label, bytes(small + len), || layers::shortcut_a_backward(gpu, &dx, &dhalf))?;
+    b.run(Kernel::ShortcutABackward, &label, bytes(small + len), || {
+        elementwise::shortcut_a_backward(gpu, &dx, &dhalf)
+    })?;
 
     // ImageNet stem max pool 3x3/2 pad 1: [8,64,112,112] -> [8,64,56,56].
     let (stem, pooled) = ([8, 64, 112, 112], [8, 64, 56, 56]);
@@ -342,10 +346,10 @@ fn main() -> Result<()> {
     let (out, indices, dout) = (b.zeros(&pooled)?, b.zeros(&pooled)?, b.random(&pooled)?);
     // Reads inp, writes out and indices. Runs before the backward, which needs its indices.
     b.run(Kernel::MaxpoolForward, &label, bytes(big + 2 * small), || {
-        layers::maxpool_forward(gpu, &out, &indices, &inp, 3, 2, 1)
+        pool::maxpool_forward(gpu, &out, &indices, &inp, 3, 2, 1)
     })?;
     b.run(Kernel::MaxpoolBackward, &label, bytes(2 * small + big), || {
-        layers::maxpool_backward(gpu, &dinp, &dout, &indices, 3, 2, 1)
+        pool::maxpool_backward(gpu, &dinp, &dout, &indices, 3, 2, 1)
     })?;
 
     // ResNet-50 head: global average pool [8,2048,7,7] -> [8,2048].
@@ -354,8 +358,8 @@ fn main() -> Result<()> {
     let label = format!("ResNet-50 head: {feat:?} -> {pooled:?}");
     let (inp, dinp) = (b.random(&feat)?, b.zeros(&feat)?);
     let (out, dout) = (b.zeros(&pooled)?, b.random(&pooled)?);
-    b.run(Kernel::AvgpoolForward, &label, bytes(big + small), || layers::avgpool_forward(gpu, &out, &inp))?;
-    b.run(Kernel::AvgpoolBackward, &label, bytes(small + big), || layers::avgpool_backward(gpu, &dinp, &dout))?;
+    b.run(Kernel::AvgpoolForward, &label, bytes(big + small), || pool::avgpool_forward(gpu, &out, &inp))?;
+    b.run(Kernel::AvgpoolBackward, &label, bytes(small + big), || pool::avgpool_backward(gpu, &dinp, &dout))?;
 
     // ResNet-50 fc: N=8, 2048 -> 1000; each kernel does 2*N*K*C flops.
     let (n, c, k) = (8, 2048, 1000);
@@ -364,10 +368,10 @@ fn main() -> Result<()> {
     let (inp, weight, bias) = (b.random(&[n, c])?, b.random(&[k, c])?, b.random(&[k])?);
     let (out, dout, dinp) = (b.zeros(&[n, k])?, b.random(&[n, k])?, b.zeros(&[n, c])?);
     let (dweight, dbias) = (b.zeros(&[k, c])?, b.zeros(&[k])?);
-    b.run(Kernel::LinearForward, &label, flops, || layers::linear_forward(gpu, &out, &inp, &weight, &bias))?;
-    b.run(Kernel::LinearBackwardInput, &label, flops, || layers::linear_backward_input(gpu, &dinp, &dout, &weight))?;
+    b.run(Kernel::LinearForward, &label, flops, || linear::linear_forward(gpu, &out, &inp, &weight, &bias))?;
+    b.run(Kernel::LinearBackwardInput, &label, flops, || linear::linear_backward_input(gpu, &dinp, &dout, &weight))?;
     b.run(Kernel::LinearBackwardWeight, &label, flops, || {
-        layers::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp)
+        linear::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp)
     })?;
 
     // CIFAR-10 loss on a batch of 128: reads logits and labels, writes dlogits, loss and correct.
@@ -378,7 +382,7 @@ fn main() -> Result<()> {
     let (dlogits, loss, correct) = (b.zeros(&[n, k])?, b.zeros(&[1])?, b.zeros(&[1])?);
     let label = format!("CIFAR-10: logits [{n},{k}]");
     b.run(Kernel::SoftmaxCrossEntropy, &label, bytes(2 * n * k + n + 2), || {
-        layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels)
+        linear::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels)
     })?;
 
     // One SGD step over ResNet-20's 272,474 parameters (the kernel takes them in fours, as the
@@ -386,6 +390,8 @@ fn main() -> Result<()> {
     let len = 272_476;
     let (weight, velocity, grad) = (b.random(&[len])?, b.random(&[len])?, b.random(&[len])?);
     let label = format!("ResNet-20 params: [{len}]");
-    b.run(Kernel::Sgd, &label, bytes(5 * len), || layers::sgd(gpu, &weight, &velocity, &grad, 0.1, 0.9, 5e-4))?;
+    b.run(Kernel::Sgd, &label, bytes(5 * len), || {
+        sgd::sgd(gpu, &weight, &velocity, &grad, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 5e-4 })
+    })?;
     Ok(())
 }

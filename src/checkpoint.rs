@@ -12,10 +12,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::gpu::Gpu;
-use crate::resnet::ResNet;
+use crate::paths::write_atomic;
 
-const VELOCITY: &str = "optimizer.velocity.";
+pub const VELOCITY: &str = "optimizer.velocity.";
 
 /// Tensors by name (shape, values) and string metadata, as read from or written to a file.
 #[derive(Clone, Debug, Default)]
@@ -96,25 +95,6 @@ impl Checkpoint {
     }
 }
 
-/// Writes `bytes` to a temporary file in `path`'s folder, syncs it, and renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
-    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
-}
-
 fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as i32;
@@ -128,42 +108,4 @@ fn f16_to_f32(h: u16) -> f32 {
         _ => sign | (((exp - 15 + 127) as u32) << 23) | (frac << 13),
     };
     f32::from_bits(bits)
-}
-
-impl ResNet {
-    /// The model's tensors (parameters and running statistics), and with `optimizer` the SGD
-    /// velocity, read back from the GPU.
-    pub fn checkpoint(&self, gpu: &Gpu, optimizer: bool) -> Result<Checkpoint> {
-        let mut tensors = BTreeMap::new();
-        for arena in [&self.params, &self.buffers] {
-            for (name, t) in arena.names.iter().zip(&arena.tensors) {
-                tensors.insert(name.clone(), (t.shape.clone(), gpu.read(t)?));
-            }
-        }
-        if optimizer {
-            for (name, t) in self.velocity.names.iter().zip(&self.velocity.tensors) {
-                tensors.insert(format!("{VELOCITY}{name}"), (t.shape.clone(), gpu.read(t)?));
-            }
-        }
-        Ok(Checkpoint { tensors, metadata: HashMap::new() })
-    }
-
-    /// Loads every parameter and running statistic (and with `optimizer` the velocity) from `ck`,
-    /// after checking that each is present with the right shape and that nothing unexpected is
-    /// there. `source` names the file in errors. Nothing is written to the GPU unless all is well.
-    pub fn restore(&self, gpu: &Gpu, ck: &Checkpoint, optimizer: bool, source: &Path) -> Result<()> {
-        let mut expected: Vec<(String, &crate::gpu::Tensor)> = Vec::new();
-        for arena in [&self.params, &self.buffers] {
-            expected.extend(arena.names.iter().cloned().zip(&arena.tensors));
-        }
-        if optimizer {
-            expected.extend(self.velocity.names.iter().map(|n| format!("{VELOCITY}{n}")).zip(&self.velocity.tensors));
-        }
-        let shapes: Vec<(String, Vec<usize>)> = expected.iter().map(|(n, t)| (n.clone(), t.shape.clone())).collect();
-        ck.check(&shapes, &self.arch.name, source)?;
-        for (name, t) in &expected {
-            gpu.write(t, &ck.tensors[name].1);
-        }
-        Ok(())
-    }
 }

@@ -30,9 +30,11 @@ use serde_json::json;
 use crate::checkpoint::Checkpoint;
 use crate::data::download::{Checksum, download};
 use crate::data::image::{self, IMAGENET_MEAN, IMAGENET_STD};
-use crate::gpu::{AdapterChoice, Gpu};
+use crate::gpu::{AdapterChoice, AdapterJson, Gpu};
+use crate::model::{Arch, Arena, Shortcut};
+use crate::paths::weights_dir;
+use crate::plan::InferStep;
 use crate::pth;
-use crate::resnet::{Arch, Arena, InferStep, Shortcut};
 
 /// The ImageNet models `infer` runs.
 pub const MODELS: [&str; 5] = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
@@ -149,20 +151,6 @@ pub fn torchvision_file(model: &str, tag: Tag) -> Result<WeightsFile> {
 pub fn resize_for_file(path: &Path) -> u32 {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     TORCHVISION_FILES.iter().find(|(_, _, file)| *file == name).map_or(256, |(_, tag, _)| tag.resize())
-}
-
-/// resnet-wgpu's cache folder: `$RESNET_WGPU_CACHE`, else `<user cache>/resnet-wgpu`
-/// (`~/.cache/resnet-wgpu` on Linux).
-pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("RESNET_WGPU_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("resnet-wgpu"),
-    }
-}
-
-/// The folder of downloaded weights: `cache_dir()/weights`.
-pub fn weights_dir() -> PathBuf {
-    cache_dir().join("weights")
 }
 
 /// `$RESNET_WGPU_WEIGHTS_URL`, else [`WEIGHTS_URL`].
@@ -385,22 +373,6 @@ pub fn classify(
     Ok(())
 }
 
-/// The adapter as `--json` reports it.
-pub fn adapter_json(info: &wgpu::AdapterInfo) -> serde_json::Value {
-    let driver = match (info.driver.is_empty(), info.driver_info.is_empty()) {
-        (false, false) => format!("{} ({})", info.driver, info.driver_info),
-        (false, true) => info.driver.clone(),
-        _ => info.driver_info.clone(),
-    };
-    json!({
-        "name": info.name,
-        "vendor": info.vendor,
-        "backend": info.backend.to_str(),
-        "device_type": format!("{:?}", info.device_type),
-        "driver": driver,
-    })
-}
-
 /// One image's entry of `--json`'s `results`.
 pub fn result_json(image: &Path, prediction: &Prediction, labels: &[&str]) -> serde_json::Value {
     let top: Vec<serde_json::Value> = prediction
@@ -477,7 +449,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
         let doc = json!({
             "model": args.model,
             "weights": args.weights,
-            "adapter": adapter_json(&gpu.info),
+            "adapter": AdapterJson::new(&gpu.info),
             "results": results,
         });
         println!("{doc}");

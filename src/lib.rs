@@ -1,30 +1,38 @@
 //! resnet-wgpu: deep residual networks trained and run on the GPU through wgpu, with
 //! hand-written WGSL compute shaders for the forward and backward pass of every layer.
+//!
+//! Dependencies point one way: the commands (`train`, `infer`, `adapters`, `bench`) use the plans
+//! (`plan`), which use the model (`model`) and the ops (`ops`), which use the kernels
+//! (`kernels`), which use the device (`gpu`). `tests/layers.rs` fails on any import cycle.
 
-/// Which conv path runs each pass of each layer shape, timed on the adapter and kept on disk.
-pub mod autotune;
-/// `bench` and `adapters`: timing, FLOP counts, peak microbenchmarks, JSON, compare.
+/// `adapters`: every adapter wgpu sees, and the one the other commands would pick.
+pub mod adapters;
+/// `bench`: timing, FLOP counts, self-check, peak microbenchmarks, tables, JSON, compare.
 pub mod bench;
-/// Checkpoints and weight files: safetensors with torchvision names, atomic writes.
+/// Checkpoints and weight files: safetensors with torchvision names.
 pub mod checkpoint;
 /// Datasets and inputs: CIFAR-10, downloads, photos.
 pub mod data;
-/// Adapter and device selection, limits, tensors in GPU buffers, readback.
+/// Adapter and device selection, limits, tensors in GPU buffers, timing, the tuning cache.
 pub mod gpu;
 /// `infer`: ImageNet classification of photos with torchvision weights.
 pub mod infer;
-/// Every WGSL kernel of `shaders/`, pipeline cache, prepared dispatches.
+/// Every WGSL kernel of `shaders/`, naga reflection, pipelines and prepared dispatches.
 pub mod kernels;
-/// One function per kernel: shape checks at plan time, then a prepared dispatch.
-pub mod layers;
+/// ResNets: the architecture and its tensors on the GPU.
+pub mod model;
+/// One file per op family: shape checks at plan time, then a prepared dispatch.
+pub mod ops;
+/// Where files go: the cache folder, weights, atomic writes.
+pub mod paths;
+/// Training, evaluation and folded inference plans.
+pub mod plan;
 /// PNG plots of training curves.
 pub mod plot;
 /// PyTorch `.pth` checkpoints (zip + pickle) read without Python.
 pub mod pth;
 /// CPU twin (f64) of every kernel, for tests and self-checks.
 pub mod reference;
-/// ResNets (CIFAR and ImageNet): parameter arenas, planned training and evaluation steps.
-pub mod resnet;
 /// A seeded generator whose state fits in a checkpoint.
 pub mod rng;
 /// `train cifar10` and `eval cifar10`: the paper's recipe, checkpoints, logs.

@@ -7,9 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use resnet_wgpu::checkpoint::Checkpoint;
 use resnet_wgpu::data::cifar::{self, Cifar10};
 use resnet_wgpu::gpu::{AdapterChoice, Gpu};
-use resnet_wgpu::resnet::ResNet;
+use resnet_wgpu::model::ResNet;
 use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
-use resnet_wgpu::{bench, infer, plot};
+use resnet_wgpu::{adapters, bench, infer, plot};
 
 #[derive(Parser)]
 #[command(name = "resnet-wgpu", version, about = "Deep residual networks on any GPU through wgpu and WGSL")]
@@ -48,16 +48,22 @@ struct TrainArgs {
     /// Train for this many SGD steps [default: 64000]
     #[arg(long)]
     steps: Option<usize>,
+    /// Images per SGD step [default: 128]
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Peak learning rate [default: 0.1]
     #[arg(long)]
     lr: Option<f32>,
+    /// SGD momentum [default: 0.9]
     #[arg(long)]
     momentum: Option<f32>,
+    /// L2 weight decay on every parameter [default: 1e-4]
     #[arg(long)]
     weight_decay: Option<f32>,
+    /// Learning-rate schedule: paper (/10 at 50 % and 75 % of the steps), cosine or constant [default: paper]
     #[arg(long, value_enum)]
     schedule: Option<Schedule>,
+    /// Seed of the initial weights, the shuffle and the augmentation [default: 0]
     #[arg(long)]
     seed: Option<u64>,
     /// No random crops and flips
@@ -72,6 +78,7 @@ struct TrainArgs {
     /// Per-channel mean of the normalisation [default: CIFAR-10's]
     #[arg(long, value_parser = triple)]
     mean: Option<[f32; 3]>,
+    /// Per-channel std of the normalisation [default: CIFAR-10's]
     #[arg(long, value_parser = triple)]
     std: Option<[f32; 3]>,
     /// Start from these weights (safetensors with torchvision names)
@@ -102,8 +109,10 @@ struct EvalArgs {
     /// Folder with the CIFAR-10 binary files (downloaded there when missing)
     #[arg(long)]
     data: Option<PathBuf>,
+    /// resnet20|32|44|56|110 or plain20|32|44|56|110 (any depth 6n+2)
     #[arg(long)]
     model: String,
+    /// a: the paper's parameter-free shortcut; b: 1x1 conv + BN projection where shapes change
     #[arg(long, default_value = "a")]
     shortcut: char,
     /// Weights (safetensors with torchvision names), e.g. a checkpoint of `train`
@@ -112,8 +121,10 @@ struct EvalArgs {
     /// [default: the weights' metadata, else CIFAR-10's]
     #[arg(long, value_parser = triple)]
     mean: Option<[f32; 3]>,
+    /// [default: the weights' metadata, else CIFAR-10's]
     #[arg(long, value_parser = triple)]
     std: Option<[f32; 3]>,
+    /// Images per evaluation batch
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
     /// Print one JSON document: {"model", "images", "correct", "accuracy", "loss"}
@@ -143,10 +154,18 @@ enum Command {
     /// Benchmark training and inference (images/s, per-layer GPU time, share of peak); `bench compare`
     Bench(bench::BenchArgs),
     /// List every adapter wgpu finds, with what matters here, and which one the other commands pick
-    Adapters(bench::AdaptersArgs),
+    Adapters(adapters::AdaptersArgs),
 }
 
 fn main() {
+    // EGL (the GL backend's probe) wants a runtime folder and says so on every probe without one.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| d.is_empty()) {
+        let dir = std::env::temp_dir().join(format!("resnet-wgpu-runtime-{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: no other thread exists yet.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
     let _ = ctrlc::set_handler(|| train::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
     if let Err(error) = run(Cli::parse()) {
         eprintln!("error: {error:#}");
@@ -284,7 +303,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => run_train(args),
         Command::Eval(args) => run_eval(args),
-        Command::Adapters(args) => bench::adapters(&args),
+        Command::Adapters(args) => adapters::adapters(&args),
         Command::Infer(args) => infer::run(&args),
         Command::Plot { logs, output } => run_plot(&logs, &output),
         Command::Bench(args) => bench::run(&args),

@@ -2,9 +2,11 @@
 //! then inputs, then the params). Plain loops written for clarity, not speed; tests and the
 //! benchmark's self-check compare the GPU against these.
 
-use crate::layers::{
-    AvgpoolParams, BN_EPS, BN_MOMENTUM, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams,
-};
+use crate::ops::batchnorm::{BN_EPS, BN_MOMENTUM, BatchnormParams};
+use crate::ops::conv::ConvParams;
+use crate::ops::elementwise::ShortcutParams;
+use crate::ops::linear::LinearParams;
+use crate::ops::pool::{AvgpoolParams, PoolParams};
 
 /// `inp[n,c,h,w]` with zero outside the image.
 #[allow(clippy::too_many_arguments)]
@@ -95,7 +97,7 @@ pub fn conv2d_backward_weight(dweight: &mut [f64], dout: &[f64], inp: &[f64], pa
 }
 
 /// The weight [K,C,R,S] as [K4,R,S,C4], or `transposed` as [C4,R,S,K4], zeros past K and C
-/// (`layers::panel_shape`).
+/// (`conv::panel_shape`).
 pub fn conv2d_weight_panel(panel: &mut [f64], weight: &[f64], params: &ConvParams, transposed: bool) {
     let [_, c_len, _, _, k_len, r_len, s_len, ..] = dims(params);
     let (c4, k4) = (c_len.next_multiple_of(4), k_len.next_multiple_of(4));

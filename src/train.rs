@@ -17,9 +17,10 @@ use crate::checkpoint::Checkpoint;
 use crate::data::cifar::{self, Cifar10};
 use crate::data::download::Checksum;
 use crate::gpu::{Gpu, Tensor};
-use crate::layers::SgdParams;
+use crate::model::{Arch, ResNet, Shortcut};
+use crate::ops::sgd::Sgd;
+use crate::plan::{EvalStep, HISTORY, TrainStep};
 use crate::plot;
-use crate::resnet::{Arch, EvalStep, HISTORY, ResNet, Shortcut, TrainStep};
 use crate::rng::Rng;
 
 /// Steps between reads of the loss history (and train lines in the log).
@@ -279,8 +280,7 @@ pub fn train(
             best = ck.meta("best_step").and_then(|s| s.parse().ok()).zip(best_error);
         }
     }
-    let sgd =
-        SgdParams { len: 0, lr: recipe.lr_at(step), momentum: recipe.momentum, weight_decay: recipe.weight_decay };
+    let sgd = Sgd { lr: recipe.lr_at(step), momentum: recipe.momentum, weight_decay: recipe.weight_decay };
     let mut plan = TrainStep::new(gpu, &model, recipe.batch_size, sgd)?;
 
     let steps_per_epoch = train_set.len() / recipe.batch_size;

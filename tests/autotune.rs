@@ -6,9 +6,10 @@ mod common;
 use std::path::PathBuf;
 
 use common::gpus;
+use resnet_wgpu::bench;
 use resnet_wgpu::gpu::Gpu;
 use resnet_wgpu::kernels::Kernel;
-use resnet_wgpu::{bench, layers};
+use resnet_wgpu::ops::conv::{self, select::ConvPath};
 use serde_json::{Value, json};
 
 fn temp_file(name: &str, backend: &Gpu) -> PathBuf {
@@ -26,7 +27,7 @@ fn table(adapter: &str, path: &str) -> Value {
     json!({
         "adapter": adapter,
         "version": env!("CARGO_PKG_VERSION"),
-        "paths": { "forward N2 C4 H8 W8 K4 R3 S3 s1 p1": path },
+        "choices": { "forward N2 C4 H8 W8 K4 R3 S3 s1 p1": path },
     })
 }
 
@@ -38,9 +39,9 @@ fn forward_kernel(gpu: &Gpu) -> (Kernel, bool) {
         gpu.zeros("out", &[2, 4, 8, 8]).unwrap(),
         gpu.zeros("w", &[4, 4, 3, 3]).unwrap(),
     );
-    let params = layers::ConvParams::new(&inp.shape, &weight.shape, 1, 1).unwrap();
-    let panel = layers::panel_for(gpu, &params, &weight, false).unwrap().map(|(panel, _)| panel);
-    let dispatch = layers::conv2d_forward(gpu, &out, &inp, &weight, panel.as_ref(), 1, 1).unwrap();
+    let params = conv::ConvParams::new(&inp.shape, &weight.shape, 1, 1).unwrap();
+    let panel = conv::panel_for(gpu, &params, &weight, false).unwrap().map(|(panel, _)| panel);
+    let dispatch = conv::conv2d_forward(gpu, &out, &inp, &weight, panel.as_ref(), 1, 1).unwrap();
     (dispatch.kernel, dispatch.flag("SHARED"))
 }
 
@@ -49,11 +50,11 @@ fn each_pass_is_timed_once_and_plans_that_mix_the_paths_match_the_cpu() {
     for gpu in gpus() {
         let file = temp_file("mix", gpu);
         let _ = std::fs::remove_file(&file);
-        bench::self_check(&gpu.with_autotune(file.clone())).unwrap();
+        bench::self_check(&gpu.with_tune_cache(file.clone())).unwrap();
         let timed = read(&file);
         assert_eq!(timed["adapter"], gpu.describe());
-        let names: Vec<&str> = gpu.conv_paths().iter().map(|p| p.name()).collect();
-        let paths = timed["paths"].as_object().unwrap();
+        let names: Vec<&str> = ConvPath::available(gpu).iter().map(|p| p.name()).collect();
+        let paths = timed["choices"].as_object().unwrap();
         for pass in ["forward N", "input gradient N", "weight gradient N"] {
             assert!(paths.keys().any(|k| k.starts_with(pass)), "no {pass}... entry in {timed}");
         }
@@ -61,11 +62,11 @@ fn each_pass_is_timed_once_and_plans_that_mix_the_paths_match_the_cpu() {
 
         // Every path in turn, entry by entry: the layers of one plan run on different paths.
         let mut mixed = timed.clone();
-        for (i, path) in mixed["paths"].as_object_mut().unwrap().values_mut().enumerate() {
+        for (i, path) in mixed["choices"].as_object_mut().unwrap().values_mut().enumerate() {
             *path = names[i % names.len()].into();
         }
         std::fs::write(&file, serde_json::to_vec(&mixed).unwrap()).unwrap();
-        bench::self_check(&gpu.with_autotune(file.clone())).unwrap();
+        bench::self_check(&gpu.with_tune_cache(file.clone())).unwrap();
         assert_eq!(read(&file), mixed, "a kept choice was timed again");
     }
 }
@@ -76,7 +77,7 @@ fn a_kept_choice_decides_the_kernel() {
         let file = temp_file("kept", gpu);
         for (path, want) in [("direct", (Kernel::Conv2dForward, false)), ("shared", (Kernel::Conv2dForward, true))] {
             std::fs::write(&file, table(&gpu.describe(), path).to_string()).unwrap();
-            assert_eq!(forward_kernel(&gpu.with_autotune(file.clone())), want, "{path} kept");
+            assert_eq!(forward_kernel(&gpu.with_tune_cache(file.clone())), want, "{path} kept");
         }
     }
 }
@@ -87,10 +88,10 @@ fn an_unreadable_or_foreign_file_is_timed_again_and_replaced() {
         let file = temp_file("foreign", gpu);
         for contents in ["{ not json".to_string(), table("another adapter", "direct").to_string()] {
             std::fs::write(&file, &contents).unwrap();
-            forward_kernel(&gpu.with_autotune(file.clone()));
+            forward_kernel(&gpu.with_tune_cache(file.clone()));
             let timed = read(&file);
             assert_eq!(timed["adapter"], gpu.describe(), "{contents} was not replaced");
-            assert!(timed["paths"]["forward N2 C4 H8 W8 K4 R3 S3 s1 p1"].is_string(), "{timed}");
+            assert!(timed["choices"]["forward N2 C4 H8 W8 K4 R3 S3 s1 p1"].is_string(), "{timed}");
         }
     }
 }

@@ -10,9 +10,9 @@ use std::sync::Mutex;
 
 use common::gpus;
 use resnet_wgpu::bench::{
-    self, Config, Kind, Mode, Options, Peak, Report, Timer, block_of, flop_per_image, forward_macs, percentile,
+    self, Config, Kind, Mode, Peak, Report, Timer, Timing, block_of, flop_per_image, forward_macs, percentile,
 };
-use resnet_wgpu::resnet::{Arch, Shortcut};
+use resnet_wgpu::model::{Arch, Shortcut};
 use serde_json::Value;
 
 /// Held by every test that times something.
@@ -276,7 +276,7 @@ fn report_json_has_the_documented_keys_and_types() {
     let _serial = serial();
     for gpu in gpus() {
         let configs = [Config::new("resnet8", Mode::Train, 2), Config::new("resnet8", Mode::Infer, 2)];
-        let options = Options { warmup: 1, iters: 3, per_layer: true, timer: Timer::best(gpu) };
+        let options = Timing { warmup: 1, iters: 3, per_layer: true, timer: Timer::best(gpu) };
         let report = bench::bench_adapter(gpu, &configs, &options).unwrap();
         assert_eq!(report.results.len(), 2, "both configurations ran on {}", gpu.info.name);
         let doc = serde_json::to_value(&report).unwrap();
@@ -303,7 +303,7 @@ fn per_layer_times_sum_to_about_the_whole_step() {
     let peak = Peak { fp32_gflops: 1.0, bandwidth_gbs: 1.0 };
     for gpu in gpus() {
         assert_eq!(Timer::best(gpu), Timer::Timestamps, "the test adapters have timestamp queries");
-        let options = Options { warmup: 1, iters: 5, per_layer: true, timer: Timer::Timestamps };
+        let options = Timing { warmup: 1, iters: 5, per_layer: true, timer: Timer::Timestamps };
         let m = bench::measure(gpu, &Config::new("resnet8", Mode::Train, 8), &options, &peak).unwrap();
         let sum: f64 = m.layers.iter().map(|l| l.ms).sum();
         eprintln!("{}: layers sum to {sum:.2} ms, the step took {:.2} ms", gpu.info.name, m.median_ms);
@@ -331,7 +331,7 @@ fn without_timestamps_whole_steps_are_timed_by_the_wall_clock() {
     for gpu in gpus() {
         let peak = bench::measure_peak(gpu, Timer::WallClock).unwrap();
         assert!(peak.fp32_gflops > 0.0 && peak.bandwidth_gbs > 0.0);
-        let options = Options { warmup: 0, iters: 2, per_layer: true, timer: Timer::WallClock };
+        let options = Timing { warmup: 0, iters: 2, per_layer: true, timer: Timer::WallClock };
         let m = bench::measure(gpu, &Config::new("resnet8", Mode::Infer, 2), &options, &peak).unwrap();
         assert!(m.median_ms > 0.0 && m.images_per_s > 0.0);
         assert!(m.layers.is_empty(), "no per-layer times without timestamps");

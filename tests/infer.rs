@@ -19,7 +19,8 @@ use common::{gpus, serve};
 use resnet_wgpu::checkpoint::Checkpoint;
 use resnet_wgpu::gpu::Gpu;
 use resnet_wgpu::infer::{self, Classifier, Options, Prediction, Tag, WeightsFile};
-use resnet_wgpu::resnet::{Arch, BlockKind, EvalStep, InferStep, ResNet, Shortcut};
+use resnet_wgpu::model::{Arch, BlockKind, ResNet, Shortcut};
+use resnet_wgpu::plan::{EvalStep, InferStep};
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
@@ -197,7 +198,7 @@ fn resnet18_matches_pytorch_and_reports_bad_files() {
         assert_eq!(doc["logits"].as_array().unwrap().len(), 1000);
         assert_eq!(doc["top"][0]["index"], good[0].top[0].0);
         assert_eq!(doc["top"][0]["label"], labels[good[0].top[0].0]);
-        let adapter = infer::adapter_json(&gpu.info);
+        let adapter = serde_json::to_value(resnet_wgpu::gpu::AdapterJson::new(&gpu.info)).unwrap();
         for key in ["name", "vendor", "backend", "device_type", "driver"] {
             assert!(adapter.get(key).is_some(), "adapter has {key}");
         }

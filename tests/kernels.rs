@@ -6,7 +6,13 @@ mod common;
 use common::{assert_close, bn_variants, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
 use resnet_wgpu::kernels::{self, Kernel};
-use resnet_wgpu::layers::{self, AvgpoolParams, BatchnormParams, ConvParams, LinearParams, PoolParams, ShortcutParams};
+use resnet_wgpu::ops::batchnorm::{self, BatchnormParams};
+use resnet_wgpu::ops::conv::select::{ConvPass, ConvPath};
+use resnet_wgpu::ops::conv::{self, ConvParams};
+use resnet_wgpu::ops::elementwise::{self, ShortcutParams};
+use resnet_wgpu::ops::linear::{self, LinearParams};
+use resnet_wgpu::ops::pool::{self, AvgpoolParams, PoolParams};
+use resnet_wgpu::ops::sgd;
 use resnet_wgpu::reference as cpu;
 use resnet_wgpu::rng::Rng;
 
@@ -86,6 +92,40 @@ const CONV_CASES: &[[usize; 9]] = &[
     [2, 3, 12, 18, 20, 7, 7, 2, 3],
 ];
 
+/// The lanes-path kernels each case of `CONV_CASES` reaches: forward, input gradient written,
+/// input gradient added, weight gradient (a routing change must not drop a kernel's coverage).
+const LANES_ROUTES: [[Kernel; 4]; 21] = {
+    use Kernel::*;
+    let (f, i, w) = (Conv2dForwardLanes, Conv2dBackwardInputLanes, Conv2dBackwardWeightLanes);
+    let rows = Conv2dRowsLanes;
+    let (pointwise, channels) = (Conv2dPointwiseLanes, Conv2dPointwiseChannelsLanes);
+    let (strided, strided_input) = (Conv2dStridedLanes, Conv2dBackwardInputStridedLanes);
+    let (w_rows, w_rows4) = (Conv2dBackwardWeightRowsLanes, Conv2dBackwardWeightRowsVec4Lanes);
+    [
+        [rows, rows, rows, w_rows],
+        [f, i, i, w],
+        [f, i, i, w],
+        [f, strided_input, strided_input, w],
+        [rows, rows, rows, w_rows],
+        [rows, rows, rows, w_rows],
+        [f, i, i, w],
+        [f, strided_input, strided_input, w],
+        [rows, rows, rows, w_rows4],
+        [rows, rows, rows, w_rows4],
+        [pointwise, pointwise, pointwise, w_rows4],
+        [pointwise, pointwise, pointwise, w_rows4],
+        [channels, i, i, w],
+        [channels, channels, channels, w_rows],
+        [channels, i, channels, w_rows],
+        [channels, i, channels, w],
+        [f, i, i, w_rows],
+        [f, i, i, w_rows],
+        [strided, strided_input, strided_input, w],
+        [strided, strided_input, strided_input, w],
+        [strided, i, i, w],
+    ]
+};
+
 #[test]
 fn conv2d_forward_and_backward_match_cpu() {
     for gpu in conv_variants() {
@@ -105,19 +145,29 @@ fn conv2d_forward_and_backward_match_cpu() {
             // Without ACCUMULATE the input gradient replaces every value, those no tap reaches too.
             let dinp = upload(gpu, &[n, c, h, w], &rng.vec(n * c * h * w));
             // 3x3s with pad 1 read the weight as panels on the lanes path: laid out first.
-            let (panel, layout) = layers::panel_for(gpu, &params, &weight, false).unwrap().unzip();
-            let (panel_t, layout_t) = layers::panel_for(gpu, &params, &weight, true).unwrap().unzip();
+            let (panel, layout) = conv::panel_for(gpu, &params, &weight, false).unwrap().unzip();
+            let (panel_t, layout_t) = conv::panel_for(gpu, &params, &weight, true).unwrap().unzip();
             let (panel, panel_t) = (panel.as_ref(), panel_t.as_ref());
-            let forward = layers::conv2d_forward(gpu, &out, &inp, &weight, panel, stride, pad).unwrap();
+            let forward = conv::conv2d_forward(gpu, &out, &inp, &weight, panel, stride, pad).unwrap();
             let backward_input =
-                layers::conv2d_backward_input(gpu, &dinp, &dout, &weight, panel_t, stride, pad, false).unwrap();
+                conv::conv2d_backward_input(gpu, &dinp, &dout, &weight, panel_t, stride, pad, false).unwrap();
             // With ACCUMULATE the gradient is added to what the tensor holds.
             let prior_v = rng.vec(n * c * h * w);
             let dinp_sum = upload(gpu, &[n, c, h, w], &prior_v);
             let backward_input_sum =
-                layers::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, panel_t, stride, pad, true).unwrap();
-            let backward_weight =
-                layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
+                conv::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, panel_t, stride, pad, true).unwrap();
+            let backward_weight = conv::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
+            let reached = [&forward, &backward_input, &backward_input_sum, &backward_weight[0]].map(|d| d.kernel);
+            let want = match conv::tune::path(gpu, &params, ConvPass::Forward).unwrap() {
+                ConvPath::Lanes => LANES_ROUTES[case],
+                _ => [
+                    Kernel::Conv2dForward,
+                    Kernel::Conv2dBackwardInput,
+                    Kernel::Conv2dBackwardInput,
+                    Kernel::Conv2dBackwardWeight,
+                ],
+            };
+            assert_eq!(reached, want, "case {case} {:?} on {}", [n, c, h, w, k, r, s, stride, pad], gpu.info.name);
             let mut dispatches: Vec<_> = layout.iter().chain(&layout_t).collect();
             dispatches.extend([&forward, &backward_input, &backward_input_sum]);
             dispatches.extend(&backward_weight);
@@ -158,7 +208,7 @@ fn long_weight_gradients_match_cpu() {
             let (inp_v, dout_v) = (rng.vec(n * c * h * h), rng.vec(out_shape.iter().product()));
             let (inp, dout) = (upload(gpu, &[n, c, h, h], &inp_v), upload(gpu, &out_shape, &dout_v));
             let dweight = zeros(gpu, &[k, c, r, r]);
-            let dispatches = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
+            let dispatches = conv::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
             let mut dweight_c = vec![0.0; dweight.len()];
             cpu::conv2d_backward_weight(&mut dweight_c, &f64s(&dout_v), &f64s(&inp_v), &params);
@@ -167,7 +217,7 @@ fn long_weight_gradients_match_cpu() {
                 [n, c, h, k, r, stride, pad],
                 gpu.info.name,
                 gpu.info.backend,
-                gpu.conv_path.name()
+                conv::tune::choice(gpu).unwrap()
             );
             // f32 sums of tens of thousands of products of values in [-1, 1].
             assert_close(&what, &read(gpu, &dweight), &dweight_c, 2e-3, 1e-4);
@@ -193,11 +243,11 @@ fn conv2d_forward_fused_matches_cpu() {
             let (inp, weight) = (upload(gpu, &[n, c, h, w], &inp_v), upload(gpu, &[k, c, r, s], &weight_v));
             let (bias, residual) = (upload(gpu, &[k], &bias_v), upload(gpu, &out_shape, &residual_v));
             let (with_bias, with_all) = (zeros(gpu, &out_shape), zeros(gpu, &out_shape));
-            let (panel, layout) = layers::panel_for(gpu, &params, &weight, false).unwrap().unzip();
+            let (panel, layout) = conv::panel_for(gpu, &params, &weight, false).unwrap().unzip();
             let panel = panel.as_ref();
             gpu.run(&layout.iter().collect::<Vec<_>>()).unwrap();
             let fused = [
-                layers::conv2d_forward_fused(
+                conv::conv2d_forward_fused(
                     gpu,
                     &with_bias,
                     &inp,
@@ -210,7 +260,7 @@ fn conv2d_forward_fused_matches_cpu() {
                     pad,
                 )
                 .unwrap(),
-                layers::conv2d_forward_fused(
+                conv::conv2d_forward_fused(
                     gpu,
                     &with_all,
                     &inp,
@@ -293,7 +343,7 @@ fn batchnorm_matches_cpu() {
             let (out, out_eval, dinp) = (zeros(gpu, &shape), zeros(gpu, &shape), zeros(gpu, &shape));
             let (mean, rstd, dweight, dbias) = (zeros(gpu, &[c]), zeros(gpu, &[c]), zeros(gpu, &[c]), zeros(gpu, &[c]));
             // Inference first, so it sees the running statistics before the training forward updates them.
-            let eval = layers::batchnorm_forward_eval(
+            let eval = batchnorm::batchnorm_forward_eval(
                 gpu,
                 &out_eval,
                 &inp,
@@ -305,7 +355,7 @@ fn batchnorm_matches_cpu() {
                 false,
             )
             .unwrap();
-            let train = layers::batchnorm_forward_train(
+            let train = batchnorm::batchnorm_forward_train(
                 gpu,
                 &out,
                 &mean,
@@ -320,7 +370,7 @@ fn batchnorm_matches_cpu() {
             )
             .unwrap();
             let backward =
-                layers::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
+                batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
                     .unwrap();
             gpu.run(&[&eval]).unwrap();
             let out_eval_v = read(gpu, &out_eval);
@@ -394,11 +444,21 @@ fn batchnorm_fused_matches_cpu() {
             let [eval_out, with_residual, with_relu, dinp] = [(); 4].map(|_| zeros(gpu, &shape));
             let [mean, rstd, dweight, dbias] = [(); 4].map(|_| zeros(gpu, &[c]));
             let in_place = upload(gpu, &shape, &inp_v);
-            let mask = zeros(gpu, &[layers::mask_words(len)]);
+            let mask = zeros(gpu, &[elementwise::mask_words(len)]);
             let dispatches = [
                 // Inference first, so it sees the running statistics before the training forward updates them.
-                layers::batchnorm_forward_eval(gpu, &eval_out, &inp, &weight, &bias, &rm, &rv, Some(&residual), true),
-                layers::batchnorm_forward_train(
+                batchnorm::batchnorm_forward_eval(
+                    gpu,
+                    &eval_out,
+                    &inp,
+                    &weight,
+                    &bias,
+                    &rm,
+                    &rv,
+                    Some(&residual),
+                    true,
+                ),
+                batchnorm::batchnorm_forward_train(
                     gpu,
                     &with_residual,
                     &mean,
@@ -411,11 +471,11 @@ fn batchnorm_fused_matches_cpu() {
                     Some(&residual),
                     true,
                 ),
-                layers::batchnorm_forward_train(
+                batchnorm::batchnorm_forward_train(
                     gpu, &with_relu, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, None, true,
                 ),
-                layers::relu_mask(gpu, &mask, &with_relu),
-                layers::batchnorm_backward(
+                elementwise::relu_mask(gpu, &mask, &with_relu),
+                batchnorm::batchnorm_backward(
                     gpu,
                     &dinp,
                     &dweight,
@@ -428,7 +488,7 @@ fn batchnorm_fused_matches_cpu() {
                     Some(&mask),
                 ),
                 // In place: the gradient overwrites the input it is computed from.
-                layers::batchnorm_backward(
+                batchnorm::batchnorm_backward(
                     gpu,
                     &in_place,
                     &dweight,
@@ -541,8 +601,8 @@ fn conv2d_weight_panel_matches_cpu() {
         for (case, (&[k, c, r, s], transposed)) in shapes.iter().flat_map(|w| [(w, false), (w, true)]).enumerate() {
             let weight_v = Rng::new(460 + case as u64).vec(k * c * r * s);
             let weight = upload(gpu, &[k, c, r, s], &weight_v);
-            let panel = zeros(gpu, &layers::panel_shape(&weight.shape, transposed));
-            gpu.run(&[&layers::conv2d_weight_panel(gpu, &panel, &weight, transposed).unwrap()]).unwrap();
+            let panel = zeros(gpu, &conv::panel_shape(&weight.shape, transposed));
+            gpu.run(&[&conv::conv2d_weight_panel(gpu, &panel, &weight, transposed).unwrap()]).unwrap();
             let params = ConvParams { k: k as u32, c: c as u32, r: r as u32, s: s as u32, ..Default::default() };
             let mut panel_c = vec![0.0; panel.len()];
             cpu::conv2d_weight_panel(&mut panel_c, &f64s(&weight_v), &params, transposed);
@@ -560,43 +620,42 @@ fn sum_slices_matches_cpu() {
         let (slices, shape) = (13, [7, 11, 31, 29]);
         let inp_v = rng.vec(slices * shape.iter().product::<usize>());
         let (inp, out) = (upload(gpu, &[slices, 7, 11, 31, 29], &inp_v), zeros(gpu, &shape));
-        gpu.run(&[&layers::sum_slices(gpu, &out, &inp).unwrap()]).unwrap();
+        gpu.run(&[&conv::sum_slices(gpu, &out, &inp).unwrap()]).unwrap();
         let mut out_c = vec![0.0; out.len()];
         cpu::sum_slices(&mut out_c, &f64s(&inp_v));
         assert_close("sum_slices", &read(gpu, &out), &out_c, 1e-6, 1e-6);
     }
 }
 
+// 70,001 elements: several workgroups and a ragged end; 71,920, a multiple of 4 (the `_vec4`
+// twins of relu_mask, relu_backward and add; not a multiple of 32).
+const ELEMENTWISE_SHAPES: [[usize; 4]; 3] = [[1, 3, 5, 7], [7, 11, 31, 29], [5, 16, 31, 29]];
+
 #[test]
 fn relu_and_add_match_cpu() {
     for gpu in gpus() {
-        // 70,001 elements: several workgroups and a ragged end; 71,920, a multiple of 4 (the
-        // `_vec4` twins of relu_mask, relu_backward and add; not a multiple of 32).
-        for (case, shape) in [[1, 3, 5, 7], [7, 11, 31, 29], [5, 16, 31, 29]].iter().enumerate() {
+        for (case, shape) in ELEMENTWISE_SHAPES.iter().enumerate() {
             let mut rng = Rng::new(400 + case as u64);
             let len: usize = shape.iter().product();
             let (inp_v, other_v, dout_v) = (rng.vec(len), rng.vec(len), rng.vec(len));
             let inp = upload(gpu, shape, &inp_v);
             // relu_backward masks dout in place by relu_mask's bits; add accumulates into what
             // `sum` holds.
-            let (out, dinp, sum) = (zeros(gpu, shape), upload(gpu, shape, &dout_v), upload(gpu, shape, &other_v));
-            let mask = zeros(gpu, &[layers::mask_words(len)]);
+            let (dinp, sum) = (upload(gpu, shape, &dout_v), upload(gpu, shape, &other_v));
+            let mask = zeros(gpu, &[elementwise::mask_words(len)]);
             let dispatches = [
-                layers::relu_forward(gpu, &out, &inp).unwrap(),
-                layers::relu_mask(gpu, &mask, &inp).unwrap(),
-                layers::relu_backward(gpu, &dinp, &mask).unwrap(),
-                layers::add(gpu, &sum, &inp).unwrap(),
+                elementwise::relu_mask(gpu, &mask, &inp).unwrap(),
+                elementwise::relu_backward(gpu, &dinp, &mask).unwrap(),
+                elementwise::add(gpu, &sum, &inp).unwrap(),
             ];
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
             let (inp_c, other_c, dout_c) = (f64s(&inp_v), f64s(&other_v), f64s(&dout_v));
-            let (mut out_c, mut dinp_c, mut sum_c) = (vec![0.0; len], vec![0.0; len], other_c.clone());
-            cpu::relu_forward(&mut out_c, &inp_c);
+            let (mut dinp_c, mut sum_c) = (vec![0.0; len], other_c.clone());
             cpu::relu_backward(&mut dinp_c, &dout_c, &inp_c);
             cpu::add(&mut sum_c, &inp_c);
-            let mut mask_c = vec![0u32; layers::mask_words(len)];
+            let mut mask_c = vec![0u32; elementwise::mask_words(len)];
             cpu::relu_mask(&mut mask_c, &inp_c);
             assert_eq!(gpu.read::<u32>(&mask).unwrap(), mask_c, "relu_mask {shape:?} on {}", gpu.info.name);
-            assert_close("relu_forward", &read(gpu, &out), &out_c, 0.0, 0.0);
             assert_close("relu_backward", &read(gpu, &dinp), &dinp_c, 0.0, 0.0);
             assert_close("add", &read(gpu, &sum), &sum_c, 1e-7, 0.0);
             finite_differences(
@@ -629,8 +688,8 @@ fn shortcut_a_matches_cpu() {
             // The backward adds to what dinp holds (the branch's gradient in a block).
             let prior_v = rng.vec(in_len);
             let (out, dinp) = (zeros(gpu, out_shape), upload(gpu, inp_shape, &prior_v));
-            let forward = layers::shortcut_a_forward(gpu, &out, &inp).unwrap();
-            let backward = layers::shortcut_a_backward(gpu, &dinp, &dout).unwrap();
+            let forward = elementwise::shortcut_a_forward(gpu, &out, &inp).unwrap();
+            let backward = elementwise::shortcut_a_backward(gpu, &dinp, &dout).unwrap();
             gpu.run(&[&forward, &backward]).unwrap();
             let (inp_c, dout_c) = (f64s(&inp_v), f64s(&dout_v));
             let (mut out_c, mut dinp_c) = (vec![0.0; out_len], vec![0.0; in_len]);
@@ -663,8 +722,8 @@ fn maxpool_matches_cpu() {
             let (inp_v, dout_v) = (rng.vec(in_len), rng.vec(out_len));
             let (inp, dout) = (upload(gpu, &shape, &inp_v), upload(gpu, &out_shape, &dout_v));
             let (out, indices, dinp) = (zeros(gpu, &out_shape), zeros(gpu, &out_shape), zeros(gpu, &shape));
-            let forward = layers::maxpool_forward(gpu, &out, &indices, &inp, size, stride, pad).unwrap();
-            let backward = layers::maxpool_backward(gpu, &dinp, &dout, &indices, size, stride, pad).unwrap();
+            let forward = pool::maxpool_forward(gpu, &out, &indices, &inp, size, stride, pad).unwrap();
+            let backward = pool::maxpool_backward(gpu, &dinp, &dout, &indices, size, stride, pad).unwrap();
             gpu.run(&[&forward, &backward]).unwrap();
             let (inp_c, dout_c) = (f64s(&inp_v), f64s(&dout_v));
             let (mut out_c, mut indices_c, mut dinp_c) = (vec![0.0; out_len], vec![0u32; out_len], vec![0.0; in_len]);
@@ -694,8 +753,8 @@ fn avgpool_matches_cpu() {
             let (inp_v, dout_v) = (rng.vec(in_len), rng.vec(out_len));
             let (inp, dout) = (upload(gpu, shape, &inp_v), upload(gpu, &out_shape, &dout_v));
             let (out, dinp) = (zeros(gpu, &out_shape), zeros(gpu, shape));
-            let forward = layers::avgpool_forward(gpu, &out, &inp).unwrap();
-            let backward = layers::avgpool_backward(gpu, &dinp, &dout).unwrap();
+            let forward = pool::avgpool_forward(gpu, &out, &inp).unwrap();
+            let backward = pool::avgpool_backward(gpu, &dinp, &dout).unwrap();
             gpu.run(&[&forward, &backward]).unwrap();
             let (inp_c, dout_c) = (f64s(&inp_v), f64s(&dout_v));
             let (mut out_c, mut dinp_c) = (vec![0.0; out_len], vec![0.0; in_len]);
@@ -713,11 +772,13 @@ fn avgpool_matches_cpu() {
     }
 }
 
+/// (N, C, K): CIFAR's 64 -> 10, odd sizes, ImageNet's 2048 -> 1000 at batch 3.
+const LINEAR_CASES: [[usize; 3]; 3] = [[4, 64, 10], [1, 7, 3], [3, 2048, 1000]];
+
 #[test]
 fn linear_matches_cpu() {
     for gpu in gpus() {
-        // (N, C, K): CIFAR's 64 -> 10, odd sizes, ImageNet's 2048 -> 1000 at batch 3.
-        for (case, &[n, c, k]) in [[4, 64, 10], [1, 7, 3], [3, 2048, 1000]].iter().enumerate() {
+        for (case, &[n, c, k]) in LINEAR_CASES.iter().enumerate() {
             let mut rng = Rng::new(800 + case as u64);
             let params = LinearParams::new(&[n, c], &[k, c]).unwrap();
             let (inp_v, weight_v, bias_v, dout_v) = (rng.vec(n * c), rng.vec(k * c), rng.vec(k), rng.vec(n * k));
@@ -726,9 +787,9 @@ fn linear_matches_cpu() {
             let (out, dinp, dweight, dbias) =
                 (zeros(gpu, &[n, k]), zeros(gpu, &[n, c]), zeros(gpu, &[k, c]), zeros(gpu, &[k]));
             let dispatches = [
-                layers::linear_forward(gpu, &out, &inp, &weight, &bias).unwrap(),
-                layers::linear_backward_input(gpu, &dinp, &dout, &weight).unwrap(),
-                layers::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp).unwrap(),
+                linear::linear_forward(gpu, &out, &inp, &weight, &bias).unwrap(),
+                linear::linear_backward_input(gpu, &dinp, &dout, &weight).unwrap(),
+                linear::linear_backward_weight(gpu, &dweight, &dbias, &dout, &inp).unwrap(),
             ];
             gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
             let (inp_c, weight_c, bias_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
@@ -802,7 +863,7 @@ fn softmax_cross_entropy_matches_cpu() {
             let labels_v: Vec<u32> = (0..n).map(|_| rng.below(k) as u32).collect();
             let (logits, labels) = (upload(gpu, &[n, k], &logits_v), gpu.upload("labels", &[n], &labels_v).unwrap());
             let (dlogits, loss, correct) = (zeros(gpu, &[n, k]), zeros(gpu, &[1]), zeros(gpu, &[1]));
-            let dispatch = layers::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels).unwrap();
+            let dispatch = linear::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &logits, &labels).unwrap();
             gpu.run(&[&dispatch]).unwrap();
             let logits_c = f64s(&logits_v);
             let mut dlogits_c = vec![0.0; n * k];
@@ -828,12 +889,13 @@ fn sgd_matches_cpu() {
         let (weight_v, velocity_v, grad_v) = (rng.vec(len), rng.vec(len), rng.vec(len));
         let (weight, velocity, grad) =
             (upload(gpu, &[len], &weight_v), upload(gpu, &[len], &velocity_v), upload(gpu, &[len], &grad_v));
-        let step = layers::sgd(gpu, &weight, &velocity, &grad, 0.1, 0.9, 1e-4).unwrap();
+        let step =
+            sgd::sgd(gpu, &weight, &velocity, &grad, sgd::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 }).unwrap();
         gpu.run(&[&step]).unwrap();
         let (mut weight_c, mut velocity_c) = (f64s(&weight_v), f64s(&velocity_v));
         cpu::sgd(&mut weight_c, &mut velocity_c, &f64s(&grad_v), 0.1, 0.9, 1e-4);
         // A second step with a new learning rate, through the same prepared dispatch.
-        gpu.update_params(&step, &layers::SgdParams { len: len as u32, lr: 0.01, momentum: 0.9, weight_decay: 1e-4 });
+        gpu.update_params(&step, &sgd::SgdParams::new(len, sgd::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 1e-4 }));
         gpu.run(&[&step]).unwrap();
         cpu::sgd(&mut weight_c, &mut velocity_c, &f64s(&grad_v), 0.01, 0.9, 1e-4);
         assert_close("sgd weight", &read(gpu, &weight), &weight_c, 1e-6, 1e-6);
@@ -849,13 +911,14 @@ fn reductions_give_the_same_bits_every_run() {
         let inp = upload(gpu, &shape, &rng.vec(8 * 16 * 144));
         let dout = upload(gpu, &shape, &rng.vec(8 * 16 * 144));
         let dweight = zeros(gpu, &[16, 16, 3, 3]);
-        let step = layers::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, 1, 1).unwrap();
+        let step = conv::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, 1, 1).unwrap();
         let (out, mean, rstd, rm, rv) =
             (zeros(gpu, &shape), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]));
         let (bn_weight, bn_bias) = (upload(gpu, &[16], &rng.vec(16)), upload(gpu, &[16], &rng.vec(16)));
-        let bn =
-            layers::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias, None, false)
-                .unwrap();
+        let bn = batchnorm::batchnorm_forward_train(
+            gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias, None, false,
+        )
+        .unwrap();
         let runs: Vec<(Vec<u32>, Vec<u32>)> = (0..3)
             .map(|_| {
                 gpu.run(&step.iter().chain([&bn]).collect::<Vec<_>>()).unwrap();
@@ -864,4 +927,79 @@ fn reductions_give_the_same_bits_every_run() {
             .collect();
         assert!(runs.iter().all(|r| *r == runs[0]), "repeated runs on {} differ in their bits", gpu.info.name);
     }
+}
+
+/// Every kernel of the table is reached by the shapes the tests above check against the CPU:
+/// the same cases prepared here (not run), on every conv path and batch norm workgroup size.
+#[test]
+fn every_kernel_is_reached_by_the_tests() {
+    let mut reached = std::collections::HashSet::new();
+    for gpu in conv_variants() {
+        for &[n, c, h, w, k, r, s, stride, pad] in CONV_CASES {
+            let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
+            let (inp, weight, out) =
+                (zeros(gpu, &[n, c, h, w]), zeros(gpu, &[k, c, r, s]), zeros(gpu, &params.out_shape()));
+            let (panel, layout) = conv::panel_for(gpu, &params, &weight, false).unwrap().unzip();
+            let (panel_t, layout_t) = conv::panel_for(gpu, &params, &weight, true).unwrap().unzip();
+            let mut dispatches: Vec<_> = layout.into_iter().chain(layout_t).collect();
+            dispatches.push(conv::conv2d_forward(gpu, &out, &inp, &weight, panel.as_ref(), stride, pad).unwrap());
+            for accumulate in [false, true] {
+                let d =
+                    conv::conv2d_backward_input(gpu, &inp, &out, &weight, panel_t.as_ref(), stride, pad, accumulate);
+                dispatches.push(d.unwrap());
+            }
+            dispatches.extend(conv::conv2d_backward_weight(gpu, &weight, &out, &inp, None, stride, pad).unwrap());
+            reached.extend(dispatches.iter().map(|d| d.kernel));
+        }
+    }
+    for gpu in bn_variants() {
+        for &[n, c, h, w] in BN_CASES {
+            let (x, y) = (zeros(gpu, &[n, c, h, w]), zeros(gpu, &[n, c, h, w]));
+            let ch: Vec<Tensor> = (0..6).map(|_| zeros(gpu, &[c])).collect();
+            let [m, r, rm, rv, wt, bs] = [0, 1, 2, 3, 4, 5].map(|i| &ch[i]);
+            let train = batchnorm::batchnorm_forward_train(gpu, &y, m, r, rm, rv, &x, wt, bs, None, false);
+            let eval = batchnorm::batchnorm_forward_eval(gpu, &y, &x, wt, bs, rm, rv, None, false);
+            let backward = batchnorm::batchnorm_backward(gpu, &y, m, r, &x, &x, wt, rm, rv, None);
+            reached.extend([train, eval, backward].map(|d| d.unwrap().kernel));
+        }
+    }
+    let gpu = &gpus()[0];
+    for shape in ELEMENTWISE_SHAPES {
+        let len = shape.iter().product();
+        let (x, y, mask) = (zeros(gpu, &shape), zeros(gpu, &shape), zeros(gpu, &[elementwise::mask_words(len)]));
+        let dispatches = [
+            elementwise::relu_mask(gpu, &mask, &x),
+            elementwise::relu_backward(gpu, &y, &mask),
+            elementwise::add(gpu, &y, &x),
+        ];
+        reached.extend(dispatches.map(|d| d.unwrap().kernel));
+    }
+    for [n, c, k] in LINEAR_CASES {
+        let (x, weight, out, bias) = (zeros(gpu, &[n, c]), zeros(gpu, &[k, c]), zeros(gpu, &[n, k]), zeros(gpu, &[k]));
+        let dispatches = [
+            linear::linear_forward(gpu, &out, &x, &weight, &bias),
+            linear::linear_backward_input(gpu, &x, &out, &weight),
+            linear::linear_backward_weight(gpu, &weight, &bias, &out, &x),
+        ];
+        reached.extend(dispatches.map(|d| d.unwrap().kernel));
+    }
+    // One kernel each, whatever the shape: any case of their tests reaches it.
+    let t = |shape: &[usize]| zeros(gpu, shape);
+    let (a, b, pooled) = (t(&[2, 4, 6, 6]), t(&[2, 8, 3, 3]), t(&[2, 4]));
+    let sgd = sgd::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0 };
+    let labels = gpu.upload("labels", &[2], &[0u32, 1]).unwrap();
+    let dispatches = [
+        elementwise::shortcut_a_forward(gpu, &b, &a),
+        elementwise::shortcut_a_backward(gpu, &t(&[2, 4, 6, 6]), &b),
+        pool::maxpool_forward(gpu, &t(&[2, 4, 3, 3]), &t(&[2, 4, 3, 3]), &a, 3, 2, 1),
+        pool::maxpool_backward(gpu, &t(&[2, 4, 6, 6]), &t(&[2, 4, 3, 3]), &t(&[2, 4, 3, 3]), 3, 2, 1),
+        pool::avgpool_forward(gpu, &pooled, &a),
+        pool::avgpool_backward(gpu, &t(&[2, 4, 6, 6]), &pooled),
+        conv::sum_slices(gpu, &t(&[2, 4]), &t(&[3, 2, 4])),
+        linear::softmax_cross_entropy(gpu, &t(&[2, 4]), &t(&[1]), &t(&[1]), &pooled, &labels),
+        sgd::sgd(gpu, &t(&[8]), &t(&[8]), &t(&[8]), sgd),
+    ];
+    reached.extend(dispatches.into_iter().map(|d| d.unwrap().kernel));
+    let missed: Vec<&str> = Kernel::ALL.iter().filter(|k| !reached.contains(k)).map(|k| k.name()).collect();
+    assert!(missed.is_empty(), "kernels no test reaches: {}", missed.join(", "));
 }

@@ -3,9 +3,11 @@
 mod common;
 
 use common::gpus;
-use resnet_wgpu::gpu::ConvPath;
-use resnet_wgpu::layers::{self, SgdParams};
-use resnet_wgpu::resnet::{Arch, ResNet, Shortcut, TrainStep};
+use resnet_wgpu::model::{Arch, ResNet, Shortcut};
+use resnet_wgpu::ops::conv::{self, select::ConvPath};
+use resnet_wgpu::ops::sgd::Sgd;
+use resnet_wgpu::ops::{batchnorm, linear};
+use resnet_wgpu::plan::TrainStep;
 
 fn message<T>(result: anyhow::Result<T>) -> String {
     match result {
@@ -18,7 +20,7 @@ fn message<T>(result: anyhow::Result<T>) -> String {
 fn a_batch_too_large_for_the_adapter_names_the_buffer_and_the_limit() {
     for gpu in gpus() {
         let model = ResNet::new(gpu, Arch::cifar("resnet20", Shortcut::A).unwrap()).unwrap();
-        let sgd = SgdParams { len: 0, lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
+        let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
         let error = message(TrainStep::new(gpu, &model, 1 << 20, sgd));
         let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
         assert!(error.contains("input needs 12884901888 bytes"), "{error}");
@@ -32,24 +34,24 @@ fn mismatched_shapes_are_named() {
     let inp = gpu.zeros("inp", &[2, 3, 8, 8]).unwrap();
     let weight = gpu.zeros("weight", &[4, 5, 3, 3]).unwrap();
     let out = gpu.zeros("out", &[2, 4, 8, 8]).unwrap();
-    let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, None, 1, 1));
+    let error = message(conv::conv2d_forward(gpu, &out, &inp, &weight, None, 1, 1));
     assert_eq!(error, "conv2d weight [4, 5, 3, 3] expects 5 input channels, the input [2, 3, 8, 8] has 3");
     let weight = gpu.zeros("weight", &[4, 3, 3, 3]).unwrap();
-    let error = message(layers::conv2d_forward(gpu, &out, &inp, &weight, None, 2, 1));
+    let error = message(conv::conv2d_forward(gpu, &out, &inp, &weight, None, 2, 1));
     assert_eq!(error, "conv2d output has shape [2, 4, 8, 8], expected [2, 4, 4, 4]");
     // On the lanes path a 3x3 with pad 1 reads its weight as a panel.
-    let lanes = gpu.with_conv_path(ConvPath::Lanes);
-    let error = message(layers::conv2d_forward(&lanes, &out, &inp, &weight, None, 1, 1));
+    let lanes = ConvPath::Lanes.pin(gpu);
+    let error = message(conv::conv2d_forward(&lanes, &out, &inp, &weight, None, 1, 1));
     assert_eq!(
         error,
-        "conv2d_rows_lanes reads the conv weight [4, 3, 3, 3] as a panel (layers::conv2d_weight_panel); none was given"
+        "conv2d_rows_lanes reads the conv weight [4, 3, 3, 3] as a panel (conv::conv2d_weight_panel); none was given"
     );
     let wrong = lanes.zeros("panel", &[8, 3, 3, 4]).unwrap();
-    let error = message(layers::conv2d_backward_input(&lanes, &inp, &out, &weight, Some(&wrong), 1, 1, false));
+    let error = message(conv::conv2d_backward_input(&lanes, &inp, &out, &weight, Some(&wrong), 1, 1, false));
     assert_eq!(error, "conv2d weight as a panel has shape [8, 3, 3, 4], expected [4, 3, 3, 4]");
     let labels = gpu.zeros("labels", &[3]).unwrap();
     let (logits, scalar) = (gpu.zeros("logits", &[2, 10]).unwrap(), gpu.zeros("loss", &[1]).unwrap());
-    let error = message(layers::softmax_cross_entropy(gpu, &logits, &scalar, &scalar, &logits, &labels));
+    let error = message(linear::softmax_cross_entropy(gpu, &logits, &scalar, &scalar, &logits, &labels));
     assert_eq!(error, "labels has shape [3], expected [2]");
 }
 
@@ -71,7 +73,7 @@ fn a_batch_norm_past_the_loop_limit_is_refused() {
         let (inp, out) = (gpu.zeros("inp", &shape).unwrap(), gpu.zeros("out", &shape).unwrap());
         let channel: Vec<_> = (0..6).map(|_| gpu.zeros("channel", &[1]).unwrap()).collect();
         let [mean, rstd, rm, rv, weight, bias] = [0, 1, 2, 3, 4, 5].map(|i| &channel[i]);
-        let result = layers::batchnorm_forward_train(gpu, &out, mean, rstd, rm, rv, &inp, weight, bias, None, false);
+        let result = batchnorm::batchnorm_forward_train(gpu, &out, mean, rstd, rm, rv, &inp, weight, bias, None, false);
         match gpu.loop_limit {
             Some(limit) => assert_eq!(
                 message(result),
@@ -84,4 +86,30 @@ fn a_batch_norm_past_the_loop_limit_is_refused() {
             None => assert!(result.is_ok()),
         }
     }
+}
+
+#[test]
+fn lanes_variants_decline_for_the_reason_they_state() {
+    use conv::select::{FORWARD, INPUT_GRADIENT, Role};
+    use resnet_wgpu::kernels::Kernel;
+    let params =
+        |inp: [usize; 4], weight: [usize; 4], stride, pad| conv::ConvParams::new(&inp, &weight, stride, pad).unwrap();
+    let variant = |table: &'static [conv::select::Variant], kernel| table.iter().find(|v| v.kernel == kernel).unwrap();
+    let strided = variant(&FORWARD, Kernel::Conv2dStridedLanes);
+    let odd = params([2, 8, 9, 9], [8, 8, 3, 3], 2, 1);
+    assert_eq!(strided.admits(&odd, Role::Forward), Err("rows of 9 columns, an odd number".into()));
+    let even = params([2, 8, 9, 10], [8, 8, 3, 3], 2, 1);
+    assert_eq!(strided.admits(&even, Role::Forward), Ok(()));
+    let rows = variant(&FORWARD, Kernel::Conv2dRowsLanes);
+    assert_eq!(rows.admits(&even, Role::Forward), Err("not a 3x3 conv with stride 1 and pad 1".into()));
+    let channels = variant(&INPUT_GRADIENT, Kernel::Conv2dPointwiseChannelsLanes);
+    let projection = params([2, 256, 8, 8], [512, 256, 1, 1], 2, 0);
+    let written = Role::InputGradient { accumulate: false };
+    assert_eq!(channels.admits(&projection, written), Err("a strided input gradient written, not added".into()));
+    assert_eq!(channels.admits(&projection, Role::InputGradient { accumulate: true }), Ok(()));
+    let narrow = params([2, 16, 8, 8], [32, 16, 1, 1], 2, 0);
+    assert_eq!(channels.admits(&narrow, Role::Forward), Err("32 output channels, fewer than 256".into()));
+    let pointwise = variant(&FORWARD, Kernel::Conv2dPointwiseLanes);
+    let plane = params([2, 8, 7, 7], [8, 8, 1, 1], 1, 0);
+    assert_eq!(pointwise.admits(&plane, Role::Forward), Err("planes or channel counts not multiples of 4".into()));
 }

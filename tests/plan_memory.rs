@@ -4,13 +4,14 @@
 mod common;
 
 use common::gpus;
-use resnet_wgpu::layers::SgdParams;
-use resnet_wgpu::resnet::{Arch, ResNet, Shortcut, TrainStep};
+use resnet_wgpu::model::{Arch, ResNet, Shortcut};
+use resnet_wgpu::ops::sgd::Sgd;
+use resnet_wgpu::plan::TrainStep;
 
 #[test]
 fn the_backward_adds_little_to_what_the_forward_saves() {
     let gpu = &gpus()[0];
-    let sgd = SgdParams { len: 0, lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
+    let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
     for (name, shortcut) in [("resnet20", Shortcut::A), ("resnet20", Shortcut::B), ("plain20", Shortcut::A)] {
         let model = ResNet::new(gpu, Arch::cifar(name, shortcut).unwrap()).unwrap();
         let before = gpu.allocated_bytes();

@@ -9,8 +9,9 @@ mod common;
 use std::collections::HashMap;
 
 use common::gpus;
-use resnet_wgpu::layers::SgdParams;
-use resnet_wgpu::resnet::{Arch, BlockKind, ResNet, Shortcut, TrainStep};
+use resnet_wgpu::model::{Arch, BlockKind, ResNet, Shortcut};
+use resnet_wgpu::ops::sgd::Sgd;
+use resnet_wgpu::plan::TrainStep;
 use safetensors::SafeTensors;
 
 fn fixture(file: &str) -> HashMap<String, Vec<f32>> {
@@ -82,7 +83,7 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
         assert_eq!(names.len(), subset("param.").len(), "the fixture and the model list the same parameters");
         model.load(gpu, &subset("param.")).unwrap();
         model.load(gpu, &subset("buffer.")).unwrap();
-        let sgd = SgdParams { len: 0, lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
+        let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
         let mut step = TrainStep::new(gpu, &model, 4, sgd).unwrap();
         gpu.write(&step.input, &golden["input"]);
         gpu.write(&step.labels, &golden["labels"].iter().map(|&l| l as u32).collect::<Vec<u32>>());

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use common::gpus;
 use resnet_wgpu::checkpoint::Checkpoint;
 use resnet_wgpu::data::cifar::Cifar10;
-use resnet_wgpu::resnet::ResNet;
+use resnet_wgpu::model::ResNet;
 use resnet_wgpu::train::{self, Evaluator, Outputs, Recipe, Schedule, Start};
 
 /// `n` noisy images of four classes told apart by colour (red, green, blue, grey): easily separable.

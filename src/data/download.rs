@@ -146,16 +146,20 @@ fn fetch_to(url: &str, dest: &Path, part: &Path, checksum: &Checksum) -> Result<
     let mut file = File::create(part).with_context(|| format!("could not create {}", part.display()))?;
     let mut hasher = checksum.hasher();
     let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader.read(&mut buf).map_err(|e| network(&e))?;
-        if n == 0 {
-            break;
+    let copied = (|| -> Result<()> {
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| network(&e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).with_context(|| format!("could not write {}", part.display()))?;
+            bar.inc(n as u64);
         }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).with_context(|| format!("could not write {}", part.display()))?;
-        bar.inc(n as u64);
-    }
+    })();
+    // Cleared on failure too, so that the error starts a line of its own.
     bar.finish_and_clear();
+    copied?;
     file.sync_all().with_context(|| format!("could not write {}", part.display()))?;
     drop(file);
 

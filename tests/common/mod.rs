@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use resnet_wgpu::gpu::{AdapterChoice, Gpu};
+use resnet_wgpu::ops::conv::select::ConvPath;
 
 /// The backends every GPU test runs on: both adapters of the CI machine (lavapipe through Vulkan,
 /// llvmpipe through GL) unless `RESNET_WGPU_TEST_BACKENDS` names others (e.g. `metal`).
@@ -32,7 +33,7 @@ pub fn gpus() -> &'static [Gpu] {
 pub fn conv_variants() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
-        gpus().iter().flat_map(|g| g.conv_paths().into_iter().map(|path| g.with_conv_path(path))).collect()
+        gpus().iter().flat_map(|g| ConvPath::available(g).into_iter().map(|path| path.pin(g))).collect()
     })
 }
 

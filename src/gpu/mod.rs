@@ -1,23 +1,33 @@
-//! Adapter and device selection, limits, tensors in GPU buffers, readback.
+//! Adapter and device selection and limits (here), tensors in GPU buffers (`tensor`), timed
+//! submissions (`timing`) and the per-adapter tuning cache (`tune`).
 //!
 //! A `Gpu` owns one wgpu device and its queue. Everything the network keeps on the GPU is a
 //! `Tensor`: a 256-byte aligned range of a storage buffer with a shape. Several tensors may share
 //! one buffer (an arena), so that e.g. all parameters are one allocation the optimizer walks in a
-//! single dispatch.
+//! single dispatch. This layer knows nothing of kernels or ops.
 
+mod tensor;
+pub mod timing;
+pub mod tune;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
-use wgpu::util::DeviceExt;
 
-use crate::autotune::{Autotune, ConvPass};
-use crate::kernels::PipelineCache;
-use crate::layers::ConvParams;
+pub use tensor::{ALIGN, Tensor};
+pub use tune::{TuneCache, Tuning};
 
-/// Storage-buffer offsets must be multiples of the adapter's alignment (at most 256 bytes in
-/// WebGPU), so every tensor of an arena starts on a 256-byte boundary.
-pub const ALIGN: u64 = 256;
+/// A compiled kernel: its pipeline, its bind group layout and the type of each binding.
+pub struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub bindings: Vec<wgpu::BufferBindingType>,
+}
+
+/// Pipelines by kernel name and the bits of its `override` constants' values.
+pub type Pipelines = Mutex<HashMap<(&'static str, Vec<(String, u64)>), Arc<Pipeline>>>;
 
 /// How the user picks an adapter: `--backend` and `--adapter`, or wgpu's `WGPU_BACKEND` and
 /// `WGPU_ADAPTER_NAME` when the flags are absent.
@@ -38,22 +48,18 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    /// Shared by every `Gpu` of this device (`with_conv_path` and the like): pipelines are keyed by
+    /// Shared by every `Gpu` of this device (`with_tuning` and the like): pipelines are keyed by
     /// kernel and overrides, whatever the settings that chose them.
-    pub(crate) pipelines: Arc<Mutex<PipelineCache>>,
+    pub(crate) pipelines: Arc<Pipelines>,
     /// A tensor of 4 values (one `vec4`) bound where a kernel's optional input is switched off by an
     /// override.
     pub(crate) placeholder: Tensor,
-    /// Which conv kernels run (see `ConvPath`) where the autotune has no say;
-    /// `RESNET_WGPU_CONV=shared|direct|lanes` overrides the adapter's default and turns the autotune off.
-    pub conv_path: ConvPath,
-    /// Which conv path runs each pass of each layer shape, by measurement (`autotune`); `None`:
-    /// every conv runs on `conv_path`.
-    pub(crate) autotune: Option<Arc<Autotune>>,
+    /// How ops with several variants choose one: timed on GPUs, the ops' defaults on CPU
+    /// adapters (`RESNET_WGPU_AUTOTUNE=on|off` overrides).
+    pub tuning: Tuning,
     /// Invocations per workgroup of the batch norm kernels that take one channel a workgroup: 8
     /// on CPU adapters, where such a workgroup is one SIMD thread and a wider one pays for every
-    /// barrier of its tree reductions (on lavapipe ResNet-50's [4,2048,7,7] forward took 29.8 ms
-    /// at 256, 2.5 at 8; [8,64,56,56] 4.0 and 2.5); 256 on GPUs.
+    /// barrier of its tree reductions (BENCHMARKS.md); 256 on GPUs.
     pub bn_workgroup: u32,
     /// Loop iterations one invocation may run before the driver silently cuts its loops short:
     /// Mesa's llvmpipe (lavapipe, and llvmpipe through GL) stops every loop once an invocation
@@ -64,67 +70,6 @@ pub struct Gpu {
     /// Bytes of every storage buffer created so far (never decremented when one is dropped):
     /// the difference across building a plan is the GPU memory that plan holds.
     allocated: Arc<AtomicU64>,
-}
-
-/// The conv kernels come in three variants that compute the same thing in different ways; which
-/// is fastest depends on the adapter (BENCHMARKS.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvPath {
-    /// Operand tiles staged in workgroup memory between barriers: the GPU default.
-    Shared,
-    /// Every invocation loads its operands from storage, no barriers: CPU adapters without
-    /// subgroups (llvmpipe through GL), where a barrier costs more than the loads it saves.
-    Direct,
-    /// The `_lanes` kernels: like `Direct`, but the lanes of a subgroup share the loads of the
-    /// operand they have in common. The default on CPU adapters with subgroups of 8 or more (lavapipe).
-    Lanes,
-}
-
-impl ConvPath {
-    pub fn name(self) -> &'static str {
-        match self {
-            ConvPath::Shared => "shared",
-            ConvPath::Direct => "direct",
-            ConvPath::Lanes => "lanes",
-        }
-    }
-}
-
-/// Whether the lanes conv kernels can run: they need subgroups of at least 8 invocations.
-fn has_lanes(features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
-    features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8
-}
-
-/// A view of `len` 4-byte elements (f32, or u32 for labels and indices) at `offset` bytes into a
-/// storage buffer. `shape` is NCHW for activations and KCRS for conv weights.
-#[derive(Clone, Debug)]
-pub struct Tensor {
-    pub buffer: Arc<wgpu::Buffer>,
-    pub offset: u64,
-    pub shape: Vec<usize>,
-}
-
-impl Tensor {
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn bytes(&self) -> u64 {
-        4 * self.len() as u64
-    }
-
-    /// The binding of this view; WebGPU forbids zero-sized bindings, so an empty tensor binds 4 bytes.
-    pub fn binding(&self) -> wgpu::BufferBinding<'_> {
-        wgpu::BufferBinding {
-            buffer: &self.buffer,
-            offset: self.offset,
-            size: wgpu::BufferSize::new(self.bytes().max(4)),
-        }
-    }
 }
 
 /// `vulkan`, `metal`, `dx12`, `gl`, or a comma-separated list of them.
@@ -172,6 +117,67 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
     line
 }
 
+/// The adapter as every JSON output names it (`bench --json`, `infer --json`, `adapters --json`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct AdapterJson {
+    pub name: String,
+    pub vendor: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub software: bool,
+}
+
+impl AdapterJson {
+    pub fn new(info: &wgpu::AdapterInfo) -> Self {
+        let driver = match (info.driver.as_str(), info.driver_info.as_str()) {
+            ("", info) => info.to_string(),
+            (driver, "") => driver.to_string(),
+            (driver, info) => format!("{driver} ({info})"),
+        };
+        Self {
+            name: info.name.clone(),
+            vendor: vendor_name(info.vendor),
+            backend: info.backend.to_str().into(),
+            device_type: device_type_name(info.device_type).into(),
+            driver,
+            software: is_software(info),
+        }
+    }
+}
+
+/// The vendor of a PCI vendor id (wgpu's `AdapterInfo::vendor`), e.g. `NVIDIA`.
+pub fn vendor_name(id: u32) -> String {
+    let known = [
+        (0x1002, "AMD"),
+        (0x1010, "Imagination"),
+        (0x10de, "NVIDIA"),
+        (0x106b, "Apple"),
+        (0x13b5, "ARM"),
+        (0x1414, "Microsoft"),
+        (0x1ae0, "Google"),
+        (0x5143, "Qualcomm"),
+        (0x8086, "Intel"),
+        (0x10005, "Mesa"),
+    ];
+    match known.iter().find(|(k, _)| *k == id) {
+        Some((_, name)) => name.to_string(),
+        None if id == 0 => "unknown".into(),
+        None => format!("0x{id:04x}"),
+    }
+}
+
+/// `discrete_gpu`, `integrated_gpu`, `virtual_gpu`, `cpu` or `other`.
+pub fn device_type_name(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete_gpu",
+        wgpu::DeviceType::IntegratedGpu => "integrated_gpu",
+        wgpu::DeviceType::VirtualGpu => "virtual_gpu",
+        wgpu::DeviceType::Cpu => "cpu",
+        wgpu::DeviceType::Other => "other",
+    }
+}
+
 const NO_ADAPTER_HELP: &str = "install a GPU driver, or on Linux a software one with \
      `apt-get install mesa-vulkan-drivers` (lavapipe, Vulkan) and `libegl1 libgl1-mesa-dri` (llvmpipe, GL)";
 
@@ -180,18 +186,27 @@ impl AdapterChoice {
         Self { backend: Some(name.into()), adapter: None }
     }
 
-    /// The adapter this choice names, or an error listing what exists.
-    pub fn select(&self) -> Result<wgpu::Adapter> {
-        let backend = self.backend.clone().or_else(|| std::env::var("WGPU_BACKEND").ok());
-        let backends = match &backend {
-            Some(name) => backends_from_name(name)?,
-            None => wgpu::Backends::all(),
-        };
-        let mut adapters = enumerate_adapters(backends);
+    /// The backend named by `--backend`, else by `$WGPU_BACKEND`, if any.
+    pub fn backend_name(&self) -> Option<String> {
+        self.backend.clone().or_else(|| std::env::var("WGPU_BACKEND").ok().filter(|b| !b.is_empty()))
+    }
+
+    /// Every adapter on the chosen backends (all of them if none is named), in wgpu's order; an
+    /// error if there is none.
+    pub fn adapters(&self) -> Result<Vec<wgpu::Adapter>> {
+        let backend = self.backend_name();
+        let backends = backend.as_deref().map(backends_from_name).transpose()?.unwrap_or(wgpu::Backends::all());
+        let adapters = enumerate_adapters(backends);
         if adapters.is_empty() {
             let on = backend.map(|b| format!(" on backend {b}")).unwrap_or_default();
             bail!("no GPU adapter found{on}: {NO_ADAPTER_HELP}");
         }
+        Ok(adapters)
+    }
+
+    /// The adapter this choice names, or an error listing what exists.
+    pub fn select(&self) -> Result<wgpu::Adapter> {
+        let mut adapters = self.adapters()?;
         let wanted = self.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let Some(wanted) = wanted else {
             // wgpu lists Vulkan/Metal/DX12 before GL; prefer discrete, then integrated GPUs.
@@ -272,32 +287,21 @@ impl Gpu {
             offset: 0,
             shape: vec![4],
         };
-        let lanes = has_lanes(features, &info);
-        let conv_path = match std::env::var("RESNET_WGPU_CONV").as_deref() {
-            Ok("shared") => ConvPath::Shared,
-            Ok("direct") => ConvPath::Direct,
-            Ok("lanes") if lanes => ConvPath::Lanes,
-            Ok(other) if !other.is_empty() => bail!(
-                "RESNET_WGPU_CONV={other}: expected shared, direct{}",
-                if lanes { " or lanes" } else { " (lanes needs subgroups of 8 or more, which this adapter lacks)" }
-            ),
-            _ if !is_software(&info) => ConvPath::Shared,
-            _ if lanes => ConvPath::Lanes,
-            _ => ConvPath::Direct,
-        };
         let bn_workgroup = if is_software(&info) { 8 } else { 256 };
         let llvmpipe = [&info.name, &info.driver].iter().any(|s| s.to_lowercase().contains("llvmpipe"));
         let loop_limit = llvmpipe.then_some(65535);
-        // On CPU adapters the lanes path was fastest on every ResNet layer shape (BENCHMARKS.md),
+        // On CPU adapters the ops' defaults won every ResNet layer shape measured (BENCHMARKS.md),
         // and timing the others there takes minutes: no autotune unless asked for.
-        let autotune = match std::env::var("RESNET_WGPU_AUTOTUNE").as_deref() {
-            _ if std::env::var("RESNET_WGPU_CONV").is_ok_and(|v| !v.is_empty()) => false,
+        let timed = match std::env::var("RESNET_WGPU_AUTOTUNE").as_deref() {
             Ok("1" | "on") => true,
             Ok("0" | "off") => false,
             Ok(other) if !other.is_empty() => bail!("RESNET_WGPU_AUTOTUNE={other}: expected on or off"),
             _ => !is_software(&info),
         };
-        let autotune = autotune.then(|| Arc::new(Autotune::load(&info, crate::autotune::cache_file(&info))));
+        let tuning = match timed {
+            true => Tuning::Timed(Arc::new(TuneCache::load(&info, TuneCache::file_for(&info)))),
+            false => Tuning::Defaults,
+        };
         Ok(Self {
             device,
             queue,
@@ -306,54 +310,28 @@ impl Gpu {
             features,
             pipelines: Arc::default(),
             placeholder,
-            conv_path,
-            autotune,
+            tuning,
             bn_workgroup,
             loop_limit,
             allocated: Arc::default(),
         })
     }
 
-    /// The conv paths this adapter can run, its default first.
-    pub fn conv_paths(&self) -> Vec<ConvPath> {
-        let mut paths = vec![self.conv_path];
-        for path in [ConvPath::Shared, ConvPath::Direct, ConvPath::Lanes] {
-            if !paths.contains(&path) && (path != ConvPath::Lanes || has_lanes(self.features, &self.info)) {
-                paths.push(path);
-            }
-        }
-        paths
+    /// The same device with another way of choosing variants.
+    pub fn with_tuning(&self, tuning: Tuning) -> Self {
+        Self { tuning, ..self.sibling() }
     }
 
-    /// The same device with every conv on another path and no autotune (tests and benchmarks
-    /// compare the paths).
-    pub fn with_conv_path(&self, conv_path: ConvPath) -> Self {
-        Self { conv_path, autotune: None, ..self.sibling() }
+    /// The same device with the autotune on, its choices kept in `file` (tests; the CLI's is
+    /// `TuneCache::file_for`).
+    pub fn with_tune_cache(&self, file: std::path::PathBuf) -> Self {
+        self.with_tuning(Tuning::Timed(Arc::new(TuneCache::load(&self.info, file))))
     }
 
-    /// The same device with the autotune on, its results kept in `file` (tests; the CLI's is
-    /// `autotune::cache_file`).
-    pub fn with_autotune(&self, file: std::path::PathBuf) -> Self {
-        Self { autotune: Some(Arc::new(Autotune::load(&self.info, file))), ..self.sibling() }
-    }
-
-    /// The conv path that runs `pass` of the conv `params`: the autotune's choice, else `conv_path`.
-    pub fn conv_path_for(&self, params: &ConvParams, pass: ConvPass) -> ConvPath {
-        match &self.autotune {
-            Some(autotune) => autotune.path(self, params, pass),
-            None => self.conv_path,
-        }
-    }
-
-    /// `autotune` where the conv paths are timed per layer shape, else the one path every conv runs on.
-    pub fn conv_choice(&self) -> &'static str {
-        if self.autotune.is_some() { "autotune" } else { self.conv_path.name() }
-    }
-
-    /// The same device on `conv_path`, with a memory count of its own: what the autotune times
+    /// The same device with `tuning` and a memory count of its own: what a tuner times
     /// allocates outside the plan being built.
-    pub(crate) fn timing_sibling(&self, conv_path: ConvPath) -> Self {
-        Self { allocated: Arc::default(), ..self.with_conv_path(conv_path) }
+    pub fn detached(&self, tuning: Tuning) -> Self {
+        Self { allocated: Arc::default(), ..self.with_tuning(tuning) }
     }
 
     /// The same device with batch norm workgroups of another size (tests check both sizes on
@@ -372,8 +350,7 @@ impl Gpu {
             features: self.features,
             pipelines: self.pipelines.clone(),
             placeholder: self.placeholder.clone(),
-            conv_path: self.conv_path,
-            autotune: self.autotune.clone(),
+            tuning: self.tuning.clone(),
             bn_workgroup: self.bn_workgroup,
             loop_limit: self.loop_limit,
             allocated: self.allocated.clone(),
@@ -409,103 +386,5 @@ impl Gpu {
             );
         }
         Ok(())
-    }
-
-    fn storage_buffer(&self, name: &str, bytes: u64, contents: Option<&[u8]>) -> Result<Arc<wgpu::Buffer>> {
-        self.check_fits(name, bytes)?;
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-        let bytes = bytes.max(4).next_multiple_of(4);
-        self.allocated.fetch_add(bytes, Ordering::Relaxed);
-        Ok(Arc::new(match contents {
-            Some(data) => {
-                let mut padded = data.to_vec();
-                padded.resize(bytes as usize, 0);
-                self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(name),
-                    contents: &padded,
-                    usage,
-                })
-            }
-            None => self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(name),
-                size: bytes,
-                usage,
-                mapped_at_creation: false,
-            }),
-        }))
-    }
-
-    /// A new zero-filled tensor in a buffer of its own.
-    pub fn zeros(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let bytes = 4 * shape.iter().product::<usize>() as u64;
-        Ok(Tensor { buffer: self.storage_buffer(name, bytes, None)?, offset: 0, shape: shape.to_vec() })
-    }
-
-    /// A new tensor holding `data` (f32 or u32), in a buffer of its own.
-    pub fn upload<T: bytemuck::Pod>(&self, name: &str, shape: &[usize], data: &[T]) -> Result<Tensor> {
-        assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
-        let len: usize = shape.iter().product();
-        if data.len() != len {
-            bail!("{name}: {} values given for shape {shape:?} ({len} expected)", data.len());
-        }
-        let bytes = bytemuck::cast_slice(data);
-        Ok(Tensor {
-            buffer: self.storage_buffer(name, bytes.len() as u64, Some(bytes))?,
-            offset: 0,
-            shape: shape.to_vec(),
-        })
-    }
-
-    /// One buffer holding one tensor per shape, each starting on a 256-byte boundary.
-    pub fn arena(&self, name: &str, shapes: &[Vec<usize>]) -> Result<(Arc<wgpu::Buffer>, Vec<Tensor>)> {
-        let mut offset = 0;
-        let mut offsets = Vec::with_capacity(shapes.len());
-        for shape in shapes {
-            offsets.push(offset);
-            offset += (4 * shape.iter().product::<usize>() as u64).next_multiple_of(ALIGN);
-        }
-        let buffer = self.storage_buffer(name, offset, None)?;
-        let views = shapes
-            .iter()
-            .zip(offsets)
-            .map(|(shape, offset)| Tensor { buffer: buffer.clone(), offset, shape: shape.clone() })
-            .collect();
-        Ok((buffer, views))
-    }
-
-    /// Overwrites a tensor's contents from the CPU.
-    pub fn write<T: bytemuck::Pod>(&self, tensor: &Tensor, data: &[T]) {
-        assert_eq!(
-            data.len(),
-            tensor.len(),
-            "write of {} values into a tensor of shape {:?}",
-            data.len(),
-            tensor.shape
-        );
-        self.queue.write_buffer(&tensor.buffer, tensor.offset, bytemuck::cast_slice(data));
-    }
-
-    /// Copies a tensor back to the CPU, waiting for all submitted work.
-    pub fn read<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
-        let bytes = tensor.bytes().max(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&tensor.buffer, tensor.offset, &staging, 0, bytes);
-        self.queue.submit([encoder.finish()]);
-        let (sender, receiver) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |result| {
-            let _ = sender.send(result);
-        });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
-        receiver.recv()?.context("mapping a readback buffer")?;
-        let view = staging.get_mapped_range(..).context("reading a mapped buffer")?;
-        let mut values: Vec<T> = bytemuck::cast_slice(&view).to_vec();
-        values.truncate(tensor.len());
-        Ok(values)
     }
 }

@@ -1,138 +1,11 @@
-//! Every WGSL kernel of `shaders/`, its pipeline cache, and prepared dispatches.
-//!
-//! A kernel's bind group layout is read from its own WGSL with naga (binding order, storage
-//! read/write access, the uniform), so the shader file is the one place that says what a kernel
-//! binds. By convention bindings are: outputs, then inputs, then the `params` uniform last.
+//! Pipelines built from the kernel table and dispatches prepared once, recorded every step.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
 
-use crate::gpu::{Gpu, Tensor};
-
-macro_rules! kernels {
-    ($($variant:ident => $stem:literal $(after $prelude:literal)?,)*) => {
-        /// One variant per file in `shaders/`; the file stem is `Kernel::name`.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum Kernel { $($variant,)* }
-
-        impl Kernel {
-            pub const ALL: &[Kernel] = &[$(Kernel::$variant,)*];
-
-            pub fn name(self) -> &'static str {
-                match self { $(Kernel::$variant => $stem,)* }
-            }
-
-            /// The kernel's WGSL, after the file of `shaders/prelude/` it names if any (WGSL
-            /// has no includes).
-            pub fn source(self) -> &'static str {
-                match self {
-                    $(Kernel::$variant => concat!(
-                        $(include_str!(concat!("../shaders/prelude/", $prelude, ".wgsl")), "\n",)?
-                        include_str!(concat!("../shaders/", $stem, ".wgsl"))
-                    ),)*
-                }
-            }
-        }
-    };
-}
-
-kernels! {
-    Conv2dForward => "conv2d_forward",
-    Conv2dForwardLanes => "conv2d_forward_lanes" after "lanes",
-    Conv2dBackwardInput => "conv2d_backward_input",
-    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after "lanes",
-    Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after "lanes",
-    Conv2dBackwardWeight => "conv2d_backward_weight",
-    Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after "lanes",
-    Conv2dRowsLanes => "conv2d_rows_lanes" after "lanes",
-    Conv2dStridedLanes => "conv2d_strided_lanes" after "lanes",
-    Conv2dWeightPanel => "conv2d_weight_panel",
-    Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after "lanes",
-    Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after "lanes",
-    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after "lanes",
-    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after "lanes",
-    BatchnormForwardTrain => "batchnorm_forward_train",
-    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4",
-    BatchnormForwardEval => "batchnorm_forward_eval",
-    BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4",
-    BatchnormBackward => "batchnorm_backward",
-    BatchnormBackwardVec4 => "batchnorm_backward_vec4",
-    ReluForward => "relu_forward",
-    ReluBackward => "relu_backward",
-    ReluBackwardVec4 => "relu_backward_vec4",
-    ReluMask => "relu_mask",
-    ReluMaskVec4 => "relu_mask_vec4",
-    Add => "add",
-    AddVec4 => "add_vec4",
-    ShortcutAForward => "shortcut_a_forward",
-    ShortcutABackward => "shortcut_a_backward",
-    MaxpoolForward => "maxpool_forward",
-    MaxpoolBackward => "maxpool_backward",
-    AvgpoolForward => "avgpool_forward",
-    AvgpoolBackward => "avgpool_backward",
-    LinearForward => "linear_forward",
-    LinearForwardVec4 => "linear_forward_vec4",
-    LinearBackwardInput => "linear_backward_input",
-    LinearBackwardInputVec4 => "linear_backward_input_vec4",
-    LinearBackwardWeight => "linear_backward_weight",
-    LinearBackwardWeightVec4 => "linear_backward_weight_vec4",
-    SoftmaxCrossEntropy => "softmax_cross_entropy",
-    Sgd => "sgd",
-    SumSlices => "sum_slices",
-}
-
-/// Parses and validates a kernel's WGSL with naga.
-pub fn validate(kernel: Kernel) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
-    let module = naga::front::wgsl::parse_str(kernel.source())
-        .map_err(|e| anyhow!("{}.wgsl: {}", kernel.name(), e.emit_to_string(kernel.source())))?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SUBGROUP)
-        .validate(&module)
-        .map_err(|e| anyhow!("{}.wgsl: {}", kernel.name(), e.emit_to_string(kernel.source())))?;
-    Ok((module, info))
-}
-
-/// What one binding of a kernel is, in binding order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
-    Storage { read_only: bool },
-    Uniform,
-}
-
-/// The bindings of group 0, read from the WGSL; binding numbers must be 0, 1, 2, ...
-pub fn slots(kernel: Kernel) -> Result<Vec<Slot>> {
-    let (module, _) = validate(kernel)?;
-    let mut slots: Vec<(u32, Slot)> = module
-        .global_variables
-        .iter()
-        .filter_map(|(_, var)| {
-            let binding = var.binding.as_ref()?;
-            assert_eq!(binding.group, 0, "{}.wgsl: all bindings live in group 0", kernel.name());
-            let slot = match var.space {
-                naga::AddressSpace::Storage { access } => {
-                    Slot::Storage { read_only: !access.contains(naga::StorageAccess::STORE) }
-                }
-                naga::AddressSpace::Uniform => Slot::Uniform,
-                other => panic!("{}.wgsl: unexpected address space {other:?}", kernel.name()),
-            };
-            Some((binding.binding, slot))
-        })
-        .collect();
-    slots.sort_by_key(|(binding, _)| *binding);
-    for (i, (binding, _)) in slots.iter().enumerate() {
-        assert_eq!(*binding as usize, i, "{}.wgsl: bindings must be numbered 0, 1, 2, ...", kernel.name());
-    }
-    Ok(slots.into_iter().map(|(_, slot)| slot).collect())
-}
-
-/// Pipelines are cached by kernel plus the values of its `override` constants.
-type PipelineKey = (Kernel, Vec<(String, u64)>);
-
-#[derive(Default)]
-pub(crate) struct PipelineCache {
-    pipelines: HashMap<PipelineKey, Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout, Vec<Slot>)>>,
-}
+use super::{Kernel, Slot, slots};
+use crate::gpu::{Gpu, Pipeline, Tensor};
 
 /// A kernel with its bindings and workgroup count, ready to be recorded into any number of passes.
 pub struct Dispatch {
@@ -172,30 +45,25 @@ pub fn grid(groups: usize) -> [u32; 3] {
 }
 
 impl Gpu {
-    fn pipeline(
-        &self,
-        kernel: Kernel,
-        overrides: &[(&str, f64)],
-    ) -> Result<Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout, Vec<Slot>)>> {
-        let key = (kernel, overrides.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect());
-        if let Some(found) = self.pipelines.lock().unwrap().pipelines.get(&key) {
+    fn pipeline(&self, kernel: Kernel, overrides: &[(&str, f64)]) -> Result<Arc<Pipeline>> {
+        let key = (kernel.name(), overrides.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect());
+        if let Some(found) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(found.clone());
         }
-        let slots = slots(kernel)?;
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+        let bindings: Vec<wgpu::BufferBindingType> = slots(kernel)?
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Storage { read_only } => wgpu::BufferBindingType::Storage { read_only },
+                Slot::Uniform => wgpu::BufferBindingType::Uniform,
+            })
+            .collect();
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .enumerate()
-            .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+            .map(|(i, &ty)| wgpu::BindGroupLayoutEntry {
                 binding: i as u32,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match *slot {
-                        Slot::Storage { read_only } => wgpu::BufferBindingType::Storage { read_only },
-                        Slot::Uniform => wgpu::BufferBindingType::Uniform,
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
+                ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
                 count: None,
             })
             .collect();
@@ -239,8 +107,8 @@ impl Gpu {
         if let Some(error) = errors.into_iter().flatten().next() {
             return Err(anyhow!("building kernel {} with {overrides:?} on {}: {error}", kernel.name(), self.info.name));
         }
-        let entry = Arc::new((pipeline, layout, slots));
-        self.pipelines.lock().unwrap().pipelines.insert(key, entry.clone());
+        let entry = Arc::new(Pipeline { pipeline, layout, bindings });
+        self.pipelines.lock().unwrap().insert(key, entry.clone());
         Ok(entry)
     }
 
@@ -255,13 +123,13 @@ impl Gpu {
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
         let entry = self.pipeline(kernel, overrides)?;
-        let (pipeline, layout, slots) = &*entry;
+        let Pipeline { pipeline, layout, bindings } = &*entry;
         assert_eq!(
-            slots.len(),
+            bindings.len(),
             tensors.len() + 1,
             "{} binds {} storage buffers and a uniform, but {} tensors were given",
             kernel.name(),
-            slots.len() - 1,
+            bindings.len() - 1,
             tensors.len()
         );
         // wgpu tracks usage per buffer: one buffer may not be bound both writable and read-only
@@ -271,7 +139,8 @@ impl Gpu {
                 if !Arc::ptr_eq(&a.buffer, &b.buffer) {
                     continue;
                 }
-                let writes = [slots[i], slots[j]].map(|s| s == Slot::Storage { read_only: false });
+                let writes =
+                    [bindings[i], bindings[j]].map(|b| b == wgpu::BufferBindingType::Storage { read_only: false });
                 let overlap = a.offset < b.offset + b.bytes().max(4) && b.offset < a.offset + a.bytes().max(4);
                 assert!(
                     writes == [false, false] || (writes == [true, true] && !overlap),

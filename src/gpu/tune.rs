@@ -1,0 +1,87 @@
+//! How ops choose among variants of a kernel family that compute the same thing, and a
+//! per-adapter file of choices made by timing them.
+//!
+//! This module knows nothing of what is chosen: an op hands `TuneCache::choose` a key (the
+//! problem), the names of its candidates and a way to pick one by measurement; the choice is
+//! kept under the key, so later runs pay nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+/// How an op with several variants picks one.
+#[derive(Clone)]
+pub enum Tuning {
+    /// The op's default for the adapter.
+    Defaults,
+    /// The variant of this name (tests and benchmarks compare the variants one by one).
+    Pinned(&'static str),
+    /// The fastest, timed on the adapter the first time a problem is met and kept in a file.
+    Timed(Arc<TuneCache>),
+}
+
+/// The file's contents. A file written for another adapter, driver or version of resnet-wgpu
+/// (whose kernels may differ) is timed again from scratch.
+#[derive(Serialize, Deserialize)]
+struct Table {
+    adapter: String,
+    version: String,
+    /// Problem key -> the name of the chosen variant.
+    choices: BTreeMap<String, String>,
+}
+
+pub struct TuneCache {
+    file: PathBuf,
+    table: Mutex<Table>,
+}
+
+impl TuneCache {
+    /// The file of an adapter's choices: `cache_dir()/autotune/<backend> <adapter> <driver>.json`.
+    pub fn file_for(info: &wgpu::AdapterInfo) -> PathBuf {
+        let name = format!("{:?} {} {} {}", info.backend, info.name, info.driver, info.driver_info);
+        let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+        crate::paths::cache_dir().join("autotune").join(format!("{name}.json"))
+    }
+
+    /// The choices kept in `file` for this adapter; none if there is no such file. An unreadable
+    /// one is said on stderr and replaced at the first new choice (it is a cache: nothing is lost).
+    pub fn load(info: &wgpu::AdapterInfo, file: PathBuf) -> Self {
+        let (adapter, version) = (super::describe(info), env!("CARGO_PKG_VERSION").to_string());
+        let fresh = Table { adapter: adapter.clone(), version: version.clone(), choices: BTreeMap::new() };
+        let table = match std::fs::read(&file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh,
+            read => {
+                match read.map_err(anyhow::Error::from).and_then(|bytes| Ok(serde_json::from_slice::<Table>(&bytes)?)) {
+                    Ok(table) if table.adapter == adapter && table.version == version => table,
+                    Ok(_) => fresh,
+                    Err(e) => {
+                        eprintln!("warning: ignoring the autotune file {}: {e}; timing again", file.display());
+                        fresh
+                    }
+                }
+            }
+        };
+        Self { file, table: Mutex::new(table) }
+    }
+
+    /// The choice kept for `key` if it is one of `candidates`, else `pick()`'s, kept in the file.
+    /// Choices are made one at a time.
+    pub fn choose(&self, key: &str, candidates: &[&'static str], pick: impl FnOnce() -> &'static str) -> &'static str {
+        let mut table = self.table.lock().unwrap();
+        if let Some(&kept) = table.choices.get(key).and_then(|name| candidates.iter().find(|c| *c == name)) {
+            return kept;
+        }
+        if table.choices.is_empty() {
+            eprintln!("autotune: timing the variants of each new problem, kept in {}", self.file.display());
+        }
+        let choice = pick();
+        table.choices.insert(key.into(), choice.into());
+        let written = serde_json::to_vec_pretty(&*table).map_err(anyhow::Error::from);
+        if let Err(e) = written.and_then(|bytes| crate::paths::write_atomic(&self.file, &bytes)) {
+            eprintln!("warning: autotune choices not kept: {e:#}");
+        }
+        choice
+    }
+}
