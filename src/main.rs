@@ -160,7 +160,7 @@ enum Command {
 fn main() {
     // EGL (the GL backend's probe) wants a runtime folder and says so on every probe without one.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| d.is_empty()) {
-        let dir = std::env::temp_dir().join(format!("resnet-wgpu-runtime-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("resnet-wgpu-runtime");
         if std::fs::create_dir_all(&dir).is_ok() {
             // SAFETY: no other thread exists yet.
             unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
