@@ -7,45 +7,28 @@
 // Shapes: inp, out, residual [N,C,H,W]; weight, bias, mean, rstd, running_mean, running_var [C].
 // Overwrites out, mean, rstd; updates running_mean and running_var in place.
 // One workgroup of WG invocations per channel; fixed-order tree reductions, two passes for the variance.
+// batchnorm_forward_train_vec4 (after prelude vec4, for H*W a multiple of 4) reads and writes inp,
+// out and residual as vec4s: a quarter of the loads and stores (on CPU adapters each is a loop
+// over the lanes, however wide). Its sums add up 4 columns per invocation first, so their bits
+// differ from batchnorm_forward_train's (after prelude f32).
 // CPU twin: reference::batchnorm_forward_train (then reference::add, reference::relu_forward). Dispatch: grid(C) (workgroups folded into y past 65,535).
 
 struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<elem>;
 @group(0) @binding(1) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(2) var<storage, read_write> rstd: array<f32>;
 @group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
-@group(0) @binding(5) var<storage, read> inp: array<f32>;
+@group(0) @binding(5) var<storage, read> inp: array<elem>;
 @group(0) @binding(6) var<storage, read> weight: array<f32>;
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
-@group(0) @binding(8) var<storage, read> residual: array<f32>;
+@group(0) @binding(8) var<storage, read> residual: array<elem>;
 @group(0) @binding(9) var<uniform> params: Params;
 
 override WG: u32 = 256;
 override RESIDUAL: bool = false;
 override RELU: bool = false;
-var<workgroup> partial: array<f32, WG>;
-
-// Sum of every invocation's v, the same bits every time.
-fn workgroup_sum(t: u32, v: f32) -> f32 {
-    partial[t] = v;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (t < half) { partial[t] += partial[t + half]; }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
-// Channel c's values are N rows of HW: invocation t walks rows t / L, t / L + WG / L, ... and in
-// each the columns t % L, t % L + L, ..., with L = min(WG, HW rounded up to a power of two): no
-// division per value, and few idle invocations where HW is small.
-fn row_lanes() -> u32 {
-    return min(WG, 1u << (32u - countLeadingZeros(max(params.hw, 2u) - 1u)));
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -53,28 +36,29 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let c = wid.x + wid.y * nwg.x;
     if (c >= params.c) { return; }
     let m = params.n * params.hw;
-    let l = row_lanes();
-    var s = 0.0;
+    let hw = params.hw / WIDTH; // a row of the channel, in elements
+    let l = row_lanes(hw);
+    var s = elem(0.0);
     for (var n = t / l; n < params.n; n += WG / l) {
-        let row = (n * params.c + c) * params.hw;
-        for (var j = row + t % l; j < row + params.hw; j += l) { s += inp[j]; }
+        let row = (n * params.c + c) * hw;
+        for (var j = row + t % l; j < row + hw; j += l) { s += inp[j]; }
     }
-    let mu = workgroup_sum(t, s) / f32(m);
-    var ss = 0.0;
+    let mu = workgroup_sum(t, elem_sum(s)) / f32(m);
+    var ss = elem(0.0);
     for (var n = t / l; n < params.n; n += WG / l) {
-        let row = (n * params.c + c) * params.hw;
-        for (var j = row + t % l; j < row + params.hw; j += l) { let d = inp[j] - mu; ss = fma(d, d, ss); }
+        let row = (n * params.c + c) * hw;
+        for (var j = row + t % l; j < row + hw; j += l) { let d = inp[j] - mu; ss = fma(d, d, ss); }
     }
-    let variance = workgroup_sum(t, ss) / f32(m);
+    let variance = workgroup_sum(t, elem_sum(ss)) / f32(m);
     let r = inverseSqrt(variance + params.eps);
     let scale = r * weight[c];
     let shift = bias[c] - mu * scale;
     for (var n = t / l; n < params.n; n += WG / l) {
-        let row = (n * params.c + c) * params.hw;
-        for (var j = row + t % l; j < row + params.hw; j += l) {
-            var v = fma(inp[j], scale, shift);
+        let row = (n * params.c + c) * hw;
+        for (var j = row + t % l; j < row + hw; j += l) {
+            var v = fma(inp[j], elem(scale), elem(shift));
             if (RESIDUAL) { v += residual[j]; }
-            if (RELU) { v = max(v, 0.0); }
+            if (RELU) { v = max(v, elem(0.0)); }
             out[j] = v;
         }
     }

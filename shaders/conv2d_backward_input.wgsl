@@ -7,12 +7,6 @@
 // conv2d_forward: WG_M x WG_N invocations, (WG_M*TM) x (WG_N*TN) outputs, BK-deep slices.
 // CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (WG_N*TN)), ceil(C / (WG_M*TM)), 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
@@ -25,28 +19,18 @@ override ACCUMULATE: bool = false;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
-// Outputs per invocation: TM x TN on the shared path, DM x DN on the direct path (layers.rs
-// sizes the dispatch with the same numbers).
-const TM: u32 = 4;
-const TN: u32 = 4;
-const DM: u32 = 8;
-const DN: u32 = 8;
-
-var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
-var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
-
 // A[m, e] = weight[k, c, r, s] with m = c, e = (k, r, s)
-fn load_a(m: u32, e: u32) -> f32 {
+fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let rs = params.r * params.s;
-    if (m >= params.c || e >= params.k * rs) { return 0.0; }
+    if (m >= params.c || e >= e_end) { return 0.0; }
     return weight[((e / rs) * params.c + m) * rs + e % rs];
 }
 
 // B[e, j] = dout[n, k, p, q] where h = p*stride+r-pad and w = q*stride+s-pad, else zero
-fn load_b(e: u32, j: u32) -> f32 {
+fn load_b(e: u32, j: u32, e_end: u32) -> f32 {
     let rs = params.r * params.s;
     let hw = params.h * params.w;
-    if (e >= params.k * rs || j >= params.n * hw) { return 0.0; }
+    if (e >= e_end || j >= params.n * hw) { return 0.0; }
     let k = e / rs;
     let r = (e % rs) / params.s;
     let s = e % params.s;
@@ -68,35 +52,6 @@ fn store(m: u32, j: u32, v: f32) {
     if (m >= params.c || j >= params.n * hw) { return; }
     let o = ((j / hw) * params.c + m) * hw + j % hw;
     if (ACCUMULATE) { dinp[o] += v; } else { dinp[o] = v; }
-}
-
-// Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory.
-fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
-    let bm = WG_M * TM;
-    let bn = WG_N * TN;
-    let t = lid.y * WG_N + lid.x;
-    let threads = WG_M * WG_N;
-    var acc: array<f32, TM * TN>;
-    for (var e0 = 0u; e0 < params.k * params.r * params.s; e0 += BK) {
-        for (var i = t; i < BK * bm; i += threads) {
-            a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK);
-        }
-        for (var i = t; i < BK * bn; i += threads) {
-            b_tile[(i / bn) * bn + i % bn] = load_b(e0 + i / bn, j0 + i % bn);
-        }
-        workgroupBarrier();
-        for (var e = 0u; e < BK; e++) {
-            var a: array<f32, TM>;
-            var b: array<f32, TN>;
-            for (var i = 0u; i < TM; i++) { a[i] = a_tile[e * bm + lid.y + i * WG_M]; }
-            for (var j = 0u; j < TN; j++) { b[j] = b_tile[e * bn + lid.x + j * WG_N]; }
-            for (var i = 0u; i < TM; i++) {
-                for (var j = 0u; j < TN; j++) { acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]); }
-            }
-        }
-        workgroupBarrier();
-    }
-    return acc;
 }
 
 // Direct path: no workgroup memory and no barriers. Each invocation owns a DM x DN block in
@@ -151,7 +106,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if (SHARED) {
         let m0 = wid.y * WG_M * TM;
         let j0 = wid.x * WG_N * TN;
-        let acc = tiled(lid, m0, j0);
+        let acc = tiled(lid, m0, j0, 0u, params.k * params.r * params.s);
         for (var i = 0u; i < TM; i++) {
             for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
         }

@@ -17,12 +17,6 @@
 // CPU twin: reference::conv2d_backward_input.
 // Dispatch: (2 * ceil(N*ceil(H/2)*ceil(W/4) / 64), ceil(C / DM), 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> panel: array<vec4<f32>>;  // [C4,3,3,K4] as vec4s

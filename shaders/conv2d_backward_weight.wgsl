@@ -8,12 +8,6 @@
 // CPU twin: reference::conv2d_backward_weight. Dispatch: shared (ceil(C*R*S / (WG_N*TN)),
 // ceil(K / (WG_M*TM)), SPLITS); direct (ceil(C / (WG_N*DN)), ceil(K / (WG_M*DM)), R*S*SPLITS/WG_S).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, splits: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> inp: array<f32>;
@@ -32,16 +26,6 @@ override SLICE_LANES: bool = false;
 override WG_X: u32 = 16;
 override WG_Y: u32 = 16;
 override WG_Z: u32 = 1;
-// Outputs per invocation: TM x TN on the shared path, DM x DN on the direct path (layers.rs
-// sizes the dispatch with the same numbers).
-const TM: u32 = 4;
-const TN: u32 = 4;
-const DM: u32 = 8;
-const DN: u32 = 8;
-
-var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
-var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
-
 // A[m, e] = dout[n, k, p, q] with m = k, e = (n, p, q) < e_end
 fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let pq = params.p * params.q;
@@ -71,39 +55,6 @@ fn store(slice: u32, m: u32, j: u32, v: f32) {
     let crs = params.c * params.r * params.s;
     if (m >= params.k || j >= crs) { return; }
     dweight[(slice * params.k + m) * crs + j] = v;
-}
-
-// Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory, over
-// reduction slice `slice`.
-fn tiled(lid: vec3<u32>, m0: u32, j0: u32, slice: u32) -> array<f32, TM * TN> {
-    let bm = WG_M * TM;
-    let bn = WG_N * TN;
-    let t = lid.y * WG_N + lid.x;
-    let threads = WG_M * WG_N;
-    let total = params.n * params.p * params.q;
-    let chunk = (total + params.splits - 1u) / params.splits;
-    let e_end = min(total, (slice + 1u) * chunk);
-    var acc: array<f32, TM * TN>;
-    for (var e0 = slice * chunk; e0 < e_end; e0 += BK) {
-        for (var i = t; i < BK * bm; i += threads) {
-            a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK, e_end);
-        }
-        for (var i = t; i < BK * bn; i += threads) {
-            b_tile[(i / bn) * bn + i % bn] = load_b(e0 + i / bn, j0 + i % bn, e_end);
-        }
-        workgroupBarrier();
-        for (var e = 0u; e < BK; e++) {
-            var a: array<f32, TM>;
-            var b: array<f32, TN>;
-            for (var i = 0u; i < TM; i++) { a[i] = a_tile[e * bm + lid.y + i * WG_M]; }
-            for (var j = 0u; j < TN; j++) { b[j] = b_tile[e * bn + lid.x + j * WG_N]; }
-            for (var i = 0u; i < TM; i++) {
-                for (var j = 0u; j < TN; j++) { acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]); }
-            }
-        }
-        workgroupBarrier();
-    }
-    return acc;
 }
 
 // Direct path: no workgroup memory and no barriers. Workgroup z picks one tap (r, s) and one
@@ -173,7 +124,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if (SHARED) {
         let m0 = wid.y * WG_M * TM;
         let j0 = wid.x * WG_N * TN;
-        let acc = tiled(lid, m0, j0, wid.z);
+        // Slice wid.z of SPLITS of the reduction.
+        let total = params.n * params.p * params.q;
+        let chunk = (total + params.splits - 1u) / params.splits;
+        let acc = tiled(lid, m0, j0, wid.z * chunk, min(total, (wid.z + 1u) * chunk));
         for (var i = 0u; i < TM; i++) {
             for (var j = 0u; j < TN; j++) { store(wid.z, m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
         }

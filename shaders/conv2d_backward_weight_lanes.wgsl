@@ -12,12 +12,6 @@
 // Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_backward_weight. Dispatch: (ceil(C*R*S / (8*DN)), ceil(K / 32), SPLITS).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, splits: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> inp: array<f32>;

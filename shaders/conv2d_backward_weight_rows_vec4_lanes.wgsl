@@ -15,12 +15,6 @@
 // CPU twin: reference::conv2d_backward_weight.
 // Dispatch: (ceil(C*3 / 8), ceil(K / DM), SPLITS); 1x1: (ceil(C/4 / 8), ceil(K / DM), SPLITS).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, splits: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> inp: array<vec4<f32>>;

@@ -1,21 +1,15 @@
 // conv2d_forward: out[n,k,p,q] = act(sum_{c,r,s} weight[k,c,r,s] * inp[n,c,p*stride+r-pad,q*stride+s-pad]
 //                                   + bias[k] (if BIAS) + residual[n,k,p,q] (if RESIDUAL)), act = ReLU if RELU.
-// The epilogue serves inference with batch norm folded into weight and bias, and the block's
-// residual add and ReLU fused into its last conv; training uses the plain conv (all three off,
-// bias and residual bound to a placeholder).
+// The epilogue (prelude epilogue) serves inference with batch norm folded into weight and bias,
+// and the block's residual add and ReLU fused into its last conv; training uses the plain conv
+// (all three off, bias and residual bound to a placeholder).
 // Shapes: inp [N,C,H,W], weight [K,C,R,S], bias [K], residual and out [N,K,P,Q]. Overwrites out;
 // fixed summation order.
 // Implicit GEMM, no im2col buffer: rows m = k (K of them), columns j = (n,p,q) (N*P*Q), reduction
 // e = (c,r,s) (C*R*S). A workgroup of WG_M x WG_N invocations computes a tile of
 // (WG_M*TM) x (WG_N*TN) outputs, staging BK-deep slices of both operands in workgroup memory; each
-// invocation keeps TM x TN accumulators in registers.
+// invocation keeps TM x TN accumulators in registers (`tiled`, prelude tile).
 // CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*Q / (WG_N*TN)), ceil(K / (WG_M*TM)), 1).
-
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
@@ -33,28 +27,18 @@ override SHARED: bool = true;
 override WG_M: u32 = 16;
 override WG_N: u32 = 16;
 override BK: u32 = 8;
-// Outputs per invocation: TM x TN on the shared path, DM x DN on the direct path (layers.rs
-// sizes the dispatch with the same numbers).
-const TM: u32 = 4;
-const TN: u32 = 4;
-const DM: u32 = 8;
-const DN: u32 = 8;
-
-var<workgroup> a_tile: array<f32, BK * WG_M * TM>;
-var<workgroup> b_tile: array<f32, BK * WG_N * TN>;
-
 // A[m, e] = weight[k, c, r, s]
-fn load_a(m: u32, e: u32) -> f32 {
+fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let crs = params.c * params.r * params.s;
-    if (m >= params.k || e >= crs) { return 0.0; }
+    if (m >= params.k || e >= e_end) { return 0.0; }
     return weight[m * crs + e];
 }
 
 // B[e, j] = inp[n, c, p*stride+r-pad, q*stride+s-pad], zero in the padding
-fn load_b(e: u32, j: u32) -> f32 {
+fn load_b(e: u32, j: u32, e_end: u32) -> f32 {
     let rs = params.r * params.s;
     let pq = params.p * params.q;
-    if (e >= params.c * rs || j >= params.n * pq) { return 0.0; }
+    if (e >= e_end || j >= params.n * pq) { return 0.0; }
     let c = e / rs;
     let r = (e % rs) / params.s;
     let s = e % params.s;
@@ -71,40 +55,7 @@ fn store(m: u32, j: u32, acc: f32) {
     let pq = params.p * params.q;
     if (m >= params.k || j >= params.n * pq) { return; }
     let i = ((j / pq) * params.k + m) * pq + j % pq;
-    var v = acc;
-    if (BIAS) { v += bias[m]; }
-    if (RESIDUAL) { v += residual[i]; }
-    if (RELU) { v = max(v, 0.0); }
-    out[i] = v;
-}
-
-// Shared path: the workgroup stages BK-deep slices of A and B in workgroup memory.
-fn tiled(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, TM * TN> {
-    let bm = WG_M * TM;
-    let bn = WG_N * TN;
-    let t = lid.y * WG_N + lid.x;
-    let threads = WG_M * WG_N;
-    var acc: array<f32, TM * TN>;
-    for (var e0 = 0u; e0 < params.c * params.r * params.s; e0 += BK) {
-        for (var i = t; i < BK * bm; i += threads) {
-            a_tile[(i % BK) * bm + i / BK] = load_a(m0 + i / BK, e0 + i % BK);
-        }
-        for (var i = t; i < BK * bn; i += threads) {
-            b_tile[(i / bn) * bn + i % bn] = load_b(e0 + i / bn, j0 + i % bn);
-        }
-        workgroupBarrier();
-        for (var e = 0u; e < BK; e++) {
-            var a: array<f32, TM>;
-            var b: array<f32, TN>;
-            for (var i = 0u; i < TM; i++) { a[i] = a_tile[e * bm + lid.y + i * WG_M]; }
-            for (var j = 0u; j < TN; j++) { b[j] = b_tile[e * bn + lid.x + j * WG_N]; }
-            for (var i = 0u; i < TM; i++) {
-                for (var j = 0u; j < TN; j++) { acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]); }
-            }
-        }
-        workgroupBarrier();
-    }
-    return acc;
+    out[i] = epilogue(acc, m, i);
 }
 
 // Direct path: no workgroup memory and no barriers. Each invocation owns a DM x DN block in
@@ -157,7 +108,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if (SHARED) {
         let m0 = wid.y * WG_M * TM;
         let j0 = wid.x * WG_N * TN;
-        let acc = tiled(lid, m0, j0);
+        let acc = tiled(lid, m0, j0, 0u, params.c * params.r * params.s);
         for (var i = 0u; i < TM; i++) {
             for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
         }

@@ -13,12 +13,6 @@
 // Needs subgroups of at least 8 invocations.
 // CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*Q / (64*DN)), ceil(K / DM), 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
@@ -94,11 +88,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var i = 0u; i < DM; i++) {
             let o = at + (m0 + i) * pq;
             if (m0 + i < params.k && j < params.n * pq) {
-                var v = acc[i][t];
-                if (BIAS) { v += bias[m0 + i]; }
-                if (RESIDUAL) { v += residual[o]; }
-                if (RELU) { v = max(v, 0.0); }
-                out[o] = v;
+                out[o] = epilogue(acc[i][t], m0 + i, o);
             }
         }
     }

@@ -19,12 +19,6 @@
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
 // Dispatch: (ceil(M / 256), ceil(N*P*Q / DM), 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
@@ -96,10 +90,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let at = (at_out.x * rows + m) * out_plane + at_out.y;
             for (var t = 0u; t < 4u; t++) {
                 let o = at + t * out_plane;
-                var v = acc[i][t];
-                if (BIAS) { v += bias[m + t]; }
-                if (RESIDUAL) { v += residual[o]; }
-                if (RELU) { v = max(v, 0.0); }
+                var v = epilogue(acc[i][t], m + t, o);
                 if (ACCUMULATE) { v += out[o]; }
                 out[o] = v;
             }

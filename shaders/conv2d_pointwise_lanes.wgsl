@@ -17,12 +17,6 @@
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
 // Dispatch: (ceil(N*H*W / 256), ceil(M / DM), 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> inp: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
@@ -80,10 +74,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     for (var i = 0u; i < DM; i++) {
         let o = at + (m0 + i) * hw4;
         if (m0 + i < rows && live) {
-            var v = acc[i];
-            if (BIAS) { v += bias[m0 + i]; }
-            if (RESIDUAL) { v += residual[o]; }
-            if (RELU) { v = max(v, vec4(0.0)); }
+            var v = epilogue(acc[i], m0 + i, o);
             if (ACCUMULATE) { v += out[o]; }
             out[o] = v;
         }

@@ -20,12 +20,6 @@
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
 // Dispatch: (ceil(N*H*ceil(W/4) / 64), ceil(M / DM), 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
 @group(0) @binding(2) var<storage, read> panel: array<vec4<f32>>;  // [M4,3,3,E4] as vec4s
@@ -115,6 +109,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var t = 0u; t < 4u; t++) {
             let o = at + (m0 + i) * hw + t;
             if (m0 + i < rows && live && in_row[t]) {
+                // prelude epilogue's steps, written out: as a call they made this kernel 2-2.7x
+                // slower on lavapipe (the other forward kernels call it at the same speed).
                 var v = acc[i][t];
                 if (BIAS) { v += bias[m0 + i]; }
                 if (RESIDUAL) { v += residual[o]; }

@@ -14,12 +14,6 @@
 // Needs subgroups of at least 8 invocations. Epilogue (BIAS, RESIDUAL, RELU) as conv2d_forward.
 // CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*ceil(Q/4) / 64), ceil(K / DM), 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read> panel: array<vec4<f32>>;  // [K4,3,3,C4] as vec4s
@@ -118,6 +112,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         for (var t = 0u; t < 4u; t++) {
             let o = at + (k0 + i) * pq + t;
             if (k0 + i < params.k && live && in_row[t]) {
+                // prelude epilogue's steps, written out: as a call they made this kernel 2-4x
+                // slower on lavapipe (the other forward kernels call it at the same speed).
                 var v = acc[i][t];
                 if (BIAS) { v += bias[k0 + i]; }
                 if (RESIDUAL) { v += residual[o]; }

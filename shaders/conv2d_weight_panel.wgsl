@@ -8,12 +8,6 @@
 // invocation per panel value spent its time on three integer divisions: 1.6 GB/s).
 // CPU twin: reference::conv2d_weight_panel. Dispatch: (ceil(E4 / 64), M4, 1).
 
-struct Params {
-    n: u32, c: u32, h: u32, w: u32,
-    k: u32, r: u32, s: u32, p: u32,
-    q: u32, stride: u32, pad: u32, _unused: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> panel: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;

@@ -12,8 +12,11 @@ pub use dispatch::{Dispatch, grid};
 pub use reflect::{Slot, slots, validate};
 
 macro_rules! kernels {
-    ($($variant:ident => $stem:literal $(after $prelude:literal)?,)*) => {
-        /// One variant per file in `shaders/`; the file stem is `Kernel::name`.
+    (@file $name:literal) => { $name };
+    (@file $name:literal $file:literal) => { $file };
+    ($($variant:ident => $name:literal $(from $file:literal)? $(after [$($part:literal),+])?,)*) => {
+        /// One variant per kernel. Its source is the file of `shaders/` named `Kernel::file`: its
+        /// name, or for the `_vec4` twin of a scalar kernel the source both share.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Kernel { $($variant,)* }
 
@@ -21,16 +24,27 @@ macro_rules! kernels {
             pub const ALL: &[Kernel] = &[$(Kernel::$variant,)*];
 
             pub fn name(self) -> &'static str {
-                match self { $(Kernel::$variant => $stem,)* }
+                match self { $(Kernel::$variant => $name,)* }
             }
 
-            /// The kernel's WGSL, after the file of `shaders/prelude/` it names if any (WGSL
-            /// has no includes).
+            /// The stem of the kernel's own file in `shaders/`.
+            pub fn file(self) -> &'static str {
+                match self { $(Kernel::$variant => kernels!(@file $name $($file)?),)* }
+            }
+
+            /// The stems of the files of `shaders/prelude/` that come before its own, in order.
+            pub fn parts(self) -> &'static [&'static str] {
+                match self { $(Kernel::$variant => &[$($($part),+)?],)* }
+            }
+
+            /// The kernel's WGSL: its prelude parts, then its own file (WGSL has no includes;
+            /// module-scope names resolve in any order, so a part may call functions the kernel
+            /// defines).
             pub fn source(self) -> &'static str {
                 match self {
                     $(Kernel::$variant => concat!(
-                        $(include_str!(concat!("../../shaders/prelude/", $prelude, ".wgsl")), "\n",)?
-                        include_str!(concat!("../../shaders/", $stem, ".wgsl"))
+                        $($(include_str!(concat!("../../shaders/prelude/", $part, ".wgsl")), "\n",)+)?
+                        include_str!(concat!("../../shaders/", kernels!(@file $name $($file)?), ".wgsl"))
                     ),)*
                 }
             }
@@ -38,45 +52,52 @@ macro_rules! kernels {
     };
 }
 
+// Each kernel's source: its prelude parts (shaders/prelude/), in order, then its own file.
+//   conv_params  the `params` uniform of every conv kernel
+//   tile         the shared path's workgroup-tile loop (conv2d_forward and its two gradients)
+//   lanes        the subgroup broadcasts of the `_lanes` kernels
+//   epilogue     the forward convs' fused bias, residual and ReLU (after f32 or vec4)
+//   channels     batch norm's per-channel walk and workgroup sum
+//   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
-    Conv2dForward => "conv2d_forward",
-    Conv2dForwardLanes => "conv2d_forward_lanes" after "lanes",
-    Conv2dBackwardInput => "conv2d_backward_input",
-    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after "lanes",
-    Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after "lanes",
-    Conv2dBackwardWeight => "conv2d_backward_weight",
-    Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after "lanes",
-    Conv2dRowsLanes => "conv2d_rows_lanes" after "lanes",
-    Conv2dStridedLanes => "conv2d_strided_lanes" after "lanes",
-    Conv2dWeightPanel => "conv2d_weight_panel",
-    Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after "lanes",
-    Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after "lanes",
-    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after "lanes",
-    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after "lanes",
-    BatchnormForwardTrain => "batchnorm_forward_train",
-    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4",
-    BatchnormForwardEval => "batchnorm_forward_eval",
-    BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4",
-    BatchnormBackward => "batchnorm_backward",
-    BatchnormBackwardVec4 => "batchnorm_backward_vec4",
-    ReluBackward => "relu_backward",
-    ReluBackwardVec4 => "relu_backward_vec4",
-    ReluMask => "relu_mask",
-    ReluMaskVec4 => "relu_mask_vec4",
-    Add => "add",
-    AddVec4 => "add_vec4",
+    Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "f32", "epilogue"],
+    Conv2dForwardLanes => "conv2d_forward_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
+    Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "tile"],
+    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after ["conv_params", "lanes"],
+    Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after ["conv_params", "lanes"],
+    Conv2dBackwardWeight => "conv2d_backward_weight" after ["conv_params", "tile"],
+    Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after ["conv_params", "lanes"],
+    Conv2dRowsLanes => "conv2d_rows_lanes" after ["conv_params", "lanes"],
+    Conv2dStridedLanes => "conv2d_strided_lanes" after ["conv_params", "lanes"],
+    Conv2dWeightPanel => "conv2d_weight_panel" after ["conv_params"],
+    Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after ["conv_params", "lanes", "vec4", "epilogue"],
+    Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
+    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes"],
+    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after ["conv_params", "lanes"],
+    BatchnormForwardTrain => "batchnorm_forward_train" after ["f32", "channels"],
+    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["vec4", "channels"],
+    BatchnormForwardEval => "batchnorm_forward_eval" after ["f32"],
+    BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4" from "batchnorm_forward_eval" after ["vec4"],
+    BatchnormBackward => "batchnorm_backward" after ["f32", "channels"],
+    BatchnormBackwardVec4 => "batchnorm_backward_vec4" from "batchnorm_backward" after ["vec4", "channels"],
+    ReluBackward => "relu_backward" after ["f32"],
+    ReluBackwardVec4 => "relu_backward_vec4" from "relu_backward" after ["vec4"],
+    ReluMask => "relu_mask" after ["f32"],
+    ReluMaskVec4 => "relu_mask_vec4" from "relu_mask" after ["vec4"],
+    Add => "add" after ["f32"],
+    AddVec4 => "add_vec4" from "add" after ["vec4"],
     ShortcutAForward => "shortcut_a_forward",
     ShortcutABackward => "shortcut_a_backward",
     MaxpoolForward => "maxpool_forward",
     MaxpoolBackward => "maxpool_backward",
     AvgpoolForward => "avgpool_forward",
     AvgpoolBackward => "avgpool_backward",
-    LinearForward => "linear_forward",
-    LinearForwardVec4 => "linear_forward_vec4",
-    LinearBackwardInput => "linear_backward_input",
-    LinearBackwardInputVec4 => "linear_backward_input_vec4",
-    LinearBackwardWeight => "linear_backward_weight",
-    LinearBackwardWeightVec4 => "linear_backward_weight_vec4",
+    LinearForward => "linear_forward" after ["f32"],
+    LinearForwardVec4 => "linear_forward_vec4" from "linear_forward" after ["vec4"],
+    LinearBackwardInput => "linear_backward_input" after ["f32"],
+    LinearBackwardInputVec4 => "linear_backward_input_vec4" from "linear_backward_input" after ["vec4"],
+    LinearBackwardWeight => "linear_backward_weight" after ["f32"],
+    LinearBackwardWeightVec4 => "linear_backward_weight_vec4" from "linear_backward_weight" after ["vec4"],
     SoftmaxCrossEntropy => "softmax_cross_entropy",
     Sgd => "sgd",
     SumSlices => "sum_slices",
