@@ -8,6 +8,13 @@ use crate::ops::elementwise::ShortcutParams;
 use crate::ops::linear::LinearParams;
 use crate::ops::pool::{AvgpoolParams, PoolParams};
 
+/// The first element where `got` is further than `atol + rtol * |want|` from `want`, or is not
+/// finite: the one closeness check of the tests, the benchmark's self-check and the autotune.
+pub fn first_off(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Option<usize> {
+    assert_eq!(got.len(), want.len(), "{} values compared with {}", got.len(), want.len());
+    got.iter().zip(want).position(|(&g, &w)| !g.is_finite() || (g as f64 - w).abs() > atol + rtol * w.abs())
+}
+
 /// `inp[n,c,h,w]` with zero outside the image.
 #[allow(clippy::too_many_arguments)]
 fn at(inp: &[f64], c_len: usize, h_len: usize, w_len: usize, n: usize, c: usize, h: isize, w: isize) -> f64 {

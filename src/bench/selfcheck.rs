@@ -5,7 +5,7 @@ use crate::ops::batchnorm::BatchnormParams;
 use crate::ops::conv::ConvParams;
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::checkpoint::Checkpoint;
 use crate::gpu::Gpu;
@@ -37,13 +37,10 @@ pub(super) fn f64s(v: &[f32]) -> Vec<f64> {
 pub(super) fn check_close(what: &str, gpu: &[f32], cpu: &[f64]) -> Result<()> {
     ensure!(gpu.len() == cpu.len(), "{what}: {} values from the GPU, {} from the CPU", gpu.len(), cpu.len());
     let bound = 1e-4 * cpu.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        ensure!(
-            (g as f64 - c).abs() <= bound && g.is_finite(),
-            "{what}: element {i} is {g} on the GPU, {c} on the CPU (bound {bound:e})"
-        );
+    match reference::first_off(gpu, cpu, bound, 0.0) {
+        None => Ok(()),
+        Some(i) => bail!("{what}: element {i} is {} on the GPU, {} on the CPU (bound {bound:e})", gpu[i], cpu[i]),
     }
-    Ok(())
 }
 
 fn check_conv(gpu: &Gpu, rng: &mut Rng, inp: [usize; 4], weight: [usize; 4], stride: usize, pad: usize) -> Result<()> {

@@ -51,16 +51,10 @@ pub fn f64s(v: &[f32]) -> Vec<f64> {
 /// Asserts |gpu - cpu| <= atol + rtol * |cpu| everywhere, naming the first element that is off.
 pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f64], atol: f64, rtol: f64) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: {} values from the GPU, {} from the CPU", gpu.len(), cpu.len());
-    let mut worst = 0.0f64;
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
-        let err = (g as f64 - c).abs();
-        assert!(
-            err <= atol + rtol * c.abs(),
-            "{what}: element {i} is {g} on the GPU, {c} on the CPU (bound {atol} + {rtol}*|cpu|)"
-        );
-        worst = worst.max(err);
+    if let Some(i) = resnet_wgpu::reference::first_off(gpu, cpu, atol, rtol) {
+        let (g, c) = (gpu[i], cpu[i]);
+        panic!("{what}: element {i} is {g} on the GPU, {c} on the CPU (bound {atol} + {rtol}*|cpu|)");
     }
-    assert!(gpu.iter().all(|x| x.is_finite()), "{what}: non-finite GPU output");
 }
 
 /// Serves `body` to every GET on 127.0.0.1 (any path) until `requests` have been answered or
