@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::checkpoint::Checkpoint;
 use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
-use crate::model::{Arch, ResNet, Shortcut};
+use crate::model::{Arch, ConvSpec, ResNet, STEM_POOL, Shortcut, ShortcutSpec};
 use crate::ops::{batchnorm, conv, elementwise, linear, pool};
 use crate::plan::{InferStep, TrainStep};
 use crate::reference;
@@ -173,58 +173,67 @@ fn check_resnet8(gpu: &Gpu, rng: &mut Rng) -> Result<()> {
     check_close("ResNet-8 folded inference logits", &gpu.read(&infer.logits)?, &want)
 }
 
-/// The logits of a CIFAR ResNet with option-A or identity shortcuts, computed on the CPU with the
-/// `reference` twins from `ck`'s tensors; `train` normalises with the batch's statistics.
+/// The logits of `arch` computed on the CPU with the `reference` twins from `ck`'s tensors;
+/// `train` normalises with the batch's statistics.
 fn reference_forward(arch: &Arch, ck: &Checkpoint, images: &[f64], batch: usize, train: bool) -> Result<Vec<f64>> {
-    ensure!(!arch.imagenet && arch.shortcut == Shortcut::A, "the CPU forward covers CIFAR option-A networks");
     let get = |name: &str| -> Result<Vec<f64>> {
         Ok(f64s(&ck.tensors.get(name).with_context(|| format!("the checkpoint lacks {name}"))?.1))
     };
-    let conv_bn =
-        |x: &[f64], shape: [usize; 4], conv: &str, bn: &str, stride: usize| -> Result<(Vec<f64>, [usize; 4])> {
-            let (weight_shape, weight) =
-                ck.tensors.get(&format!("{conv}.weight")).with_context(|| format!("no {conv}"))?;
-            let params = ConvParams::new(&shape, weight_shape, stride, weight_shape[2] / 2)?;
-            let out_shape: [usize; 4] = params.out_shape().try_into().expect("a conv output has four dimensions");
-            let mut y = vec![0.0; out_shape.iter().product()];
-            reference::conv2d_forward(&mut y, x, &f64s(weight), &params);
-            let k = out_shape[1];
-            let bn_params = BatchnormParams::for_input(&out_shape)?;
-            let (weight, bias) = (get(&format!("{bn}.weight"))?, get(&format!("{bn}.bias"))?);
-            let (mut rm, mut rv) = (get(&format!("{bn}.running_mean"))?, get(&format!("{bn}.running_var"))?);
-            let mut out = vec![0.0; y.len()];
-            if train {
-                let (mut mean, mut rstd) = (vec![0.0; k], vec![0.0; k]);
-                reference::batchnorm_forward_train(
-                    &mut out, &mut mean, &mut rstd, &mut rm, &mut rv, &y, &weight, &bias, &bn_params,
-                );
-            } else {
-                reference::batchnorm_forward_eval(&mut out, &y, &weight, &bias, &rm, &rv, &bn_params);
-            }
-            Ok((out, out_shape))
-        };
+    let conv_bn = |x: &[f64], shape: [usize; 4], spec: &ConvSpec| -> Result<(Vec<f64>, [usize; 4])> {
+        let weight = get(&format!("{}.weight", spec.conv))?;
+        let weight_shape = [spec.out, spec.inp, spec.kernel, spec.kernel];
+        let params = ConvParams::new(&shape, &weight_shape, spec.stride, spec.pad())?;
+        let out_shape: [usize; 4] = params.out_shape().try_into().expect("a conv output has four dimensions");
+        let mut y = vec![0.0; out_shape.iter().product()];
+        reference::conv2d_forward(&mut y, x, &weight, &params);
+        let k = out_shape[1];
+        let bn_params = BatchnormParams::for_input(&out_shape)?;
+        let bn = |what: &str| get(&format!("{}.{what}", spec.bn));
+        let (weight, bias) = (bn("weight")?, bn("bias")?);
+        let (mut rm, mut rv) = (bn("running_mean")?, bn("running_var")?);
+        let mut out = vec![0.0; y.len()];
+        if train {
+            let (mut mean, mut rstd) = (vec![0.0; k], vec![0.0; k]);
+            reference::batchnorm_forward_train(
+                &mut out, &mut mean, &mut rstd, &mut rm, &mut rv, &y, &weight, &bias, &bn_params,
+            );
+        } else {
+            reference::batchnorm_forward_eval(&mut out, &y, &weight, &bias, &rm, &rv, &bn_params);
+        }
+        Ok((out, out_shape))
+    };
     let relu = |x: Vec<f64>| x.into_iter().map(|v| v.max(0.0)).collect::<Vec<f64>>();
 
-    let (x, mut shape) = conv_bn(images, [batch, 3, arch.image, arch.image], "conv1", "bn1", 1)?;
+    let (x, mut shape) = conv_bn(images, [batch, 3, arch.image, arch.image], &arch.stem())?;
     let mut x = relu(x);
-    for (s, &(blocks, _)) in arch.stages.iter().enumerate() {
-        for i in 0..blocks {
-            let name = format!("layer{}.{i}", s + 1);
-            let stride = if s > 0 && i == 0 { 2 } else { 1 };
-            let (y, y_shape) = conv_bn(&x, shape, &format!("{name}.conv1"), &format!("{name}.bn1"), stride)?;
-            let (y, y_shape) = conv_bn(&relu(y), y_shape, &format!("{name}.conv2"), &format!("{name}.bn2"), 1)?;
-            let shortcut = if y_shape == shape {
-                x
-            } else {
+    if arch.imagenet {
+        let (r, stride, pad) = STEM_POOL;
+        let params = pool::PoolParams::new(&shape, r, stride, pad)?;
+        let pooled_shape: [usize; 4] = params.out_shape().try_into().expect("a pool output has four dimensions");
+        let len = pooled_shape.iter().product();
+        let (mut pooled, mut indices) = (vec![0.0; len], vec![0; len]);
+        reference::maxpool_forward(&mut pooled, &mut indices, &x, &params);
+        (x, shape) = (pooled, pooled_shape);
+    }
+    for block in arch.blocks() {
+        let (mut y, mut y_shape) = (x.clone(), shape);
+        for (j, conv) in block.convs.iter().enumerate() {
+            let (out, out_shape) = conv_bn(&y, y_shape, conv)?;
+            let last = j + 1 == block.convs.len();
+            (y, y_shape) = (if last { out } else { relu(out) }, out_shape);
+        }
+        match &block.shortcut {
+            ShortcutSpec::None => {}
+            ShortcutSpec::Identity => reference::add(&mut y, &x),
+            ShortcutSpec::A => {
                 let params = elementwise::ShortcutParams::new(&shape, &y_shape)?;
                 let mut out = vec![0.0; y.len()];
                 reference::shortcut_a_forward(&mut out, &x, &params);
-                out
-            };
-            let mut sum = y;
-            reference::add(&mut sum, &shortcut);
-            (x, shape) = (relu(sum), y_shape);
+                reference::add(&mut y, &out);
+            }
+            ShortcutSpec::B(projection) => reference::add(&mut y, &conv_bn(&x, shape, projection)?.0),
         }
+        (x, shape) = (relu(y), y_shape);
     }
     let [n, c, h, w] = shape;
     let mut pooled = vec![0.0; n * c];

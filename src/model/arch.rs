@@ -93,41 +93,73 @@ impl Arch {
         })
     }
 
-    pub fn stem_width(&self) -> usize {
-        if self.imagenet { 64 } else { 16 }
+    /// The stem's conv and BN: CIFAR's 3x3 conv 16, ImageNet's 7x7/2 conv 64 (followed by
+    /// [`STEM_POOL`] after its ReLU).
+    pub fn stem(&self) -> ConvSpec {
+        let (kernel, stride, out) = if self.imagenet { (7, 2, 64) } else { (3, 1, 16) };
+        ConvSpec { conv: "conv1".into(), bn: "bn1".into(), inp: 3, out, kernel, stride }
     }
 
-    /// Every block in order: (name `layerS.I`, input channels, stride, its convs as
-    /// (kernel, stride, output channels), whether it has a `downsample` projection).
+    /// Every block in order, with its convs and its shortcut, as torchvision names them.
     pub fn blocks(&self) -> Vec<BlockSpec> {
-        let mut c = self.stem_width();
+        let mut c = self.stem().out;
         let mut specs = Vec::new();
         for (s, &(count, width)) in self.stages.iter().enumerate() {
             for i in 0..count {
+                let name = format!("layer{}.{i}", s + 1);
                 let stride = if s > 0 && i == 0 { 2 } else { 1 };
-                let convs = match self.block {
+                let shapes = match self.block {
                     BlockKind::Basic => vec![(3, stride, width), (3, 1, width)],
-                    BlockKind::Bottleneck => {
-                        vec![(1, 1, width), (3, stride, width), (1, 1, 4 * width)]
-                    }
+                    BlockKind::Bottleneck => vec![(1, 1, width), (3, stride, width), (1, 1, 4 * width)],
                 };
-                let out = convs.last().unwrap().2;
-                let reshapes = stride != 1 || c != out;
-                specs.push(BlockSpec {
-                    name: format!("layer{}.{i}", s + 1),
-                    inp: c,
-                    convs,
-                    shortcut: match self.shortcut {
-                        Shortcut::Plain => ShortcutSpec::None,
-                        _ if !reshapes => ShortcutSpec::Identity,
-                        Shortcut::A => ShortcutSpec::A,
-                        Shortcut::B => ShortcutSpec::B { stride },
-                    },
-                });
-                c = out;
+                let (inp, mut from) = (c, c);
+                let convs = shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &(kernel, stride, out))| {
+                        let conv = ConvSpec {
+                            conv: format!("{name}.conv{}", j + 1),
+                            bn: format!("{name}.bn{}", j + 1),
+                            inp: from,
+                            out,
+                            kernel,
+                            stride,
+                        };
+                        from = out;
+                        conv
+                    })
+                    .collect();
+                c = from;
+                let shortcut = match self.shortcut {
+                    Shortcut::Plain => ShortcutSpec::None,
+                    _ if stride == 1 && inp == c => ShortcutSpec::Identity,
+                    Shortcut::A => ShortcutSpec::A,
+                    Shortcut::B => ShortcutSpec::B(ConvSpec {
+                        conv: format!("{name}.downsample.0"),
+                        bn: format!("{name}.downsample.1"),
+                        inp,
+                        out: c,
+                        kernel: 1,
+                        stride,
+                    }),
+                };
+                specs.push(BlockSpec { name, convs, shortcut });
             }
         }
         specs
+    }
+
+    /// Every conv with its BN, in torchvision's `state_dict` order: the stem, then per block
+    /// conv1, conv2[, conv3] and the projection.
+    pub fn convs(&self) -> Vec<ConvSpec> {
+        let mut convs = vec![self.stem()];
+        for block in self.blocks() {
+            convs.extend(block.convs);
+            if let ShortcutSpec::B(projection) = block.shortcut {
+                convs.push(projection);
+            }
+        }
+        convs
     }
 
     pub fn features(&self) -> usize {
@@ -138,30 +170,10 @@ impl Arch {
     /// Every parameter's name and shape, in torchvision's `state_dict` order.
     pub fn parameters(&self) -> Vec<(String, Vec<usize>)> {
         let mut params = Vec::new();
-        let mut conv_bn = |conv: String, bn: String, shape: Vec<usize>| {
-            params.push((conv, shape.clone()));
-            params.push((format!("{bn}.weight"), vec![shape[0]]));
-            params.push((format!("{bn}.bias"), vec![shape[0]]));
-        };
-        let k = if self.imagenet { 7 } else { 3 };
-        conv_bn("conv1.weight".into(), "bn1".into(), vec![self.stem_width(), 3, k, k]);
-        for block in self.blocks() {
-            let mut c = block.inp;
-            for (j, &(r, _, width)) in block.convs.iter().enumerate() {
-                conv_bn(
-                    format!("{}.conv{}.weight", block.name, j + 1),
-                    format!("{}.bn{}", block.name, j + 1),
-                    vec![width, c, r, r],
-                );
-                c = width;
-            }
-            if let ShortcutSpec::B { .. } = block.shortcut {
-                conv_bn(
-                    format!("{}.downsample.0.weight", block.name),
-                    format!("{}.downsample.1", block.name),
-                    vec![c, block.inp, 1, 1],
-                );
-            }
+        for conv in self.convs() {
+            params.push((format!("{}.weight", conv.conv), vec![conv.out, conv.inp, conv.kernel, conv.kernel]));
+            params.push((format!("{}.weight", conv.bn), vec![conv.out]));
+            params.push((format!("{}.bias", conv.bn), vec![conv.out]));
         }
         params.push(("fc.weight".into(), vec![self.classes, self.features()]));
         params.push(("fc.bias".into(), vec![self.classes]));
@@ -181,17 +193,45 @@ impl Arch {
     }
 }
 
+/// The stem's max pool of the ImageNet networks: (kernel, stride, padding).
+pub const STEM_POOL: (usize, usize, usize) = (3, 2, 1);
+
+/// A conv (no bias, padding `kernel / 2`) and the BN after it, as the state dict names them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvSpec {
+    pub conv: String,
+    pub bn: String,
+    pub inp: usize,
+    pub out: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl ConvSpec {
+    pub fn pad(&self) -> usize {
+        self.kernel / 2
+    }
+}
+
+/// A residual block (or its plain twin): conv1/bn1, conv2/bn2[, conv3/bn3], each followed by a
+/// ReLU, the last one's after the shortcut is added.
 pub struct BlockSpec {
     pub name: String,
-    pub inp: usize,
-    /// (kernel size, stride, output channels) of conv1, conv2[, conv3].
-    pub convs: Vec<(usize, usize, usize)>,
+    pub convs: Vec<ConvSpec>,
     pub shortcut: ShortcutSpec,
+}
+
+impl BlockSpec {
+    pub fn out(&self) -> usize {
+        self.convs.last().expect("a block has convs").out
+    }
 }
 
 pub enum ShortcutSpec {
     None,
     Identity,
+    /// Option A: even rows and columns of the input, zero channels padded up to the block's output.
     A,
-    B { stride: usize },
+    /// Option B: the block's projection, with its BN and no ReLU.
+    B(ConvSpec),
 }

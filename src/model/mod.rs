@@ -4,5 +4,5 @@
 mod arch;
 mod resnet;
 
-pub use arch::{Arch, BlockKind, BlockSpec, Shortcut, ShortcutSpec};
+pub use arch::{Arch, BlockKind, BlockSpec, ConvSpec, STEM_POOL, Shortcut, ShortcutSpec};
 pub use resnet::{Arena, ResNet};

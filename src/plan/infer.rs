@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::Dispatch;
-use crate::model::{Arch, Arena, ShortcutSpec};
+use crate::model::{Arch, Arena, ConvSpec, STEM_POOL, ShortcutSpec};
 use crate::ops::{batchnorm, conv, elementwise, linear, pool};
 
 /// Inference with batch norm folded into the convolutions at load time:
@@ -45,25 +45,21 @@ impl InferStep {
         // Every conv followed by its BN becomes "<conv>.weight" and "<conv>.bias".
         let mut specs = Vec::new();
         let mut folded: Vec<Vec<f32>> = Vec::new();
-        for (name, shape) in arch.parameters() {
-            let values = &ck.tensors[&name].1;
-            if name.starts_with("fc.") {
-                specs.push((name, shape));
-                folded.push(values.clone());
-                continue;
-            }
-            let Some(conv) = name.strip_suffix(".weight").filter(|_| shape.len() == 4) else {
-                continue;
-            };
-            let bn = bn_of(conv);
-            let get = |suffix: &str| &ck.tensors[&format!("{bn}.{suffix}")].1;
+        for conv in arch.convs() {
+            let (shape, values) = &ck.tensors[&format!("{}.weight", conv.conv)];
+            let get = |what: &str| &ck.tensors[&format!("{}.{what}", conv.bn)].1;
             let (gamma, beta, mean, var) = (get("weight"), get("bias"), get("running_mean"), get("running_var"));
             let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + batchnorm::BN_EPS).sqrt()).collect();
             let per_k = values.len() / shape[0];
             folded.push(values.iter().enumerate().map(|(i, w)| w * scale[i / per_k]).collect());
             folded.push(beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect());
-            specs.push((format!("{conv}.weight"), shape.clone()));
-            specs.push((format!("{conv}.bias"), vec![shape[0]]));
+            specs.push((format!("{}.weight", conv.conv), shape.clone()));
+            specs.push((format!("{}.bias", conv.conv), vec![shape[0]]));
+        }
+        for name in ["fc.weight", "fc.bias"] {
+            let (shape, values) = &ck.tensors[name];
+            specs.push((name.into(), shape.clone()));
+            folded.push(values.clone());
         }
         let weights = Arena::new(gpu, "folded weights", &specs)?;
         for (t, values) in weights.tensors.iter().zip(&folded) {
@@ -76,12 +72,12 @@ impl InferStep {
     pub fn plan(gpu: &Gpu, arch: &Arch, weights: Arena, batch: usize) -> Result<Self> {
         let mut plan = FoldedPlan { gpu, weights: &weights, dispatches: Vec::new(), layouts: Vec::new() };
         let input = gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
-        let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };
-        let mut x = plan.conv(&input, "conv1", stride, pad, None, true)?;
+        let mut x = plan.conv(&input, &arch.stem(), None, true)?;
         if arch.imagenet {
-            let shape = pool::PoolParams::new(&x.shape, 3, 2, 1)?.out_shape();
+            let (r, stride, pad) = STEM_POOL;
+            let shape = pool::PoolParams::new(&x.shape, r, stride, pad)?.out_shape();
             let (out, indices) = (gpu.zeros("maxpool", &shape)?, gpu.zeros("maxpool indices", &shape)?);
-            plan.push("maxpool", pool::maxpool_forward(gpu, &out, &indices, &x, 3, 2, 1))?;
+            plan.push("maxpool", pool::maxpool_forward(gpu, &out, &indices, &x, r, stride, pad))?;
             x = out;
         }
         for spec in arch.blocks() {
@@ -90,22 +86,19 @@ impl InferStep {
                 ShortcutSpec::None => None,
                 ShortcutSpec::Identity => Some(x.clone()),
                 ShortcutSpec::A => {
-                    let (_, _, k) = *spec.convs.last().expect("a block has convs");
                     let out = gpu.zeros(
                         &format!("{name}.shortcut"),
-                        &[x.shape[0], k, x.shape[2].div_ceil(2), x.shape[3].div_ceil(2)],
+                        &[x.shape[0], spec.out(), x.shape[2].div_ceil(2), x.shape[3].div_ceil(2)],
                     )?;
                     plan.push(&format!("{name}.shortcut"), elementwise::shortcut_a_forward(gpu, &out, &x))?;
                     Some(out)
                 }
-                ShortcutSpec::B { stride } => {
-                    Some(plan.conv(&x, &format!("{name}.downsample.0"), stride, 0, None, false)?)
-                }
+                ShortcutSpec::B(projection) => Some(plan.conv(&x, &projection, None, false)?),
             };
             let mut y = x.clone();
-            for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
+            for (j, conv) in spec.convs.iter().enumerate() {
                 let residual = shortcut.as_ref().filter(|_| j + 1 == spec.convs.len());
-                y = plan.conv(&y, &format!("{name}.conv{}", j + 1), stride, r / 2, residual, true)?;
+                y = plan.conv(&y, conv, residual, true)?;
             }
             x = y;
         }
@@ -144,15 +137,8 @@ impl FoldedPlan<'_> {
     }
 
     /// relu?(conv(inp) with folded BN + residual?).
-    fn conv(
-        &mut self,
-        inp: &Tensor,
-        name: &str,
-        stride: usize,
-        pad: usize,
-        residual: Option<&Tensor>,
-        relu: bool,
-    ) -> Result<Tensor> {
+    fn conv(&mut self, inp: &Tensor, spec: &ConvSpec, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let (name, stride, pad) = (spec.conv.as_str(), spec.stride, spec.pad());
         let (weight, bias) = (self.weights.get(&format!("{name}.weight")), self.weights.get(&format!("{name}.bias")));
         let params = conv::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?;
         let out = self.gpu.zeros(name, &params.out_shape())?;
@@ -174,18 +160,5 @@ impl FoldedPlan<'_> {
         );
         self.push(name, dispatch)?;
         Ok(out)
-    }
-}
-
-/// The BN that follows a conv: `conv1` -> `bn1`, `layer1.0.conv2` -> `layer1.0.bn2`,
-/// `layer2.0.downsample.0` -> `layer2.0.downsample.1`.
-fn bn_of(conv: &str) -> String {
-    match conv.strip_suffix("downsample.0") {
-        Some(block) => format!("{block}downsample.1"),
-        None => {
-            let (head, last) = conv.rsplit_once('.').map_or(("", conv), |(h, l)| (h, l));
-            let bn = last.replace("conv", "bn");
-            if head.is_empty() { bn } else { format!("{head}.{bn}") }
-        }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::Dispatch;
-use crate::model::{ResNet, ShortcutSpec};
+use crate::model::{ConvSpec, ResNet, STEM_POOL, ShortcutSpec};
 use crate::ops::sgd::{Sgd, SgdParams};
 use crate::ops::{batchnorm, conv, elementwise, linear, pool, sgd};
 
@@ -23,10 +23,7 @@ pub enum Statistics {
 /// One conv + BN pair, out = relu?(bn(conv(inp)) + residual?), and what its backward needs
 /// (`mean`, `rstd` only in training mode).
 struct ConvBn {
-    conv: String,
-    bn: String,
-    stride: usize,
-    pad: usize,
+    spec: ConvSpec,
     inp: Tensor,
     conv_out: Tensor,
     out: Tensor,
@@ -142,18 +139,9 @@ impl<'a> Planner<'a> {
     }
 
     /// out = relu?(bn(conv(inp)) + residual?): the add and the ReLU run in the BN kernel.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_bn(
-        &mut self,
-        inp: &Tensor,
-        conv: &str,
-        bn: &str,
-        stride: usize,
-        pad: usize,
-        residual: Option<&Tensor>,
-        relu: bool,
-    ) -> Result<ConvBn> {
+    fn conv_bn(&mut self, inp: &Tensor, spec: &ConvSpec, residual: Option<&Tensor>, relu: bool) -> Result<ConvBn> {
         let (gpu, p, b) = (self.gpu, &self.model.params, &self.model.buffers);
+        let (conv, bn, stride, pad) = (spec.conv.as_str(), spec.bn.as_str(), spec.stride, spec.pad());
         let weight = p.get(&format!("{conv}.weight"));
         let params = conv::ConvParams::new(&inp.shape, &weight.shape, stride, pad)?;
         let shape = params.out_shape();
@@ -200,8 +188,7 @@ impl<'a> Planner<'a> {
             }
             _ => None,
         };
-        let (conv, bn, inp) = (conv.into(), bn.into(), inp.clone());
-        Ok(ConvBn { conv, bn, stride, pad, inp, conv_out, out, mean, rstd, mask })
+        Ok(ConvBn { spec: spec.clone(), inp: inp.clone(), conv_out, out, mean, rstd, mask })
     }
 
     /// Writes the pair's parameter gradients (`=`) and returns the gradient of its conv's output
@@ -211,7 +198,7 @@ impl<'a> Planner<'a> {
     /// statistics and that mask), so that later gradients may take their buffers.
     fn conv_bn_backward(&mut self, saved: &ConvBn, dout: &Tensor, relu_mask: Option<&Tensor>) -> Result<Tensor> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
-        let (bn, conv) = (&saved.bn, &saved.conv);
+        let (bn, conv) = (&saved.spec.bn, &saved.spec.conv);
         let dconv_out = saved.conv_out.clone();
         let (dweight, dbias) = (g.get(&format!("{bn}.weight")), g.get(&format!("{bn}.bias")));
         let bn_weight = p.get(&format!("{bn}.weight"));
@@ -236,20 +223,13 @@ impl<'a> Planner<'a> {
         }
         let dweight = g.get(&format!("{conv}.weight"));
         // Where the reduction runs in slices, their scratch comes from the plan's free buffers.
-        let scratch = conv::weight_gradient_scratch(gpu, &saved.inp.shape, &dweight.shape, saved.stride, saved.pad)?
+        let (stride, pad) = (saved.spec.stride, saved.spec.pad());
+        let scratch = conv::weight_gradient_scratch(gpu, &saved.inp.shape, &dweight.shape, stride, pad)?
             .map(|shape| self.tensor(&format!("{conv} weight gradient slices"), &shape))
             .transpose()?;
         self.push_all(
             conv,
-            conv::conv2d_backward_weight(
-                gpu,
-                dweight,
-                &dconv_out,
-                &saved.inp,
-                scratch.as_ref(),
-                saved.stride,
-                saved.pad,
-            ),
+            conv::conv2d_backward_weight(gpu, dweight, &dconv_out, &saved.inp, scratch.as_ref(), stride, pad),
         )?;
         if let Some(scratch) = scratch {
             self.release(&[&scratch]);
@@ -266,20 +246,21 @@ impl<'a> Planner<'a> {
         dinp: &Tensor,
         accumulate: bool,
     ) -> Result<()> {
-        let weight = self.model.params.get(&format!("{}.weight", saved.conv));
-        let params = conv::ConvParams::new(&dinp.shape, &weight.shape, saved.stride, saved.pad)?;
-        let panel = self.panel(&saved.conv, weight, &params, true)?;
+        let spec = &saved.spec;
+        let weight = self.model.params.get(&format!("{}.weight", spec.conv));
+        let params = conv::ConvParams::new(&dinp.shape, &weight.shape, spec.stride, spec.pad())?;
+        let panel = self.panel(&spec.conv, weight, &params, true)?;
         let dispatch = conv::conv2d_backward_input(
             self.gpu,
             dinp,
             &dconv_out,
             weight,
             panel.as_ref(),
-            saved.stride,
-            saved.pad,
+            spec.stride,
+            spec.pad(),
             accumulate,
         );
-        self.push(&saved.conv, dispatch)?;
+        self.push(&spec.conv, dispatch)?;
         self.release(&[&dconv_out]);
         self.release(&panel.iter().collect::<Vec<_>>());
         Ok(())
@@ -290,15 +271,14 @@ impl<'a> Planner<'a> {
         let arch = &self.model.arch;
         // Written by the CPU before the step: never a reused buffer.
         let input = self.gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
-        // Stem: CIFAR 3x3 conv 16; ImageNet 7x7/2 conv 64 and a 3x3/2 max pool after the ReLU.
-        let (stride, pad) = if arch.imagenet { (2, 3) } else { (1, 1) };
-        let stem = self.conv_bn(&input, "conv1", "bn1", stride, pad, None, true)?;
+        let stem = self.conv_bn(&input, &arch.stem(), None, true)?;
         let mut x = stem.out.clone();
         let mut maxpool = None;
         if arch.imagenet {
-            let shape = pool::PoolParams::new(&x.shape, 3, 2, 1)?.out_shape();
+            let (r, stride, pad) = STEM_POOL;
+            let shape = pool::PoolParams::new(&x.shape, r, stride, pad)?.out_shape();
             let (out, indices) = (self.tensor("maxpool", &shape)?, self.tensor("maxpool indices", &shape)?);
-            self.push("maxpool", pool::maxpool_forward(self.gpu, &out, &indices, &x, 3, 2, 1))?;
+            self.push("maxpool", pool::maxpool_forward(self.gpu, &out, &indices, &x, r, stride, pad))?;
             // The backward needs the pool's indices and the ReLU's mask, not the ReLU's output.
             self.release(&[&x]);
             maxpool = Some((x, indices));
@@ -307,31 +287,28 @@ impl<'a> Planner<'a> {
 
         let mut blocks = Vec::new();
         for spec in arch.blocks() {
-            let name = spec.name;
+            let name = spec.name.clone();
             // The shortcut first: the branch's last BN adds it.
-            let (shortcut, residual) = match spec.shortcut {
+            let (shortcut, residual) = match &spec.shortcut {
                 ShortcutSpec::None => (SavedShortcut::None, None),
                 ShortcutSpec::Identity => (SavedShortcut::Identity, Some(x.clone())),
                 ShortcutSpec::A => {
-                    let (_, _, k) = *spec.convs.last().expect("a block has convs");
-                    let shape = [x.shape[0], k, x.shape[2].div_ceil(2), x.shape[3].div_ceil(2)];
+                    let shape = [x.shape[0], spec.out(), x.shape[2].div_ceil(2), x.shape[3].div_ceil(2)];
                     let out = self.tensor(&format!("{name}.shortcut"), &shape)?;
                     self.push(&format!("{name}.shortcut"), elementwise::shortcut_a_forward(self.gpu, &out, &x))?;
                     (SavedShortcut::A, Some(out))
                 }
-                ShortcutSpec::B { stride } => {
-                    let (conv, bn) = (format!("{name}.downsample.0"), format!("{name}.downsample.1"));
-                    let projection = self.conv_bn(&x, &conv, &bn, stride, 0, None, false)?;
+                ShortcutSpec::B(projection) => {
+                    let projection = self.conv_bn(&x, projection, None, false)?;
                     let out = projection.out.clone();
                     (SavedShortcut::B(Box::new(projection)), Some(out))
                 }
             };
             let mut layers_saved = Vec::new();
             let mut y = x.clone();
-            for (j, &(r, stride, _)) in spec.convs.iter().enumerate() {
-                let (conv, bn) = (format!("{name}.conv{}", j + 1), format!("{name}.bn{}", j + 1));
+            for (j, conv) in spec.convs.iter().enumerate() {
                 let last = j + 1 == spec.convs.len();
-                let pair = self.conv_bn(&y, &conv, &bn, stride, r / 2, residual.as_ref().filter(|_| last), true)?;
+                let pair = self.conv_bn(&y, conv, residual.as_ref().filter(|_| last), true)?;
                 y = pair.out.clone();
                 layers_saved.push(pair);
             }
@@ -390,7 +367,7 @@ impl<'a> Planner<'a> {
                     self.release(&[&d]);
                 }
                 self.release(&[&pair.inp]);
-                d = self.tensor(&format!("d {} input", pair.conv), &pair.inp.shape)?;
+                d = self.tensor(&format!("d {} input", pair.spec.conv), &pair.inp.shape)?;
                 self.conv_backward_input(pair, dconv_out, &d, false)?;
             }
             let dconv1 = self.conv_bn_backward(first, &d, first.mask.as_ref())?;
@@ -423,7 +400,8 @@ impl<'a> Planner<'a> {
 
         if let Some((relu_out, indices)) = &fwd.maxpool {
             let dpool_in = self.tensor("d maxpool", &relu_out.shape)?;
-            self.push("maxpool", pool::maxpool_backward(gpu, &dpool_in, &dx, indices, 3, 2, 1))?;
+            let (r, stride, pad) = STEM_POOL;
+            self.push("maxpool", pool::maxpool_backward(gpu, &dpool_in, &dx, indices, r, stride, pad))?;
             self.release(&[&dx]);
             dx = dpool_in;
         }
