@@ -1,6 +1,9 @@
 //! `bench compare`: reports of several adapters side by side.
 
-use super::*;
+use super::Mode;
+use super::report::{Measurement, Report};
+use super::tables::{adapter_label, fmt3, markdown, model_label};
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};

@@ -1,6 +1,6 @@
 //! FLOPs counted from the architecture.
 
-use super::*;
+use super::Mode;
 
 use crate::model::{Arch, BlockKind, Shortcut};
 

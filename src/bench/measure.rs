@@ -1,6 +1,15 @@
 //! Timing whole steps (and with `--per-layer`, each pass) of a configuration on one adapter.
 
-use super::*;
+use super::flops::flop_per_image;
+use super::peak::measure_peak;
+use super::report::{Kind, LayerTime, Measurement, Peak, Report};
+use super::selfcheck::self_check;
+use super::tables::fmt3;
+use super::{Config, Mode, Timer, Timing};
+use crate::gpu::AdapterJson;
+use crate::gpu::timing::{Submitted, Timestamps, submit};
+use crate::ops::sgd::Sgd;
+
 use std::ops::Range;
 use std::path::Path;
 

@@ -33,11 +33,6 @@ pub use report::{Kind, LayerTime, Measurement, Peak, Report, block_of};
 pub use selfcheck::self_check;
 pub use tables::{human_tables, layer_tables};
 
-use crate::gpu::timing::{Submitted, Timestamps, submit};
-use crate::ops::sgd::Sgd;
-use measure::submit_step;
-use tables::{adapter_label, fmt3, markdown, model_label};
-
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};

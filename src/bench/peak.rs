@@ -1,6 +1,10 @@
 //! The adapter's own fp32 FMA rate and copy bandwidth, by microbenchmarks.
 
-use super::*;
+use super::Timer;
+use super::measure::percentile;
+use super::report::Peak;
+use crate::gpu::timing::{Timestamps, submit};
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};

@@ -1,6 +1,7 @@
 //! The JSON report of `bench`, and the adapter as JSON (`infer --json` and `adapters --json` too).
 
-use super::*;
+use super::{Mode, Timer};
+use crate::gpu::AdapterJson;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,8 @@
 //! Before timing, the adapter's kernels and a whole ResNet-8 step against the CPU reference.
 
-use super::*;
+use super::measure::submit_step;
+use crate::ops::sgd::Sgd;
+
 use crate::ops::batchnorm::BatchnormParams;
 use crate::ops::conv::ConvParams;
 use std::path::Path;

@@ -1,8 +1,10 @@
 //! Human-readable tables of reports.
 
-use std::collections::BTreeMap;
+use super::Timer;
+use super::report::{Kind, LayerTime, Measurement, Report, block_of};
+use crate::gpu::AdapterJson;
 
-use super::*;
+use std::collections::BTreeMap;
 
 use crate::model::{Arch, Shortcut};
 
