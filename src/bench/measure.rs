@@ -5,9 +5,9 @@ use super::peak::measure_peak;
 use super::report::{Kind, LayerTime, Measurement, Peak, Report};
 use super::selfcheck::self_check;
 use super::tables::fmt3;
-use super::{Config, Mode, Timer, Timing};
+use super::{Config, Mode, Timer, Timing, percentile, submit_step};
 use crate::gpu::AdapterJson;
-use crate::gpu::timing::{Submitted, Timestamps, submit};
+use crate::gpu::timing::{Timestamps, submit};
 use crate::ops::sgd::Sgd;
 
 use std::ops::Range;
@@ -190,17 +190,6 @@ pub(super) fn shortcut_name(shortcut: Shortcut) -> &'static str {
     }
 }
 
-/// The q-quantile of `samples` with linear interpolation between order statistics (numpy's
-/// default), so the median of an even count is the mean of the middle two.
-pub fn percentile(samples: &[f64], q: f64) -> f64 {
-    assert!(!samples.is_empty(), "a percentile of no samples was asked for");
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let x = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (x - lo as f64)
-}
-
 /// Splits a step into passes of consecutive dispatches with the same label and kind, times each
 /// pass by its timestamps over `iters` steps, and returns the median of each.
 fn time_layers(gpu: &Gpu, dispatches: &[Dispatch], iters: usize) -> Result<Vec<LayerTime>> {
@@ -232,15 +221,6 @@ fn time_layers(gpu: &Gpu, dispatches: &[Dispatch], iters: usize) -> Result<Vec<L
             bytes: dispatches[range.clone()].iter().map(|d| d.bytes).sum(),
         })
         .collect())
-}
-
-/// The whole step in one compute pass: its milliseconds by timestamps, else by the wall clock.
-pub(super) fn submit_step(gpu: &Gpu, dispatches: &[Dispatch], stamps: Option<&Timestamps>) -> Result<Submitted> {
-    submit(gpu, 1, stamps, |_, pass| {
-        for d in dispatches {
-            d.record(pass);
-        }
-    })
 }
 
 /// The step split into `passes`, each timed by its timestamps.

@@ -27,7 +27,7 @@ mod tables;
 pub use crate::gpu::AdapterJson;
 pub use compare::{compare_files, compare_table, read_reports};
 pub use flops::{ConvShape, convs, flop_per_image, forward_macs};
-pub use measure::{bench_adapter, measure, percentile};
+pub use measure::{bench_adapter, measure};
 pub use peak::{PEAK_FMA_WGSL, measure_peak, peak_fma, peak_fma_reference};
 pub use report::{Kind, LayerTime, Measurement, Peak, Report, block_of};
 pub use selfcheck::self_check;
@@ -38,7 +38,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
+use crate::gpu::timing::{Submitted, Timestamps, submit};
 use crate::gpu::{self, AdapterChoice, Gpu};
+use crate::kernels::Dispatch;
 use crate::model::{Arch, Shortcut};
 
 #[derive(clap::Args, Debug)]
@@ -320,4 +322,24 @@ impl Timing {
         let (warmup, iters) = if software { (1, 5) } else { (3, 20) };
         Self { warmup, iters, per_layer: false, timer }
     }
+}
+
+/// The q-quantile of `samples` with linear interpolation between order statistics (numpy's
+/// default), so the median of an even count is the mean of the middle two.
+pub fn percentile(samples: &[f64], q: f64) -> f64 {
+    assert!(!samples.is_empty(), "a percentile of no samples was asked for");
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let x = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (x - lo as f64)
+}
+
+/// The whole step in one compute pass: its milliseconds by timestamps, else by the wall clock.
+pub(crate) fn submit_step(gpu: &Gpu, dispatches: &[Dispatch], stamps: Option<&Timestamps>) -> Result<Submitted> {
+    submit(gpu, 1, stamps, |_, pass| {
+        for d in dispatches {
+            d.record(pass);
+        }
+    })
 }

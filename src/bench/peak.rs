@@ -1,7 +1,7 @@
 //! The adapter's own fp32 FMA rate and copy bandwidth, by microbenchmarks.
 
 use super::Timer;
-use super::measure::percentile;
+use super::percentile;
 use super::report::Peak;
 use crate::gpu::timing::{Timestamps, submit};
 

@@ -1,6 +1,6 @@
 //! Before timing, the adapter's kernels and a whole ResNet-8 step against the CPU reference.
 
-use super::measure::submit_step;
+use super::submit_step;
 use crate::ops::sgd::Sgd;
 
 use crate::ops::batchnorm::BatchnormParams;
