@@ -82,9 +82,7 @@ impl AdapterEntry {
 /// the one the other commands would pick.
 pub fn adapters(args: &AdaptersArgs) -> Result<()> {
     let choice = &args.adapter;
-    let backend = choice.backend.clone().or_else(|| std::env::var("WGPU_BACKEND").ok());
-    let backends = backend.as_deref().map(gpu::backends_from_name).transpose()?.unwrap_or(wgpu::Backends::all());
-    let found = gpu::enumerate_adapters(backends);
+    let found = choice.adapters()?;
     let entries: Vec<AdapterEntry> = found.iter().enumerate().map(|(i, a)| AdapterEntry::new(i, a)).collect();
     let selected = choice.select()?.get_info();
     let selected_index = found.iter().position(|a| a.get_info() == selected);

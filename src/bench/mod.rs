@@ -130,11 +130,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Arch::parse(model, args.shortcut.into())?;
     }
     let adapters = if args.all_adapters {
-        let backend = args.adapter.backend.clone().or_else(|| std::env::var("WGPU_BACKEND").ok());
-        let backends = backend.as_deref().map(gpu::backends_from_name).transpose()?.unwrap_or(wgpu::Backends::all());
-        let adapters = gpu::enumerate_adapters(backends);
-        ensure!(!adapters.is_empty(), "no GPU adapter found; `resnet-wgpu adapters` says what wgpu sees");
-        adapters
+        args.adapter.adapters()?
     } else {
         vec![args.adapter.select()?]
     };

@@ -73,7 +73,7 @@ pub struct Gpu {
 }
 
 /// `vulkan`, `metal`, `dx12`, `gl`, or a comma-separated list of them.
-pub fn backends_from_name(name: &str) -> Result<wgpu::Backends> {
+fn backends_from_name(name: &str) -> Result<wgpu::Backends> {
     let mut backends = wgpu::Backends::empty();
     for part in name.split(',').map(|s| s.trim().to_lowercase()) {
         backends |= match part.as_str() {
@@ -88,7 +88,7 @@ pub fn backends_from_name(name: &str) -> Result<wgpu::Backends> {
 }
 
 /// Every adapter wgpu finds on `backends`, in wgpu's order.
-pub fn enumerate_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+fn enumerate_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
