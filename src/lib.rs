@@ -1,7 +1,7 @@
 //! resnet-wgpu: deep residual networks trained and run on the GPU through wgpu, with
 //! hand-written WGSL compute shaders for the forward and backward pass of every layer.
 //!
-//! Dependencies point one way: the commands (`train`, `infer`, `adapters`, `bench`) use the plans
+//! Dependencies point one way: the commands (`train`, `infer`, `adapters`, `bench`, `reproduce`) use the plans
 //! (`plan`), which use the model (`model`) and the ops (`ops`), which use the kernels
 //! (`kernels`), which use the device (`gpu`). `tests/layers.rs` fails on any import cycle.
 
@@ -33,6 +33,8 @@ pub mod plot;
 pub mod pth;
 /// CPU twin (f64) of every kernel, for tests and self-checks.
 pub mod reference;
+/// `reproduce figure6|table6`: the paper's CIFAR-10 experiments, one command each.
+pub mod reproduce;
 /// A seeded generator whose state fits in a checkpoint.
 pub mod rng;
 /// `train cifar10` and `eval cifar10`: the paper's recipe, checkpoints, logs.

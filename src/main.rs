@@ -9,7 +9,7 @@ use resnet_wgpu::data::cifar::{self, Cifar10};
 use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 use resnet_wgpu::model::ResNet;
 use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
-use resnet_wgpu::{adapters, bench, infer, plot};
+use resnet_wgpu::{adapters, bench, infer, plot, reproduce};
 
 #[derive(Parser)]
 #[command(name = "resnet-wgpu", version, about = "Deep residual networks on any GPU through wgpu and WGSL")]
@@ -153,6 +153,9 @@ enum Command {
     Infer(infer::InferArgs),
     /// Benchmark training and inference (images/s, per-layer GPU time, share of peak); `bench compare`
     Bench(bench::BenchArgs),
+    /// The paper's CIFAR-10 experiments, one command each: `reproduce figure6`, `reproduce table6`
+    #[command(subcommand)]
+    Reproduce(reproduce::ReproduceCommand),
     /// List every adapter wgpu finds, with what matters here, and which one the other commands pick
     Adapters(adapters::AdaptersArgs),
 }
@@ -307,6 +310,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Infer(args) => infer::run(&args),
         Command::Plot { logs, output } => run_plot(&logs, &output),
         Command::Bench(args) => bench::run(&args),
+        Command::Reproduce(command) => reproduce::run(&command),
     }
 }
 

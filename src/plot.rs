@@ -120,17 +120,27 @@ pub const RUN_SIZE: (u32, u32) = (1600, 600);
 /// and dashed, test error bold. The y axis ends near twice the worst final error (as the paper's
 /// Figure 6 ends at 20%), so early, high errors run off the top.
 pub fn plot_error(runs: &[Run], path: &Path) -> Result<()> {
-    ensure!(!runs.is_empty(), "no runs to plot into {}", path.display());
-    let worst_final = runs
+    plot_panels(&[("Error vs iterations", runs)], path)
+}
+
+/// [`plot_error`]'s chart for each (title, runs) side by side, on one y axis range, as the paper's
+/// Figure 6 puts the plain networks left and the ResNets right; each panel is [`ERROR_SIZE`].
+pub fn plot_panels(panels: &[(&str, &[Run])], path: &Path) -> Result<()> {
+    ensure!(panels.iter().any(|(_, runs)| !runs.is_empty()), "no runs to plot into {}", path.display());
+    let worst_final = panels
         .iter()
+        .flat_map(|(_, runs)| runs.iter())
         .flat_map(|r| [&r.train_error, &r.test_error])
         .filter_map(|c| c.value.last())
         .fold(0.0f64, |a, &b| a.max(b));
     let y_max = nice_ceil(2.0 * 100.0 * worst_final).min(100.0);
-    let curves: Vec<_> = runs.iter().map(|r| (r.label.as_str(), &r.train_error, &r.test_error)).collect();
-    write_png(path, ERROR_SIZE, |root| {
-        let panel = Panel { title: "Error vs iterations", y_desc: "error (%)", scale: 100.0, y_max };
-        panel.draw(root, &curves)
+    let size = (ERROR_SIZE.0 * panels.len() as u32, ERROR_SIZE.1);
+    write_png(path, size, |root| {
+        for (area, (title, runs)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+            let curves: Vec<_> = runs.iter().map(|r| (r.label.as_str(), &r.train_error, &r.test_error)).collect();
+            Panel { title, y_desc: "error (%)", scale: 100.0, y_max }.draw(area, &curves)?;
+        }
+        Ok(())
     })
 }
 

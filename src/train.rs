@@ -27,7 +27,7 @@ use crate::rng::Rng;
 const LOG_EVERY: usize = HISTORY;
 
 /// The paper's Table 6 test errors (%), for the closing summary.
-const PAPER_ERROR: [(&str, f64); 5] =
+pub const PAPER_ERROR: [(&str, f64); 5] =
     [("resnet20", 8.75), ("resnet32", 7.51), ("resnet44", 7.17), ("resnet56", 6.97), ("resnet110", 6.43)];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["model", "reference"],
     &["plan"],
     &["bench", "train", "infer"],
-    &["adapters"],
+    &["adapters", "reproduce"],
 ];
 
 /// Every `.rs` file under `src/` but `main.rs` and `lib.rs`, as its module path (`ops/conv/select`).

@@ -5,34 +5,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::gpus;
+use common::{gpus, synthetic, temp_dir};
 use resnet_wgpu::checkpoint::Checkpoint;
-use resnet_wgpu::data::cifar::Cifar10;
 use resnet_wgpu::model::ResNet;
 use resnet_wgpu::train::{self, Evaluator, Outputs, Recipe, Schedule, Start};
-
-/// `n` noisy images of four classes told apart by colour (red, green, blue, grey): easily separable.
-fn synthetic(n: usize, seed: u64) -> Cifar10 {
-    const COLOURS: [[f64; 3]; 4] = [[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.5, 0.5, 0.5]];
-    let mut rng = resnet_wgpu::rng::Rng::new(seed);
-    let mut images = Vec::with_capacity(n * 3072);
-    let mut labels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let c = rng.below(4);
-        labels.push(c as u8);
-        for level in COLOURS[c] {
-            images.extend((0..1024).map(|_| (255.0 * (level + 0.2 * (rng.uniform() - 0.5)).clamp(0.0, 1.0)) as u8));
-        }
-    }
-    Cifar10 { images, labels }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("resnet-wgpu-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn recipe(steps: usize) -> Recipe {
     Recipe { steps, batch_size: 16, lr: 0.05, schedule: Schedule::Constant, ..Recipe::paper("resnet8") }

@@ -129,11 +129,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for model in &args.model {
         Arch::parse(model, args.shortcut.into())?;
     }
-    let adapters = if args.all_adapters {
-        args.adapter.adapters()?
-    } else {
-        vec![args.adapter.select()?]
-    };
+    let adapters = if args.all_adapters { args.adapter.adapters()? } else { vec![args.adapter.select()?] };
     let count = adapters.len();
     let mut reports = Vec::new();
     let mut failures = Vec::new();

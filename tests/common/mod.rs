@@ -1,4 +1,5 @@
-//! Shared by the GPU tests: the adapters to test on, seeded random data, and comparisons.
+//! Shared by the GPU tests: the adapters to test on, seeded random data and images, comparisons,
+//! a local server and temporary folders.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -6,6 +7,7 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use resnet_wgpu::data::cifar::Cifar10;
 use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 use resnet_wgpu::ops::conv::select::ConvPath;
 
@@ -93,4 +95,28 @@ pub fn serve(body: Vec<u8>, requests: usize) -> (String, std::thread::JoinHandle
         paths
     });
     (url, thread)
+}
+
+/// `n` noisy images of four classes told apart by colour (red, green, blue, grey): easily separable.
+pub fn synthetic(n: usize, seed: u64) -> Cifar10 {
+    const COLOURS: [[f64; 3]; 4] = [[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.5, 0.5, 0.5]];
+    let mut rng = resnet_wgpu::rng::Rng::new(seed);
+    let mut images = Vec::with_capacity(n * 3072);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = rng.below(4);
+        labels.push(c as u8);
+        for level in COLOURS[c] {
+            images.extend((0..1024).map(|_| (255.0 * (level + 0.2 * (rng.uniform() - 0.5)).clamp(0.0, 1.0)) as u8));
+        }
+    }
+    Cifar10 { images, labels }
+}
+
+/// A fresh, empty folder for one test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("resnet-wgpu-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
