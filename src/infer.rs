@@ -60,17 +60,18 @@ pub struct InferArgs {
     #[arg(long, default_value = "tv1")]
     pub weights: String,
     /// Show the K most probable classes of each image
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::args::count)]
     pub top: usize,
     /// Print one JSON document on stdout and nothing else: {"model", "weights", "adapter",
     /// "results": [{"image", "top": [{"index", "label", "prob"}], "logits"}]}
     #[arg(long)]
     pub json: bool,
     /// Images per GPU batch [default: all of them, at most 16]
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::count)]
     pub batch_size: Option<usize>,
-    /// Shorter side after resizing, before the 224x224 center crop [default: 256; 232 for tv2]
-    #[arg(long)]
+    /// Shorter side after resizing (1 to 4096), before the 224x224 center crop [default: 256; 232
+    /// for tv2]
+    #[arg(long, value_parser = crate::args::side)]
     pub resize: Option<u32>,
     #[command(flatten)]
     pub adapter: AdapterChoice,
@@ -386,8 +387,6 @@ pub fn result_json(image: &Path, prediction: &Prediction, labels: &[&str]) -> se
 /// `resnet-wgpu infer`: see the module documentation.
 pub fn run(args: &InferArgs) -> Result<()> {
     let arch = imagenet_arch(&args.model)?;
-    ensure!(args.top >= 1, "--top must be at least 1");
-    ensure!(args.batch_size != Some(0), "--batch-size must be at least 1");
     // Fail before fetching and reading weights when no image can possibly be read.
     if args.images.iter().all(|p| !p.is_file()) {
         let errors: Vec<String> =

@@ -7,6 +7,8 @@
 
 /// `adapters`: every adapter wgpu sees, and the one the other commands would pick.
 pub mod adapters;
+/// Value parsers for numeric flags (ranges refused at parse time).
+pub mod args;
 /// `bench`: timing, FLOP counts, self-check, peak microbenchmarks, tables, JSON, compare.
 pub mod bench;
 /// Checkpoints and weight files: safetensors with torchvision names.

@@ -9,7 +9,7 @@ use resnet_wgpu::data::cifar::{self, Cifar10};
 use resnet_wgpu::gpu::{AdapterChoice, Gpu};
 use resnet_wgpu::model::ResNet;
 use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
-use resnet_wgpu::{adapters, bench, infer, plot, reproduce};
+use resnet_wgpu::{adapters, args, bench, infer, plot, reproduce};
 
 #[derive(Parser)]
 #[command(name = "resnet-wgpu", version, about = "Deep residual networks on any GPU through wgpu and WGSL")]
@@ -21,13 +21,6 @@ struct Cli {
 #[derive(Clone, Copy, ValueEnum)]
 enum Dataset {
     Cifar10,
-}
-
-/// Three comma-separated numbers, e.g. `0.4914,0.4822,0.4465`.
-fn triple(s: &str) -> Result<[f32; 3], String> {
-    let v: Vec<f32> =
-        s.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    v.try_into().map_err(|_| format!("expected three comma-separated numbers, got {s:?}"))
 }
 
 #[derive(Args)]
@@ -43,22 +36,22 @@ struct TrainArgs {
     #[arg(long)]
     shortcut: Option<char>,
     /// Train for this many epochs (instead of --steps)
-    #[arg(long, conflicts_with = "steps")]
-    epochs: Option<f64>,
+    #[arg(long, conflicts_with = "steps", value_parser = args::positive)]
+    epochs: Option<f32>,
     /// Train for this many SGD steps [default: 64000]
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     steps: Option<usize>,
     /// Images per SGD step [default: 128]
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     batch_size: Option<usize>,
-    /// Peak learning rate [default: 0.1]
-    #[arg(long)]
+    /// Peak learning rate, above 0 [default: 0.1]
+    #[arg(long, value_parser = args::positive)]
     lr: Option<f32>,
-    /// SGD momentum [default: 0.9]
-    #[arg(long)]
+    /// SGD momentum, in [0, 1) [default: 0.9]
+    #[arg(long, value_parser = args::momentum)]
     momentum: Option<f32>,
-    /// L2 weight decay on every parameter [default: 1e-4]
-    #[arg(long)]
+    /// L2 weight decay on every parameter, at least 0 [default: 1e-4]
+    #[arg(long, value_parser = args::non_negative)]
     weight_decay: Option<f32>,
     /// Learning-rate schedule: paper (/10 at 50 % and 75 % of the steps), cosine or constant [default: paper]
     #[arg(long, value_enum)]
@@ -76,10 +69,10 @@ struct TrainArgs {
     #[arg(long)]
     val_split: Option<usize>,
     /// Per-channel mean of the normalisation [default: CIFAR-10's]
-    #[arg(long, value_parser = triple)]
+    #[arg(long, value_parser = args::triple)]
     mean: Option<[f32; 3]>,
     /// Per-channel std of the normalisation [default: CIFAR-10's]
-    #[arg(long, value_parser = triple)]
+    #[arg(long, value_parser = args::positive_triple)]
     std: Option<[f32; 3]>,
     /// Start from these weights (safetensors with torchvision names)
     #[arg(long, conflicts_with = "resume")]
@@ -94,7 +87,7 @@ struct TrainArgs {
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
     /// Evaluate (and checkpoint) every N steps [default: every epoch]
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     eval_every: Option<usize>,
     /// Also write the JSON-lines log here
     #[arg(long)]
@@ -119,13 +112,13 @@ struct EvalArgs {
     #[arg(long)]
     weights: PathBuf,
     /// [default: the weights' metadata, else CIFAR-10's]
-    #[arg(long, value_parser = triple)]
+    #[arg(long, value_parser = args::triple)]
     mean: Option<[f32; 3]>,
     /// [default: the weights' metadata, else CIFAR-10's]
-    #[arg(long, value_parser = triple)]
+    #[arg(long, value_parser = args::positive_triple)]
     std: Option<[f32; 3]>,
     /// Images per evaluation batch
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = args::count)]
     batch_size: usize,
     /// Print one JSON document: {"model", "images", "correct", "accuracy", "loss"}
     #[arg(long)]
@@ -178,7 +171,7 @@ fn main() {
 
 /// A mean or std from checkpoint metadata (`0.485,0.456,0.406`).
 fn meta_triple(ck: &Checkpoint, key: &str) -> Option<[f32; 3]> {
-    triple(ck.meta(key)?).ok()
+    args::triple(ck.meta(key)?).ok()
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
@@ -229,7 +222,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         n => train_set.split_last(n)?,
     };
     if let Some(epochs) = args.epochs {
-        recipe.steps = (epochs * (train_set.len() / recipe.batch_size.max(1)) as f64).round() as usize;
+        recipe.steps = (epochs as f64 * (train_set.len() / recipe.batch_size) as f64).round() as usize;
     }
     let start = match (args.init, args.resume, resumed) {
         (Some(path), _, _) => {

@@ -53,23 +53,23 @@ pub struct CommonArgs {
     pub data: Option<PathBuf>,
     /// A short version: this many SGD steps per network (the paper's: 64000), its schedule scaled
     /// to them, and the first tenth at lr 0.01
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub steps: Option<u64>,
+    #[arg(long, value_parser = crate::args::count)]
+    pub steps: Option<usize>,
     /// No warm-up at lr 0.01 in a short version
     #[arg(long, requires = "steps")]
     pub no_warmup: bool,
     /// Images per SGD step
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_size: u64,
+    #[arg(long, default_value_t = 128, value_parser = crate::args::count)]
+    pub batch_size: usize,
     /// Seed of the initial weights, the shuffle and the augmentation
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Evaluate (and checkpoint) every N steps [default: every epoch, or a tenth of a short version]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub eval_every: Option<u64>,
+    #[arg(long, value_parser = crate::args::count)]
+    pub eval_every: Option<usize>,
     /// Test on the first N test images only (quicker evaluations on slow adapters) [default: all]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub test_images: Option<u64>,
+    #[arg(long, value_parser = crate::args::count)]
+    pub test_images: Option<usize>,
     /// Print the table as one JSON document on stdout instead of markdown
     #[arg(long)]
     pub json: bool,
@@ -314,17 +314,17 @@ pub fn run(command: &ReproduceCommand) -> Result<()> {
         ReproduceCommand::Figure6(args) => (Experiment::figure6(&args.depths, &args.out), &args.common),
         ReproduceCommand::Table6(args) => (Experiment::table6(&args.depths, &args.out), &args.common),
     };
-    experiment.steps = common.steps.map(|s| s as usize);
+    experiment.steps = common.steps;
     experiment.warmup = !common.no_warmup;
-    experiment.batch_size = common.batch_size as usize;
+    experiment.batch_size = common.batch_size;
     experiment.seed = common.seed;
-    experiment.eval_every = common.eval_every.map(|e| e as usize);
+    experiment.eval_every = common.eval_every;
     for model in &experiment.models {
         experiment.recipe(model).arch()?;
     }
 
     let (train_set, test_set) = train::dataset(&common.data.clone().unwrap_or_else(cifar::default_dir))?;
-    let test_set = match common.test_images.map(|n| n as usize) {
+    let test_set = match common.test_images {
         Some(n) if n < test_set.len() => {
             let rest = test_set.len() - n;
             test_set.split_last(rest)?.0

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// The top-level modules, lowest layer first: a module may use only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["paths", "rng"],
+    &["paths", "rng", "args"],
     &["gpu", "checkpoint", "pth", "data", "plot"],
     &["kernels"],
     &["ops"],

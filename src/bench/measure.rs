@@ -84,6 +84,7 @@ impl Step {
     /// Plans `mode` at `batch` with randomly initialised weights and random images; the returned
     /// bytes are the storage buffers the model (for train) and the plan allocated.
     fn new(gpu: &Gpu, arch: &Arch, mode: Mode, batch: usize) -> Result<(Self, u64)> {
+        arch.check_fits(gpu, batch)?;
         let mut rng = Rng::new(1);
         let images: Vec<f32> = (0..batch * 3 * arch.image * arch.image).map(|_| rng.normal() as f32).collect();
         match mode {

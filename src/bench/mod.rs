@@ -57,7 +57,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "a")]
     pub shortcut: ShortcutArg,
     /// Batch sizes, comma-separated, e.g. 1,8,32
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::args::count)]
     pub batch: Vec<usize>,
     /// train: forward, loss, backward and SGD; infer: forward with BN folded into the convs
     #[arg(long, value_enum)]
@@ -71,7 +71,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub warmup: Option<usize>,
     /// Timed steps per configuration [default: 20; 5 on software adapters]
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::count)]
     pub iters: Option<usize>,
     /// Also time every layer (a compute pass each, with timestamp queries), rolled up per block and
     /// per kernel kind
@@ -123,8 +123,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         print!("{}", compare_files(&compare.files)?);
         return Ok(());
     }
-    ensure!(args.iters != Some(0), "--iters must be at least 1");
-    ensure!(!args.batch.contains(&0), "--batch sizes must be at least 1");
     // Every model name is checked before any adapter is opened.
     for model in &args.model {
         Arch::parse(model, args.shortcut.into())?;

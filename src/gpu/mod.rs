@@ -373,11 +373,15 @@ impl Gpu {
         self.allocated.load(Ordering::Relaxed)
     }
 
+    /// The most bytes one storage buffer may hold and be bound whole on this adapter.
+    pub fn buffer_limit(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
     /// Checks at plan time that a buffer of `bytes` fits this device; the error names the buffer.
     pub fn check_fits(&self, name: &str, bytes: u64) -> Result<()> {
-        let binding = self.limits.max_storage_buffer_binding_size;
-        let buffer = self.limits.max_buffer_size;
-        let limit = binding.min(buffer);
+        let (binding, buffer) = (self.limits.max_storage_buffer_binding_size, self.limits.max_buffer_size);
+        let limit = self.buffer_limit();
         if bytes > limit {
             bail!(
                 "{name} needs {bytes} bytes in one storage buffer, but adapter {} allows at most {limit} \

@@ -3,6 +3,8 @@
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::gpu::Gpu;
+
 /// How a residual block adds its input back when the shapes differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shortcut {
@@ -104,49 +106,120 @@ impl Arch {
     pub fn blocks(&self) -> Vec<BlockSpec> {
         let mut c = self.stem().out;
         let mut specs = Vec::new();
-        for (s, &(count, width)) in self.stages.iter().enumerate() {
-            for i in 0..count {
-                let name = format!("layer{}.{i}", s + 1);
-                let stride = if s > 0 && i == 0 { 2 } else { 1 };
-                let shapes = match self.block {
-                    BlockKind::Basic => vec![(3, stride, width), (3, 1, width)],
-                    BlockKind::Bottleneck => vec![(1, 1, width), (3, stride, width), (1, 1, 4 * width)],
-                };
-                let (inp, mut from) = (c, c);
-                let convs = shapes
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &(kernel, stride, out))| {
-                        let conv = ConvSpec {
-                            conv: format!("{name}.conv{}", j + 1),
-                            bn: format!("{name}.bn{}", j + 1),
-                            inp: from,
-                            out,
-                            kernel,
-                            stride,
-                        };
-                        from = out;
-                        conv
-                    })
-                    .collect();
-                c = from;
-                let shortcut = match self.shortcut {
-                    Shortcut::Plain => ShortcutSpec::None,
-                    _ if stride == 1 && inp == c => ShortcutSpec::Identity,
-                    Shortcut::A => ShortcutSpec::A,
-                    Shortcut::B => ShortcutSpec::B(ConvSpec {
-                        conv: format!("{name}.downsample.0"),
-                        bn: format!("{name}.downsample.1"),
-                        inp,
-                        out: c,
-                        kernel: 1,
-                        stride,
-                    }),
-                };
-                specs.push(BlockSpec { name, convs, shortcut });
+        for s in 0..self.stages.len() {
+            for i in 0..self.stages[s].0 {
+                let block = self.block(s, i, c);
+                c = block.out();
+                specs.push(block);
             }
         }
         specs
+    }
+
+    /// Block `i` of stage `s`, on `inp` channels.
+    fn block(&self, s: usize, i: usize, inp: usize) -> BlockSpec {
+        let name = format!("layer{}.{i}", s + 1);
+        let width = self.stages[s].1;
+        let stride = if s > 0 && i == 0 { 2 } else { 1 };
+        let shapes = match self.block {
+            BlockKind::Basic => vec![(3, stride, width), (3, 1, width)],
+            BlockKind::Bottleneck => vec![(1, 1, width), (3, stride, width), (1, 1, 4 * width)],
+        };
+        let mut from = inp;
+        let convs: Vec<ConvSpec> = shapes
+            .iter()
+            .enumerate()
+            .map(|(j, &(kernel, stride, out))| {
+                let conv = ConvSpec {
+                    conv: format!("{name}.conv{}", j + 1),
+                    bn: format!("{name}.bn{}", j + 1),
+                    inp: from,
+                    out,
+                    kernel,
+                    stride,
+                };
+                from = out;
+                conv
+            })
+            .collect();
+        let shortcut = match self.shortcut {
+            Shortcut::Plain => ShortcutSpec::None,
+            _ if stride == 1 && inp == from => ShortcutSpec::Identity,
+            Shortcut::A => ShortcutSpec::A,
+            Shortcut::B => ShortcutSpec::B(ConvSpec {
+                conv: format!("{name}.downsample.0"),
+                bn: format!("{name}.downsample.1"),
+                inp,
+                out: from,
+                kernel: 1,
+                stride,
+            }),
+        };
+        BlockSpec { name, convs, shortcut }
+    }
+
+    /// The number of parameters, counted per stage from its first block and one of the blocks that
+    /// repeat, so that a depth too large to build is measured without listing its layers.
+    pub fn parameter_count(&self) -> u128 {
+        let conv = |c: &ConvSpec| (c.out * c.inp * c.kernel * c.kernel + 2 * c.out) as u128;
+        let block = |b: &BlockSpec| {
+            let projection = match &b.shortcut {
+                ShortcutSpec::B(p) => conv(p),
+                _ => 0,
+            };
+            b.convs.iter().map(conv).sum::<u128>() + projection
+        };
+        let mut count = conv(&self.stem()) + (self.classes * self.features() + self.classes) as u128;
+        let mut c = self.stem().out;
+        for (s, &(blocks, _)) in self.stages.iter().enumerate() {
+            let first = self.block(s, 0, c);
+            c = first.out();
+            count += block(&first) + (blocks as u128).saturating_sub(1) * block(&self.block(s, 1, c));
+        }
+        count
+    }
+
+    /// The largest activation of one image, in values, and what produces it: the stem's output or
+    /// the first stage's (each later stage halves the sides and at most doubles the channels).
+    pub fn largest_activation(&self) -> (&'static str, u128) {
+        let stem = self.stem();
+        let side = (self.image + 2 * stem.pad() - stem.kernel) / stem.stride + 1;
+        let stem_values = (stem.out * side * side) as u128;
+        let (r, stride, pad) = STEM_POOL;
+        let side = if self.imagenet { (side + 2 * pad - r) / stride + 1 } else { side };
+        let stage_values = (self.block(0, 0, stem.out).out() * side * side) as u128;
+        if stem_values >= stage_values { ("stem", stem_values) } else { ("first stage", stage_values) }
+    }
+
+    /// Refuses a network whose parameters, or at `batch` images (0: no batch) whose largest
+    /// activation, would not fit in one buffer of `gpu`, before anything is built; the error
+    /// gives the figures and, for the batch, the largest batch that fits.
+    pub fn check_fits(&self, gpu: &Gpu, batch: usize) -> Result<()> {
+        let limit = gpu.buffer_limit() as u128;
+        let mib = |bytes: u128| bytes as f64 / (1u128 << 20) as f64;
+        let parameters = self.parameter_count();
+        ensure!(
+            4 * parameters <= limit,
+            "{} has {parameters} parameters ({:.0} MiB as f32): more than the {:.0} MiB that adapter {} holds in one \
+             buffer",
+            self.name,
+            mib(4 * parameters),
+            mib(limit),
+            gpu.info.name
+        );
+        let (what, per_image) = self.largest_activation();
+        let bytes = 4 * per_image * batch as u128;
+        ensure!(
+            bytes <= limit,
+            "a batch of {batch} needs {:.0} MiB for {}'s {what} output: more than the {:.0} MiB that adapter {} holds in \
+             one buffer; the largest batch that fits is {}",
+            mib(bytes),
+            self.name,
+            mib(limit),
+            gpu.info.name,
+            limit / (4 * per_image)
+        );
+        Ok(())
     }
 
     /// Every conv with its BN, in torchvision's `state_dict` order: the stem, then per block

@@ -56,6 +56,7 @@ pub struct ResNet {
 impl ResNet {
     /// Allocates the model with zero parameters and velocity, running statistics mean 0, variance 1.
     pub fn new(gpu: &Gpu, arch: Arch) -> Result<Self> {
+        arch.check_fits(gpu, 0)?;
         let specs = arch.parameters();
         let buffers = Arena::new(gpu, "running statistics", &arch.buffers())?;
         for (name, t) in buffers.names.iter().zip(&buffers.tensors) {

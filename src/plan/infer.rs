@@ -38,6 +38,7 @@ impl InferStep {
     /// Checks `ck`'s tensors against `arch` (errors name `source`) and uploads the folded weights;
     /// plans of several batch sizes can share the result (a clone shares the buffer).
     pub fn fold(gpu: &Gpu, arch: &Arch, ck: &crate::checkpoint::Checkpoint, source: &std::path::Path) -> Result<Arena> {
+        arch.check_fits(gpu, 0)?;
         let mut expected = arch.parameters();
         expected.extend(arch.buffers());
         ck.check(&expected, &arch.name, source)?;
@@ -70,6 +71,7 @@ impl InferStep {
 
     /// Plans a batch of `batch` on weights from [`InferStep::fold`].
     pub fn plan(gpu: &Gpu, arch: &Arch, weights: Arena, batch: usize) -> Result<Self> {
+        arch.check_fits(gpu, batch)?;
         let mut plan = FoldedPlan { gpu, weights: &weights, dispatches: Vec::new(), layouts: Vec::new() };
         let input = gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
         let mut x = plan.conv(&input, &arch.stem(), None, true)?;

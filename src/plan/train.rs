@@ -269,6 +269,7 @@ impl<'a> Planner<'a> {
     /// The network from the image batch to the logits.
     fn forward(&mut self, batch: usize) -> Result<Forward> {
         let arch = &self.model.arch;
+        arch.check_fits(self.gpu, batch)?;
         // Written by the CPU before the step: never a reused buffer.
         let input = self.gpu.zeros("input", &[batch, 3, arch.image, arch.image])?;
         let stem = self.conv_bn(&input, &arch.stem(), None, true)?;
