@@ -21,17 +21,24 @@ pub const VELOCITY: &str = "optimizer.velocity.";
 pub struct Checkpoint {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     pub metadata: HashMap<String, String>,
+    /// Tensors of the file that hold no floating-point values, by name, with their dtype
+    /// (`I64` for `num_batches_tracked`): not read, but named if a model expects them.
+    pub not_float: BTreeMap<String, String>,
 }
 
 impl Checkpoint {
     /// Reads a safetensors file (f32, f16, bf16 or f64 tensors; integer tensors such as
-    /// `num_batches_tracked` are skipped).
+    /// `num_batches_tracked` are skipped). A name the header lists twice is refused.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
         let what = || format!("{} is not a valid safetensors file", path.display());
+        if let Some(name) = repeated_key(&bytes).with_context(what)? {
+            bail!("{} lists tensor {name} twice; a weights file names each tensor once", path.display());
+        }
         let (_, header) = SafeTensors::read_metadata(&bytes).with_context(what)?;
         let file = SafeTensors::deserialize(&bytes).with_context(what)?;
         let mut tensors = BTreeMap::new();
+        let mut not_float = BTreeMap::new();
         for (name, view) in file.tensors() {
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
@@ -42,11 +49,14 @@ impl Checkpoint {
                     .chunks_exact(2)
                     .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
                     .collect(),
-                _ => continue,
+                other => {
+                    not_float.insert(name, format!("{other:?}"));
+                    continue;
+                }
             };
             tensors.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+        Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default(), not_float })
     }
 
     /// Writes atomically: a temporary file beside `path`, then a rename over it.
@@ -60,10 +70,14 @@ impl Checkpoint {
         write_atomic(path, &serialized)
     }
 
-    /// Checks that every `expected` tensor is present with its shape and that nothing else is
-    /// there but optimizer state and `num_batches_tracked`; errors name `source` and the tensors.
+    /// Checks that every `expected` tensor is present with its shape and finite values, and that
+    /// nothing else is there but optimizer state and `num_batches_tracked`; errors name `source`
+    /// and the tensors.
     pub fn check(&self, expected: &[(String, Vec<usize>)], arch: &str, source: &Path) -> Result<()> {
         let file = source.display();
+        if let Some((name, dtype)) = expected.iter().find_map(|(n, _)| self.not_float.get_key_value(n)) {
+            bail!("{file}: {name} holds {dtype} values; {arch} expects floating-point ones (f32, f16, bf16 or f64)");
+        }
         let missing: Vec<&str> =
             expected.iter().filter(|(n, _)| !self.tensors.contains_key(n)).map(|(n, _)| n.as_str()).collect();
         if !missing.is_empty() {
@@ -76,6 +90,10 @@ impl Checkpoint {
         for (name, shape) in expected {
             let found = &self.tensors[name].0;
             ensure!(found == shape, "{file}: {name} has shape {found:?}, {arch} expects {shape:?}");
+        }
+        let names = expected.iter().map(|(n, _)| n.as_str());
+        if let Some((name, index, value)) = self.first_non_finite(names) {
+            bail!("{file}: {name} holds {value} at index {index}; weights must be finite");
         }
         let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
         let unexpected: Vec<&str> = self
@@ -93,6 +111,45 @@ impl Checkpoint {
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(String::as_str)
     }
+
+    /// The first NaN or infinity among the tensors `names`: (name, flat index, value).
+    pub fn first_non_finite<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Option<(&'a str, usize, f32)> {
+        names.into_iter().find_map(|name| {
+            let values = &self.tensors.get(name)?.1;
+            values.iter().position(|v| !v.is_finite()).map(|i| (name, i, values[i]))
+        })
+    }
+}
+
+/// The first key that the header of safetensors `bytes` (a JSON object after its 8-byte length)
+/// repeats: serde keeps the last of them silently. `None` also where there is no whole header,
+/// which the safetensors reader then refuses.
+fn repeated_key(bytes: &[u8]) -> Result<Option<String>> {
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())) else {
+        return Ok(None);
+    };
+    let Some(header) = usize::try_from(len).ok().and_then(|len| bytes.get(8..8usize.checked_add(len)?)) else {
+        return Ok(None);
+    };
+    struct FirstRepeat;
+    impl<'de> serde::de::Visitor<'de> for FirstRepeat {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut seen, mut repeated) = (std::collections::HashSet::new(), None);
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if !seen.insert(key.clone()) && repeated.is_none() {
+                    repeated = Some(key);
+                }
+            }
+            Ok(repeated)
+        }
+    }
+    use serde::Deserializer;
+    Ok(serde_json::Deserializer::from_slice(header).deserialize_map(FirstRepeat)?)
 }
 
 fn f16_to_f32(h: u16) -> f32 {

@@ -186,7 +186,7 @@ pub fn read_weights(path: &Path) -> Result<Checkpoint> {
     if !safetensors && (head.starts_with(b"PK") || head.first() == Some(&0x80)) {
         let tensors = pth::read_state_dict(path)?;
         let tensors = tensors.into_iter().map(|(name, shape, values)| (name, (shape, values))).collect();
-        return Ok(Checkpoint { tensors, metadata: Default::default() });
+        return Ok(Checkpoint { tensors, ..Default::default() });
     }
     Checkpoint::read(path).context("weights are read from safetensors files and from torch.save's .pth files")
 }

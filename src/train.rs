@@ -221,11 +221,19 @@ struct Log {
 }
 
 impl Log {
+    /// Opens the logs to append to (a resumed run), or to start anew: an earlier run's log is then
+    /// renamed aside (`log.jsonl` to `log.1.jsonl`, the first free number), never truncated.
     fn open(paths: &[&Path], append: bool) -> Result<Self> {
         let mut files = Vec::new();
         for path in paths {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+            }
+            if !append && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+                let aside = aside(path);
+                std::fs::rename(path, &aside)
+                    .with_context(|| format!("cannot move the previous log {} aside", path.display()))?;
+                eprintln!("the previous log {} is now {}", path.display(), aside.display());
             }
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -246,6 +254,13 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// `DIR/log.jsonl` -> `DIR/log.N.jsonl` for the first N from 1 that names no file.
+fn aside(path: &Path) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    (1..).map(|n| path.with_file_name(format!("{stem}.{n}{ext}"))).find(|p| !p.exists()).expect("a free name")
 }
 
 /// Trains from `start` (a fresh model, `--init` weights or a `--resume` checkpoint).
@@ -314,6 +329,13 @@ pub fn train(
     let evaluator = Evaluator::new(gpu, &model, test_set.len(), 500)?;
     let checkpoint = |model: &ResNet, step: usize, best: &Option<(usize, f64)>| -> Result<Checkpoint> {
         let mut ck = model.checkpoint(gpu, true)?;
+        if let Some((name, index, value)) = ck.first_non_finite(ck.tensors.keys().map(String::as_str)) {
+            bail!(
+                "training diverged: {name} holds {value} at index {index} at step {step}; stopped without writing (the \
+                 last checkpoint in {} is intact)",
+                dir.display()
+            );
+        }
         let join = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
         ck.metadata.insert("arch".into(), recipe.model.clone());
         ck.metadata.insert("shortcut".into(), recipe.shortcut.to_string());

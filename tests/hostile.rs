@@ -1,15 +1,21 @@
 //! Inputs a careless or hostile user may give: numeric flags out of range are refused when the
 //! command line is parsed, naming the flag; networks and batches too large for the adapter are
-//! refused before anything is built, with the figures.
+//! refused before anything is built, with the figures; weights files that repeat a name, hold
+//! integers or non-finite values are refused naming the tensor; a run whose weights turn
+//! non-finite writes nothing, and a fresh run moves an earlier log aside instead of truncating it.
 
 mod common;
 
 use std::process::Command;
 
-use common::gpus;
+use std::path::Path;
+
+use common::{gpus, synthetic, temp_dir};
+use resnet_wgpu::checkpoint::Checkpoint;
 use resnet_wgpu::model::{Arch, ResNet, Shortcut};
 use resnet_wgpu::ops::sgd::Sgd;
 use resnet_wgpu::plan::TrainStep;
+use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
 
 /// Runs the binary with `args`; returns its exit code and stderr.
 fn run(args: &[&str]) -> (Option<i32>, String) {
@@ -70,4 +76,67 @@ fn networks_and_batches_too_large_are_refused_before_they_are_built() {
             && error.contains(&format!("the largest batch that fits is {fits}")),
         "{error}"
     );
+}
+
+/// A safetensors file with this header (tensor names to dtype, shape and offsets) and data.
+fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+#[test]
+fn weights_files_that_repeat_a_name_or_hold_integers_or_non_finite_values_are_refused() {
+    let dir = temp_dir("hostile-weights");
+    let tensor = |dtype: &str, begin: usize| {
+        format!(r#"{{"dtype":"{dtype}","shape":[2],"data_offsets":[{begin},{}]}}"#, begin + 8)
+    };
+    let twice = dir.join("twice.safetensors");
+    let header = format!(r#"{{"fc.bias":{},"fc.bias":{}}}"#, tensor("F32", 0), tensor("F32", 8));
+    std::fs::write(&twice, safetensors(&header, &[0; 16])).unwrap();
+    let message = format!("{:#}", Checkpoint::read(&twice).unwrap_err());
+    assert!(message.contains("twice.safetensors lists tensor fc.bias twice"), "{message}");
+
+    let integers = dir.join("integers.safetensors");
+    std::fs::write(&integers, safetensors(&format!(r#"{{"fc.bias":{}}}"#, tensor("I32", 0)), &[0; 8])).unwrap();
+    let ck = Checkpoint::read(&integers).unwrap();
+    let message = format!("{:#}", ck.check(&[("fc.bias".into(), vec![2])], "resnet8", &integers).unwrap_err());
+    assert!(message.contains("fc.bias holds I32 values") && message.contains("floating-point"), "{message}");
+
+    let gpu = &gpus()[0];
+    let model = ResNet::new(gpu, Arch::cifar("resnet8", Shortcut::A).unwrap()).unwrap();
+    let mut ck = model.checkpoint(gpu, true).unwrap();
+    ck.tensors.get_mut("layer2.0.conv1.weight").unwrap().1[5] = f32::NAN;
+    let message = format!("{:#}", model.restore(gpu, &ck, false, Path::new("nan.safetensors")).unwrap_err());
+    assert!(message.contains("nan.safetensors: layer2.0.conv1.weight holds NaN at index 5"), "{message}");
+    ck.tensors.get_mut("layer2.0.conv1.weight").unwrap().1[5] = 0.0;
+    ck.tensors.get_mut("optimizer.velocity.fc.bias").unwrap().1[3] = f32::INFINITY;
+    let message = format!("{:#}", model.restore(gpu, &ck, true, Path::new("inf.safetensors")).unwrap_err());
+    assert!(message.contains("optimizer.velocity.fc.bias holds inf at index 3"), "{message}");
+}
+
+#[test]
+fn non_finite_weights_are_never_written_and_earlier_logs_are_kept() {
+    let gpu = &gpus()[0];
+    let (train_set, test_set) = (synthetic(64, 5), synthetic(20, 6));
+    let dir = temp_dir("hostile-train");
+    let out = Outputs { save: None, checkpoint_dir: dir.clone(), eval_every: Some(1), json_log: None };
+    let calm = Recipe { steps: 2, batch_size: 16, lr: 0.01, schedule: Schedule::Constant, ..Recipe::paper("resnet8") };
+    train::train(gpu, &calm, &train_set, &test_set, Start::Fresh, &out).unwrap();
+    let (log, last) =
+        (std::fs::read(dir.join("log.jsonl")).unwrap(), std::fs::read(dir.join("last.safetensors")).unwrap());
+
+    // One step at an infinite lr: its own loss is finite, the weights after it are not.
+    let wild = Recipe { lr: f32::INFINITY, ..calm };
+    let message = format!(
+        "{:#}",
+        train::train(gpu, &wild, &train_set, &test_set, Start::Fresh, &out).err().expect("it diverges")
+    );
+    assert!(
+        message.contains("training diverged:") && message.contains("at step 1;") && message.contains("holds"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(dir.join("last.safetensors")).unwrap(), last, "the last checkpoint was replaced");
+    assert_eq!(std::fs::read(dir.join("log.1.jsonl")).unwrap(), log, "the first run's log was not kept aside");
 }

@@ -77,7 +77,7 @@ fn formula_weights(arch: &Arch) -> Checkpoint {
             (name, (shape, values))
         })
         .collect();
-    Checkpoint { tensors, metadata: HashMap::new() }
+    Checkpoint { tensors, ..Default::default() }
 }
 
 /// A folder of this test's own, emptied.

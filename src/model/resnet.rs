@@ -134,7 +134,7 @@ impl ResNet {
                 tensors.insert(format!("{VELOCITY}{name}"), (t.shape.clone(), gpu.read(t)?));
             }
         }
-        Ok(Checkpoint { tensors, metadata: HashMap::new() })
+        Ok(Checkpoint { tensors, ..Default::default() })
     }
 
     /// Loads every parameter and running statistic (and with `optimizer` the velocity) from `ck`,
