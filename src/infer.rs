@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::checkpoint::Checkpoint;
 use crate::data::download::{Checksum, download};
-use crate::data::image::{self, IMAGENET_MEAN, IMAGENET_STD};
+use crate::data::image::{self, IMAGENET_MEAN, IMAGENET_STD, Partial};
 use crate::gpu::{AdapterChoice, AdapterJson, Gpu};
 use crate::model::{Arch, Arena, Shortcut};
 use crate::paths::weights_dir;
@@ -73,6 +73,10 @@ pub struct InferArgs {
     /// for tv2]
     #[arg(long, value_parser = crate::args::side)]
     pub resize: Option<u32>,
+    /// Classify images whose data ends early (a truncated download) as far as they go, the rest
+    /// grey, instead of reporting them unreadable
+    #[arg(long)]
+    pub accept_partial: bool,
     #[command(flatten)]
     pub adapter: AdapterChoice,
 }
@@ -297,6 +301,8 @@ pub struct Options {
     pub batch: usize,
     /// Classes kept per image.
     pub top: usize,
+    /// Whether an image whose data ends early is classified (as far as it goes) or refused.
+    pub partial: Partial,
 }
 
 /// Classifies the images at `paths`, calling `report(i, result)` once per image in order.
@@ -343,7 +349,7 @@ pub fn classify(
                 .iter()
                 .map(|path| {
                     s.spawn(move || -> Result<Vec<f32>> {
-                        let img = image::load(path)?;
+                        let img = image::load(path, options.partial)?;
                         Ok(image::preprocess(&img, options.resize, crop, IMAGENET_MEAN, IMAGENET_STD))
                     })
                 })
@@ -390,7 +396,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     // Fail before fetching and reading weights when no image can possibly be read.
     if args.images.iter().all(|p| !p.is_file()) {
         let errors: Vec<String> =
-            args.images.iter().filter_map(|p| image::load(p).err()).map(|e| e.to_string()).collect();
+            args.images.iter().filter_map(|p| image::load(p, Partial::Accept).err()).map(|e| e.to_string()).collect();
         bail!("{}", errors.join("; "));
     }
 
@@ -417,7 +423,8 @@ pub fn run(args: &InferArgs) -> Result<()> {
     // Missing files are reported in turn; the batch need not hold them.
     let files = args.images.iter().filter(|p| p.is_file()).count().max(1);
     let batch = args.batch_size.unwrap_or(files.min(DEFAULT_MAX_BATCH)).min(n);
-    let options = Options { resize, batch, top: args.top.min(model.arch.classes) };
+    let partial = if args.accept_partial { Partial::Accept } else { Partial::Refuse };
+    let options = Options { resize, batch, top: args.top.min(model.arch.classes), partial };
     let labels = image::labels();
     let (mut results, mut failed) = (Vec::new(), Vec::new());
     classify(&gpu, &mut model, &args.images, options, |i, result| {

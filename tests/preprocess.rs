@@ -11,7 +11,9 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::{ImageFormat, RgbImage, RgbaImage};
-use resnet_wgpu::data::image::{IMAGENET_MEAN, IMAGENET_STD, labels, load, preprocess, resize_and_center_crop};
+use resnet_wgpu::data::image::{
+    IMAGENET_MEAN, IMAGENET_STD, Partial, labels, load, preprocess, resize_and_center_crop,
+};
 use safetensors::SafeTensors;
 
 fn fixture(name: &str) -> PathBuf {
@@ -19,7 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn load_fixture(name: &str) -> RgbImage {
-    load(&fixture(name)).unwrap_or_else(|e| panic!("{e:#}"))
+    load(&fixture(name), Partial::Refuse).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A scratch file under the target directory with the given bytes.
@@ -143,7 +145,7 @@ fn extreme_aspect_ratio_costs_only_the_crop() {
 
 /// The error for `path`, which must be one line naming the file and containing `expect`.
 fn load_error(path: &Path, expect: &str) -> String {
-    let msg = format!("{:#}", load(path).expect_err("load should fail"));
+    let msg = format!("{:#}", load(path, Partial::Refuse).expect_err("load should fail"));
     let file = path.file_name().unwrap().to_str().unwrap();
     assert!(!msg.contains('\n'), "not one line: {msg:?}");
     assert!(msg.contains(file), "does not name {file}: {msg:?}");
@@ -216,7 +218,7 @@ fn load_drops_alpha() {
     let rgba = RgbaImage::from_fn(5, 3, |x, y| image::Rgba([x as u8 * 40, y as u8 * 90, 7, 128]));
     let mut png = Vec::new();
     rgba.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
-    let rgb = load(&scratch("alpha.png", &png)).unwrap();
+    let rgb = load(&scratch("alpha.png", &png), Partial::Refuse).unwrap();
     assert_eq!(rgb.dimensions(), (5, 3));
     assert_eq!(rgb.get_pixel(4, 2).0, [160, 180, 7]);
 }
@@ -251,18 +253,37 @@ fn load_applies_exif_orientation() {
     img.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
     assert_eq!(jpeg[..2], [0xFF, 0xD8]);
 
-    let plain = load(&scratch("upright.jpg", &jpeg)).unwrap();
+    let plain = load(&scratch("upright.jpg", &jpeg), Partial::Refuse).unwrap();
     assert_eq!(plain.dimensions(), (40, 24));
 
     // Splice the APP1 segment in right after SOI.
     let mut rotated = jpeg[..2].to_vec();
     rotated.extend(exif_app1(6));
     rotated.extend(&jpeg[2..]);
-    let out = load(&scratch("rotated.jpg", &rotated)).unwrap();
+    let out = load(&scratch("rotated.jpg", &rotated), Partial::Refuse).unwrap();
     assert_eq!(out.dimensions(), (24, 40), "width and height not swapped");
     let (top, bottom) = (out.get_pixel(12, 5), out.get_pixel(12, 34));
     assert!(top[0] > 180 && top[2] < 80, "top should be red: {top:?}");
     assert!(bottom[2] > 180 && bottom[0] < 80, "bottom should be blue: {bottom:?}");
+}
+
+/// A JPEG cut to a third is refused as truncated (as Pillow refuses it) unless partial images are
+/// accepted; a whole one with bytes after its end is read.
+#[test]
+fn truncated_jpegs_are_refused_unless_partial_images_are_accepted() {
+    let mut rng = resnet_wgpu::rng::Rng::new(3);
+    let img = RgbImage::from_fn(96, 64, |_, _| image::Rgb([0, 0, 0].map(|_: u8| rng.below(256) as u8)));
+    let mut jpeg = Vec::new();
+    img.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
+
+    let cut = scratch("cut.jpg", &jpeg[..jpeg.len() / 3]);
+    let message = format!("{:#}", load(&cut, Partial::Refuse).unwrap_err());
+    assert!(message.contains("cut.jpg: truncated Jpeg data"), "{message}");
+    assert_eq!(load(&cut, Partial::Accept).unwrap().dimensions(), (96, 64));
+
+    let mut trailing = jpeg.clone();
+    trailing.extend_from_slice(&[0xFF, 0xDA, 0, 4, 1, 2, 3]);
+    assert_eq!(load(&scratch("trailing.jpg", &trailing), Partial::Refuse).unwrap().dimensions(), (96, 64));
 }
 
 #[test]

@@ -16,8 +16,7 @@
 //! One deliberate difference: [`load`] applies the EXIF orientation (a phone photo shot in portrait
 //! comes out upright), which `PIL.Image.open` alone does not.
 
-use std::fs::File;
-use std::io::{BufReader, ErrorKind};
+use std::io::{Cursor, ErrorKind};
 use std::path::Path;
 
 use anyhow::{anyhow, bail};
@@ -31,8 +30,18 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Largest width or height [`load`] accepts; bigger images are refused from their header.
 pub const MAX_SIDE: u32 = 16384;
-/// Largest decoded image [`load`] accepts, in bytes (before conversion to RGB8).
+/// Largest decoded image [`load`] accepts, in bytes (before conversion to RGB8); also the largest
+/// file it reads.
 pub const MAX_DECODED_BYTES: u64 = 1 << 30;
+
+/// What [`load`] does with an image whose data ends before its last pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partial {
+    /// Unreadable, as Pillow says (`image file is truncated`).
+    Refuse,
+    /// Decoded as far as the data goes; the decoder fills the rest with grey.
+    Accept,
+}
 
 /// The 1000 ImageNet-1k class names in class-index order, as torchvision names them
 /// (`labels()[281] == "tabby"`). From `assets/imagenet_classes.txt`, written by
@@ -47,25 +56,28 @@ pub fn labels() -> Vec<&'static str> {
 /// `convert("RGB")` does).
 ///
 /// Images wider or taller than [`MAX_SIDE`] or decoding to more than [`MAX_DECODED_BYTES`] are
-/// refused before their pixels are allocated. Every error is one line that starts with the path.
-pub fn load(path: &Path) -> anyhow::Result<RgbImage> {
+/// refused before their pixels are allocated, and a JPEG whose data ends early unless `partial`
+/// accepts it. Every error is one line that starts with the path.
+pub fn load(path: &Path, partial: Partial) -> anyhow::Result<RgbImage> {
     let name = path.display();
-    let file = match File::open(path) {
-        Ok(file) => file,
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => bail!("{name}: no such file"),
         Err(e) => bail!("{name}: cannot open: {e}"),
     };
-    let meta = file.metadata().map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
     if meta.is_dir() {
         bail!("{name}: is a directory, not an image");
     }
     if meta.len() == 0 {
         bail!("{name}: empty file, not an image");
     }
+    if meta.len() > MAX_DECODED_BYTES {
+        bail!("{name}: file too large: {} MiB, over the {} MiB limit", meta.len() >> 20, MAX_DECODED_BYTES >> 20);
+    }
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
 
-    let mut reader = ImageReader::new(BufReader::new(file))
-        .with_guessed_format()
-        .map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
+    let mut reader =
+        ImageReader::new(Cursor::new(&bytes)).with_guessed_format().map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
     let format = match reader.format() {
         Some(format) => format,
         // TGA is the one readable format without a signature to recognise it by.
@@ -78,6 +90,10 @@ pub fn load(path: &Path) -> anyhow::Result<RgbImage> {
              JPEG, PNG, WebP, GIF, BMP and TIFF are read)"
         ),
     };
+
+    if format == ImageFormat::Jpeg && partial == Partial::Refuse && jpeg_ends_early(&bytes) {
+        bail!("{name}: truncated Jpeg data: the file ends before the image does");
+    }
 
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -103,6 +119,41 @@ pub fn load(path: &Path) -> anyhow::Result<RgbImage> {
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, format, e))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// Whether JPEG `bytes` end before the image does: walking the segments from the start (each
+/// header segment skipped by its length, so markers inside an EXIF thumbnail are not seen), the
+/// data runs out before the end-of-image marker. Inside a scan's entropy-coded data every 0xFF is
+/// followed by 0x00 (stuffing), a restart marker or the next marker.
+fn jpeg_ends_early(b: &[u8]) -> bool {
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    let (mut i, mut in_scan) = (2, false);
+    while i + 1 < b.len() {
+        if b[i] != 0xFF {
+            if !in_scan {
+                // Not a marker where one belongs: the decoder reports what is wrong.
+                return false;
+            }
+            i += 1;
+            continue;
+        }
+        match b[i + 1] {
+            // A stuffed 0xFF in a scan, or a fill byte before a marker.
+            0x00 | 0xFF => i += 1,
+            // Restart markers and TEM carry no length.
+            0xD0..=0xD7 | 0x01 => i += 2,
+            EOI => return false,
+            code => {
+                let Some(len) = b.get(i + 2..i + 4).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+                    return true;
+                };
+                i += 2 + len;
+                in_scan = code == SOS;
+            }
+        }
+    }
+    true
 }
 
 /// One line naming the file and what went wrong, for an error of the `image` crate.
