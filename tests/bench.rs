@@ -144,6 +144,22 @@ fn synthetic_report(adapter: &str, results: &[(&str, &str, usize, f64)]) -> Stri
 }
 
 #[test]
+fn compare_gives_no_ratio_over_a_zero_figure() {
+    let dir = std::env::temp_dir().join(format!("resnet-wgpu-bench-zero-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    let mut zero: Value =
+        serde_json::from_str(&synthetic_report("stalled GPU", &[("resnet20", "train", 32, 400.0)])).unwrap();
+    zero["results"][0]["images_per_s"] = 0.0.into();
+    std::fs::write(&a, zero.to_string()).unwrap();
+    std::fs::write(&b, synthetic_report("fast GPU", &[("resnet20", "train", 32, 200.0)])).unwrap();
+    let table = bench::compare_files(&[a, b]).unwrap();
+    let line = table.lines().find(|l| l.starts_with("| resnet20 ")).unwrap_or_else(|| panic!("no row in\n{table}"));
+    let ratio = line.split('|').map(str::trim).filter(|c| !c.is_empty()).last();
+    assert_eq!(ratio, Some("-"), "{line}");
+}
+
+#[test]
 fn compare_puts_files_side_by_side_with_ratios_to_the_first() {
     let dir = std::env::temp_dir().join(format!("resnet-wgpu-bench-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

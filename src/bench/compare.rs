@@ -77,7 +77,10 @@ pub fn compare_table(columns: &[(String, Report)]) -> String {
                 row.push(m.map_or("-".into(), |m| fmt3(m.images_per_s)));
                 if i > 0 {
                     row.push(match (found[0], m) {
-                        (Some(a), Some(m)) => format!("{:.2}x", m.images_per_s / a.images_per_s),
+                        // A zero or missing figure in A has no ratio.
+                        (Some(a), Some(m)) if a.images_per_s > 0.0 && m.images_per_s.is_finite() => {
+                            format!("{:.2}x", m.images_per_s / a.images_per_s)
+                        }
                         _ => "-".into(),
                     });
                 }
