@@ -155,7 +155,7 @@ fn compare_gives_no_ratio_over_a_zero_figure() {
     std::fs::write(&b, synthetic_report("fast GPU", &[("resnet20", "train", 32, 200.0)])).unwrap();
     let table = bench::compare_files(&[a, b]).unwrap();
     let line = table.lines().find(|l| l.starts_with("| resnet20 ")).unwrap_or_else(|| panic!("no row in\n{table}"));
-    let ratio = line.split('|').map(str::trim).filter(|c| !c.is_empty()).last();
+    let ratio = line.split('|').map(str::trim).rfind(|c| !c.is_empty());
     assert_eq!(ratio, Some("-"), "{line}");
 }
 

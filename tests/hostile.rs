@@ -2,20 +2,26 @@
 //! command line is parsed, naming the flag; networks and batches too large for the adapter are
 //! refused before anything is built, with the figures; weights files that repeat a name, hold
 //! integers or non-finite values are refused naming the tensor; a run whose weights turn
-//! non-finite writes nothing, and a fresh run moves an earlier log aside instead of truncating it.
+//! non-finite writes nothing, and a fresh run moves an earlier log aside instead of truncating it;
+//! a download cut short resumes where it stopped, and one that trickles ends at its deadline.
 
 mod common;
 
 use std::process::Command;
 
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::time::Duration;
 
-use common::{gpus, synthetic, temp_dir};
+use common::{gpus, read_head, synthetic, temp_dir};
 use resnet_wgpu::checkpoint::Checkpoint;
+use resnet_wgpu::data::download::{Checksum, download_within};
 use resnet_wgpu::model::{Arch, ResNet, Shortcut};
 use resnet_wgpu::ops::sgd::Sgd;
 use resnet_wgpu::plan::TrainStep;
 use resnet_wgpu::train::{self, Outputs, Recipe, Schedule, Start};
+use sha2::{Digest, Sha256};
 
 /// Runs the binary with `args`; returns its exit code and stderr.
 fn run(args: &[&str]) -> (Option<i32>, String) {
@@ -139,4 +145,59 @@ fn non_finite_weights_are_never_written_and_earlier_logs_are_kept() {
     );
     assert_eq!(std::fs::read(dir.join("last.safetensors")).unwrap(), last, "the last checkpoint was replaced");
     assert_eq!(std::fs::read(dir.join("log.1.jsonl")).unwrap(), log, "the first run's log was not kept aside");
+}
+
+/// Serves one connection per entry of `answers` in turn: reads the request, records its head,
+/// and writes the answer in pieces, `pause` apart; returns the request heads.
+fn serve_pieces(answers: Vec<Vec<Vec<u8>>>, pause: Duration) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/file.bin", listener.local_addr().unwrap());
+    let thread = std::thread::spawn(move || {
+        let mut heads = Vec::new();
+        for pieces in answers {
+            let (mut stream, _): (TcpStream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let request = read_head(&mut stream);
+            heads.push(String::from_utf8_lossy(&request).to_lowercase());
+            for piece in pieces {
+                if stream.write_all(&piece).and_then(|_| stream.flush()).is_err() {
+                    break;
+                }
+                std::thread::sleep(pause);
+            }
+        }
+        heads
+    });
+    (url, thread)
+}
+
+#[test]
+fn a_download_cut_short_resumes_and_a_trickling_one_ends_at_its_deadline() {
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+    let checksum = Checksum::Sha256Prefix(digest[..16].into());
+    let dir = temp_dir("hostile-download");
+
+    // The first connection promises the whole body and breaks off after 40,000 bytes.
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let rest = "HTTP/1.1 206 Partial Content\r\nContent-Length: 60000\r\nContent-Range: bytes 40000-99999/100000\r\n\
+                Connection: close\r\n\r\n";
+    let answers =
+        vec![vec![head.into_bytes(), body[..40_000].to_vec()], vec![rest.as_bytes().to_vec(), body[40_000..].to_vec()]];
+    let (url, server) = serve_pieces(answers, Duration::ZERO);
+    let dest = dir.join("file.bin");
+    download_within(&url, &dest, &checksum, Duration::from_secs(60)).unwrap();
+    assert!(std::fs::read(&dest).unwrap() == body, "the resumed download differs from the body");
+    let heads = server.join().unwrap();
+    assert!(!heads[0].contains("range:") && heads[1].contains("range: bytes=40000-"), "{heads:?}");
+
+    // One byte every 100 ms of 1,000 promised: the one-second deadline ends it.
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n".as_bytes().to_vec();
+    let trickle: Vec<Vec<u8>> = std::iter::once(head).chain((0..30).map(|_| vec![0u8])).collect();
+    let (url, server) = serve_pieces(vec![trickle], Duration::from_millis(100));
+    let slow = dir.join("slow.bin");
+    let message = format!("{:#}", download_within(&url, &slow, &checksum, Duration::from_secs(1)).unwrap_err());
+    assert!(message.contains(&url) && message.to_lowercase().contains("timeout"), "{message}");
+    assert!(!slow.exists() && !dir.join("slow.bin.part").exists(), "a partial file was left behind");
+    server.join().unwrap();
 }

@@ -4,9 +4,9 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -73,16 +73,41 @@ impl Hasher {
     }
 }
 
+/// Tries of one download: a connection that breaks off is tried again from where it stopped.
+const TRIES: usize = 3;
+/// The most one download may take, its tries together: a server that trickles cannot hold a
+/// command forever (the CIFAR archive, 170 MB, needs under 10 minutes at 300 KB/s).
+pub const DEADLINE: Duration = Duration::from_secs(2 * 3600);
+
 /// Downloads `url` to `dest`, creating its folder. The body goes to `dest` + ".part" while it is
 /// hashed; when the digest matches `checksum` that file is renamed to `dest` (atomic on one file
-/// system). On any failure the ".part" file is deleted and `dest` is left untouched. A progress
-/// bar (bytes, rate, ETA) is drawn on stderr when it is a terminal.
+/// system). A connection that breaks off is tried again ([`TRIES`] in all) with an HTTP range
+/// request that resumes the ".part" file; on failure that file is deleted and `dest` is left
+/// untouched. A progress bar (bytes, rate, ETA) is drawn on stderr when it is a terminal.
 pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<()> {
+    download_within(url, dest, checksum, DEADLINE)
+}
+
+/// [`download`] that gives up once `deadline` has passed, whatever the tries.
+pub fn download_within(url: &str, dest: &Path, checksum: &Checksum, deadline: Duration) -> Result<()> {
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).with_context(|| format!("could not create the folder {}", parent.display()))?;
     }
     let part = part_path(dest);
-    let result = fetch_to(url, dest, &part, checksum);
+    // A ".part" of an earlier command is of unknown origin: start afresh.
+    let _ = fs::remove_file(&part);
+    let start = Instant::now();
+    let mut tries = 0;
+    let result = loop {
+        tries += 1;
+        let left = deadline.saturating_sub(start.elapsed());
+        match fetch_to(url, dest, &part, checksum, left) {
+            Err(e) if tries < TRIES && !left.is_zero() && e.downcast_ref::<BrokenOff>().is_some() => {
+                eprintln!("{e:#}; trying again from byte {}", fs::metadata(&part).map_or(0, |m| m.len()));
+            }
+            result => break result,
+        }
+    };
     if result.is_err() {
         // Best effort: the error that matters is the one we return.
         let _ = fs::remove_file(&part);
@@ -90,18 +115,22 @@ pub fn download(url: &str, dest: &Path, checksum: &Checksum) -> Result<()> {
     result
 }
 
+/// A download that stopped on the network's side (refused, timed out, cut short): worth another try.
+#[derive(Debug)]
+struct BrokenOff(String);
+
+impl std::fmt::Display for BrokenOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BrokenOff {}
+
 /// Checks that a file on disk (for example one put there by hand) hashes to `checksum`.
 pub fn verify_file(path: &Path, checksum: &Checksum) -> Result<()> {
-    let mut file = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
     let mut hasher = checksum.hasher();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("could not read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    hash_file(path, &mut hasher)?;
     let actual = hasher.finish();
     if !checksum.matches(&actual) {
         bail!(mismatch_message(&path.display().to_string(), checksum, &actual));
@@ -123,32 +152,50 @@ fn mismatch_message(what: &str, checksum: &Checksum, actual: &str) -> String {
     format!("checksum mismatch for {what}: expected {algo} {expected}, got {actual}")
 }
 
-fn fetch_to(url: &str, dest: &Path, part: &Path, checksum: &Checksum) -> Result<()> {
+/// One try: appends to `part` where it holds bytes of an earlier try and the server answers the
+/// range request (206), else writes it anew; hashes all of it and renames it to `dest`.
+fn fetch_to(url: &str, dest: &Path, part: &Path, checksum: &Checksum, left: Duration) -> Result<()> {
     // One sentence for every network problem (refused, DNS, timeout, HTTP status, cut short).
-    let network = |err: &dyn std::fmt::Display| {
-        anyhow!("could not download {url} ({err}); download it by hand and save it as {}", dest.display())
+    let broken = |err: &dyn std::fmt::Display| {
+        anyhow::Error::new(BrokenOff(format!(
+            "could not download {url} ({err}); download it by hand and save it as {}",
+            dest.display()
+        )))
     };
 
-    // No global timeout: the CIFAR archive is 170 MB and links can be slow. A stalled
-    // connection still fails through the per-read limit.
+    // A stalled connection fails through the per-read limit, a trickling one at the deadline.
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(left))
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let response = agent.get(url).call().map_err(|e| network(&e))?;
+    let have = fs::metadata(part).map_or(0, |m| m.len());
+    let mut request = agent.get(url);
+    if have > 0 {
+        request = request.header("Range", format!("bytes={have}-"));
+    }
+    let response = request.call().map_err(|e| broken(&e))?;
+    let resumed = have > 0 && response.status().as_u16() == 206;
     let body = response.into_body();
-    let total = body.content_length();
+    let total = body.content_length().map(|len| if resumed { have + len } else { len });
     let mut reader = body.into_reader();
 
-    let bar = progress_bar(total, dest);
-    let mut file = File::create(part).with_context(|| format!("could not create {}", part.display()))?;
     let mut hasher = checksum.hasher();
+    let mut file = if resumed {
+        hash_file(part, &mut hasher)?;
+        fs::OpenOptions::new().append(true).open(part)
+    } else {
+        File::create(part)
+    }
+    .with_context(|| format!("could not write {}", part.display()))?;
+    let bar = progress_bar(total, dest);
+    bar.set_position(if resumed { have } else { 0 });
     let mut buf = vec![0u8; 1 << 16];
     let copied = (|| -> Result<()> {
         loop {
-            let n = reader.read(&mut buf).map_err(|e| network(&e))?;
+            let n = reader.read(&mut buf).map_err(|e| broken(&e))?;
             if n == 0 {
                 return Ok(());
             }
@@ -170,6 +217,19 @@ fn fetch_to(url: &str, dest: &Path, part: &Path, checksum: &Checksum) -> Result<
     }
     fs::rename(part, dest).with_context(|| format!("could not rename {} to {}", part.display(), dest.display()))?;
     Ok(())
+}
+
+/// Feeds the whole of `path` to `hasher`.
+fn hash_file(path: &Path, hasher: &mut Hasher) -> Result<()> {
+    let mut file = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("could not read {}", path.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 fn progress_bar(total: Option<u64>, dest: &Path) -> ProgressBar {
