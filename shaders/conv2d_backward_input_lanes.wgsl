@@ -68,12 +68,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                                douts(at, min(k0 + 2u, params.k - 1u) * pq, inside),
                                douts(at, min(k0 + 3u, params.k - 1u) * pq, inside));
                 let real = k0 + vec4(0u, 1u, 2u, 3u) < vec4(params.k);
-                let a_lo = lanes8(wt4(k0 * k_step + lo + tap, k_step, real));
-                let a_hi = lanes8(wt4(k0 * k_step + hi + tap, k_step, real));
-                for (var i = 0u; i < 8u; i++) {
-                    acc[i] += b * a_lo[i];
-                    acc[i + 8u] += b * a_hi[i];
-                }
+                madd16_mat(&acc, b, wt4(k0 * k_step + lo + tap, k_step, real), wt4(k0 * k_step + hi + tap, k_step, real));
             }
         }
     }

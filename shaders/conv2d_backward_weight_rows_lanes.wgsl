@@ -76,8 +76,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         let xs = select(x + t, x + t - params.q, wrap);
         let plane = (n * params.c + c) * hw;
         let d = n * params.k * pq + e;
-        let a_lo = lanes8(dout4(d + lo, t, e + t < vec4(pq)));
-        let a_hi = lanes8(dout4(d + hi, t, e + t < vec4(pq)));
+        let valid = e + t < vec4(pq);
+        let w_lo = dout4(d + lo, t, valid);
+        let w_hi = dout4(d + hi, t, valid);
         if (POINTWISE) {
             // inp[n, c .. c+3, y*stride, x*stride] (clamped into the plane; dout is 0 past P*Q).
             let at = vec4(plane) + min((ys * params.w + xs) * params.stride, vec4(hw - 1u));
@@ -85,16 +86,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             let b1 = inp4(at + hw);
             let b2 = inp4(at + 2u * hw);
             let b3 = inp4(at + 3u * hw);
-            for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
-                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
-            }
-            let a_lo2 = lanes8(dout4(d + lo2, t, e + t < vec4(pq)));
-            let a_hi2 = lanes8(dout4(d + hi2, t, e + t < vec4(pq)));
-            for (var i = 0u; i < 8u; i++) {
-                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), dot(a_lo2[i], b3));
-                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), dot(a_hi2[i], b3));
-            }
+            madd16(&acc, w_lo, w_hi, b0, b1, b2, b3);
+            madd16(&acc2, dout4(d + lo2, t, valid), dout4(d + hi2, t, valid), b0, b1, b2, b3);
         } else {
             // 3x3, stride 1, pad 1 (P = H, Q = W): the input of tap (r, s) at position e + t is
             // plane value e + t + (r-1)*W + s-1, inside when row y + r-1 and column x + s-1 are.
@@ -109,16 +102,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             let b0 = select(vec4(0.0), vec4(v[0], v[1], v[2], v[3]), inside & xs > vec4(0u));
             let b1 = select(vec4(0.0), vec4(v[1], v[2], v[3], v[4]), inside);
             let b2 = select(vec4(0.0), vec4(v[2], v[3], v[4], v[5]), inside & xs < vec4(params.w - 1u));
-            for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), 0.0);
-                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), 0.0);
-            }
-            let a_lo2 = lanes8(dout4(d + lo2, t, e + t < vec4(pq)));
-            let a_hi2 = lanes8(dout4(d + hi2, t, e + t < vec4(pq)));
-            for (var i = 0u; i < 8u; i++) {
-                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), 0.0);
-                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), 0.0);
-            }
+            madd16x3(&acc, w_lo, w_hi, b0, b1, b2);
+            madd16x3(&acc2, dout4(d + lo2, t, valid), dout4(d + hi2, t, valid), b0, b1, b2);
         }
         e += 4u;
         x += 4u;

@@ -47,12 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             let b1 = inp[at + hw4];
             let b2 = inp[at + 2u * hw4];
             let b3 = inp[at + 3u * hw4];
-            let a_lo = lanes8(dout[n * params.k * hw4 + j + lo]);
-            let a_hi = lanes8(dout[n * params.k * hw4 + j + hi]);
-            for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
-                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
-            }
+            madd16(&acc, dout[n * params.k * hw4 + j + lo], dout[n * params.k * hw4 + j + hi], b0, b1, b2, b3);
         }
     } else {
         let c = g / 3u;
@@ -73,12 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
                 let n4 = select(vec4(0.0), inp[row + min(x + 1u, wv - 1u)], inside && x + 1u < wv);
                 let b0 = vec4(l.w, b1.xyz);
                 let b2 = vec4(b1.yzw, n4.x);
-                let a_lo = lanes8(dout[d_row + lo + x]);
-                let a_hi = lanes8(dout[d_row + hi + x]);
-                for (var i = 0u; i < 8u; i++) {
-                    acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), 0.0);
-                    acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), 0.0);
-                }
+                madd16x3(&acc, dout[d_row + lo + x], dout[d_row + hi + x], b0, b1, b2);
             }
         }
     }

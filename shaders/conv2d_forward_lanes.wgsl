@@ -73,12 +73,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                                inputs(at, min(c0 + 2u, params.c - 1u) * hw, inside),
                                inputs(at, min(c0 + 3u, params.c - 1u) * hw, inside));
                 let real = c0 + vec4(0u, 1u, 2u, 3u) < vec4(params.c);
-                let a_lo = lanes8(wt4(lo + c0 * rs + tap, rs, real));
-                let a_hi = lanes8(wt4(hi + c0 * rs + tap, rs, real));
-                for (var i = 0u; i < 8u; i++) {
-                    acc[i] += b * a_lo[i];
-                    acc[i + 8u] += b * a_hi[i];
-                }
+                madd16_mat(&acc, b, wt4(lo + c0 * rs + tap, rs, real), wt4(hi + c0 * rs + tap, rs, real));
             }
         }
     }
