@@ -54,15 +54,17 @@ macro_rules! kernels {
 
 // Each kernel's source: its prelude parts (shaders/prelude/), in order, then its own file.
 //   conv_params  the `params` uniform of every conv kernel
-//   tile         the shared path's workgroup-tile loop (conv2d_forward and its two gradients)
+//   tile         the implicit-GEMM convs' paths, workgroup and shared-path tile loop (conv2d_forward
+//                and its two gradients)
+//   gemm         the entry of those whose paths both end in a block of outputs (all but the weight gradient)
 //   lanes        the subgroup broadcasts of the `_lanes` kernels
 //   epilogue     the forward convs' fused bias, residual and ReLU (after f32 or vec4)
 //   channels     batch norm's per-channel walk and workgroup sum
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
-    Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "f32", "epilogue"],
+    Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "gemm", "f32", "epilogue"],
     Conv2dForwardLanes => "conv2d_forward_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
-    Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "tile"],
+    Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "tile", "gemm"],
     Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after ["conv_params", "lanes"],
     Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after ["conv_params", "lanes"],
     Conv2dBackwardWeight => "conv2d_backward_weight" after ["conv_params", "tile"],
