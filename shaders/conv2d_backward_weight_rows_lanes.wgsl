@@ -46,7 +46,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let pq = params.p * params.q;
     let m0 = wid.y * 2u * DM;
     // The lane's columns: the 3 taps of (c, r) = g, or with POINTWISE the 4 channels from 4g.
-    let taps = select(3u, 4u, POINTWISE);
     let groups = select(params.c * 3u, params.c / 4u, POINTWISE);
     let g = min(wid.x * 8u + lane % 8u, groups - 1u);
     let c = select(g / 3u, 4u * g, POINTWISE);
@@ -110,18 +109,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         if (x >= params.q) { x -= params.q; y += 1u; }
         if (e >= pq) { n += 1u; e = 0u; x = 0u; y = 0u; }
     }
-    // Columns g * taps .. + taps - 1 of dweight[slice, k, :] (k-major: c, r, s or c).
-    let columns = select(params.c * 9u, params.c, POINTWISE);
     if (wid.x * 8u + lane % 8u < groups) {
         for (var i = 0u; i < DM; i++) {
-            if (m0 + i < params.k) {
-                let at = (wid.z * params.k + m0 + i) * columns + g * taps;
-                for (var t = 0u; t < taps; t++) { dweight[at + t] = acc[i][t]; }
-            }
-            if (m0 + 16u + i < params.k) {
-                let at = (wid.z * params.k + m0 + 16u + i) * columns + g * taps;
-                for (var t = 0u; t < taps; t++) { dweight[at + t] = acc2[i][t]; }
-            }
+            store_columns(wid.z, m0 + i, g, acc[i]);
+            store_columns(wid.z, m0 + 16u + i, g, acc2[i]);
         }
     }
 }

@@ -28,7 +28,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let wv = params.w / 4u;
     let m0 = wid.y * DM;
     // The lane's columns: the 3 taps of (c, r) = g, or with POINTWISE the 4 channels from 4g.
-    let taps = select(3u, 4u, POINTWISE);
     let groups = select(params.c * 3u, params.c / 4u, POINTWISE);
     let g = min(wid.x * 8u + lane % 8u, groups - 1u);
     // The dout rows this lane loads for the subgroup: m0 + lane and m0 + 8 + lane.
@@ -72,14 +71,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             }
         }
     }
-    // Columns g * taps .. + taps - 1 of dweight[slice, k, :] (k-major: c, r, s or c).
-    let columns = select(params.c * 9u, params.c, POINTWISE);
     if (wid.x * 8u + lane % 8u < groups) {
-        for (var i = 0u; i < DM; i++) {
-            if (m0 + i < params.k) {
-                let at = (wid.z * params.k + m0 + i) * columns + g * taps;
-                for (var t = 0u; t < taps; t++) { dweight[at + t] = acc[i][t]; }
-            }
-        }
+        for (var i = 0u; i < DM; i++) { store_columns(wid.z, m0 + i, g, acc[i]); }
     }
 }

@@ -59,6 +59,7 @@ macro_rules! kernels {
 //                and its two gradients)
 //   gemm         the entry of those whose paths both end in a block of outputs (all but the weight gradient)
 //   lanes        the subgroup broadcasts of the `_lanes` kernels and their 16-row multiply-adds
+//   weight_rows  where the two row-walking weight gradients write their columns
 //   epilogue     the forward convs' fused bias, residual and ReLU (after f32 or vec4)
 //   channels     batch norm's per-channel walk and workgroup sum
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
@@ -75,8 +76,8 @@ kernels! {
     Conv2dWeightPanel => "conv2d_weight_panel" after ["conv_params"],
     Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after ["conv_params", "lanes", "vec4", "epilogue"],
     Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
-    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes"],
-    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after ["conv_params", "lanes"],
+    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes", "weight_rows"],
+    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after ["conv_params", "lanes", "weight_rows"],
     BatchnormForwardTrain => "batchnorm_forward_train" after ["bn_params", "f32", "channels"],
     BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["bn_params", "vec4", "channels"],
     BatchnormForwardEval => "batchnorm_forward_eval" after ["bn_params", "f32"],
