@@ -59,15 +59,16 @@ macro_rules! kernels {
 //                and its two gradients)
 //   gemm         the entry of those whose paths both end in a block of outputs (all but the weight gradient)
 //   lanes        the subgroup broadcasts of the `_lanes` kernels and their 16-row multiply-adds
+//   step4        a tap's reduction 4 channels a step (conv2d_forward_lanes, conv2d_backward_input_lanes)
 //   weight_rows  where the two row-walking weight gradients write their columns
 //   epilogue     the forward convs' fused bias, residual and ReLU (after f32 or vec4)
 //   channels     batch norm's per-channel walk and workgroup sum
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
     Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "gemm", "f32", "epilogue"],
-    Conv2dForwardLanes => "conv2d_forward_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
+    Conv2dForwardLanes => "conv2d_forward_lanes" after ["conv_params", "lanes", "step4", "f32", "epilogue"],
     Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "tile", "gemm"],
-    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after ["conv_params", "lanes"],
+    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after ["conv_params", "lanes", "step4"],
     Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after ["conv_params", "lanes"],
     Conv2dBackwardWeight => "conv2d_backward_weight" after ["conv_params", "tile"],
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after ["conv_params", "lanes"],
