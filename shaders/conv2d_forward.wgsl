@@ -18,10 +18,6 @@
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
-
 // A[m, e] = weight[k, c, r, s]
 fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let crs = params.c * params.r * params.s;

@@ -20,9 +20,6 @@
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
 // The operand of prelude step4: the input.
 fn operand(i: u32) -> f32 {
     return inp[i];

@@ -37,9 +37,6 @@ fn place(p: u32, input_plane: bool) -> vec2<u32> {
 
 override TRANSPOSED: bool = false;
 override ACCUMULATE: bool = false;
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
 
 // The inputs of 4 channels from `at` (`step` apart).
 fn inputs(at: u32, step: u32) -> vec4<f32> {

@@ -26,9 +26,6 @@
 
 override TRANSPOSED: bool = false;
 override ACCUMULATE: bool = false;
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
 
 // The weights wt(m, e .. e+3) from `at` (`step` apart).
 fn wt4(at: u32, step: u32) -> vec4<f32> {
