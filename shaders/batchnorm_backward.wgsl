@@ -14,8 +14,6 @@
 // invocation first, so their bits differ from batchnorm_backward's (after prelude f32).
 // CPU twin: reference::batchnorm_backward (after reference::relu_backward). Dispatch: grid(C).
 
-struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
-
 @group(0) @binding(0) var<storage, read_write> dinp: array<elem>;
 @group(0) @binding(1) var<storage, read_write> dweight: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
@@ -27,7 +25,6 @@ struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, 
 @group(0) @binding(8) var<storage, read> mask: array<u32>;
 @group(0) @binding(9) var<uniform> params: Params;
 
-override WG: u32 = 256;
 override RELU: bool = false;
 override IN_PLACE: bool = false;
 

@@ -9,8 +9,6 @@
 // CPU twin: reference::batchnorm_forward_eval (then add, relu_forward).
 // Dispatch: grid(ceil(N*C*H*W / WG)), _vec4 grid(ceil(N*C*H*W / 4 / WG)).
 
-struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
-
 @group(0) @binding(0) var<storage, read_write> out: array<elem>;
 @group(0) @binding(1) var<storage, read> inp: array<elem>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;

@@ -13,8 +13,6 @@
 // differ from batchnorm_forward_train's (after prelude f32).
 // CPU twin: reference::batchnorm_forward_train (then reference::add, reference::relu_forward). Dispatch: grid(C) (workgroups folded into y past 65,535).
 
-struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, _unused2: u32, _unused3: u32 }
-
 @group(0) @binding(0) var<storage, read_write> out: array<elem>;
 @group(0) @binding(1) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(2) var<storage, read_write> rstd: array<f32>;
@@ -26,7 +24,6 @@ struct Params { n: u32, c: u32, hw: u32, _unused: u32, momentum: f32, eps: f32, 
 @group(0) @binding(8) var<storage, read> residual: array<elem>;
 @group(0) @binding(9) var<uniform> params: Params;
 
-override WG: u32 = 256;
 override RESIDUAL: bool = false;
 override RELU: bool = false;
 

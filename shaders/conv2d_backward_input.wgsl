@@ -12,13 +12,8 @@
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-// SHARED stages operand tiles in workgroup memory (fast on GPUs); without it every invocation
-// reads its operands from storage directly, which avoids barriers (fast on CPU adapters such as lavapipe).
-override SHARED: bool = true;
 override ACCUMULATE: bool = false;
-override WG_M: u32 = 16;
-override WG_N: u32 = 16;
-override BK: u32 = 8;
+
 // A[m, e] = weight[k, c, r, s] with m = c, e = (k, r, s)
 fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let rs = params.r * params.s;
@@ -103,19 +98,5 @@ fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, DM * DN> {
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    if (SHARED) {
-        let m0 = wid.y * WG_M * TM;
-        let j0 = wid.x * WG_N * TN;
-        let acc = tiled(lid, m0, j0, 0u, params.k * params.r * params.s);
-        for (var i = 0u; i < TM; i++) {
-            for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
-        }
-    } else {
-        let m0 = wid.y * WG_M * DM;
-        let j0 = wid.x * WG_N * DN;
-        let acc = direct(lid, m0, j0);
-        for (var i = 0u; i < DM; i++) {
-            for (var j = 0u; j < DN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * DN + j]); }
-        }
-    }
+    gemm(lid, wid, params.k * params.r * params.s);
 }

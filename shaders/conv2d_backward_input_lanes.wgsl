@@ -12,16 +12,9 @@
 @group(0) @binding(3) var<uniform> params: Params;
 
 override ACCUMULATE: bool = false;
-const DN: u32 = 4;
-
-// dout at `at` + channel offset `e` of the lane's 4 columns, 0 where no position is reached.
-fn douts(at: vec4<u32>, e: u32, inside: vec4<bool>) -> vec4<f32> {
-    return select(vec4(0.0), vec4(dout[at.x + e], dout[at.y + e], dout[at.z + e], dout[at.w + e]), inside);
-}
-
-// The weights of 4 output channels from `at` (`step` apart), 0 past the channels (where not `real`).
-fn wt4(at: u32, step: u32, real: vec4<bool>) -> vec4<f32> {
-    return select(vec4(0.0), vec4(weight[at], weight[at + step], weight[at + 2u * step], weight[at + 3u * step]), real);
+// The operand of prelude step4: dout.
+fn operand(i: u32) -> f32 {
+    return dout[i];
 }
 
 @compute @workgroup_size(64)
@@ -58,23 +51,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let at = image + vec4<u32>(clamp(p, vec4(0), vec4(i32(params.p) - 1))) * params.q
                 + vec4<u32>(clamp(q, vec4(0), vec4(i32(params.q) - 1)));
             let tap = r * params.s + s;
-            // Channels k0 .. k0+3 at a time (clamped into K; their weights are 0): column u of b
-            // holds channel k0 + u of dout at the lane's 4 columns, so b * weights adds to each
-            // column the dot product of the 4 weights with its 4 values.
-            let k_step = params.c * rs;
-            for (var k0 = 0u; k0 < params.k; k0 += 4u) {
-                let b = mat4x4(douts(at, min(k0, params.k - 1u) * pq, inside),
-                               douts(at, min(k0 + 1u, params.k - 1u) * pq, inside),
-                               douts(at, min(k0 + 2u, params.k - 1u) * pq, inside),
-                               douts(at, min(k0 + 3u, params.k - 1u) * pq, inside));
-                let real = k0 + vec4(0u, 1u, 2u, 3u) < vec4(params.k);
-                let a_lo = lanes8(wt4(k0 * k_step + lo + tap, k_step, real));
-                let a_hi = lanes8(wt4(k0 * k_step + hi + tap, k_step, real));
-                for (var i = 0u; i < 8u; i++) {
-                    acc[i] += b * a_lo[i];
-                    acc[i + 8u] += b * a_hi[i];
-                }
-            }
+            // Output channels k, the weights of channel k at k * C*R*S.
+            tap4(&acc, at, inside, params.k, pq, lo + tap, hi + tap, params.c * rs);
         }
     }
     for (var t = 0u; t < DN; t++) {

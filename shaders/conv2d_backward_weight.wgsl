@@ -13,12 +13,6 @@
 @group(0) @binding(2) var<storage, read> inp: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-// SHARED stages operand tiles in workgroup memory (fast on GPUs); without it every invocation
-// reads its operands from storage directly, which avoids barriers (fast on CPU adapters such as lavapipe).
-override SHARED: bool = true;
-override WG_M: u32 = 16;
-override WG_N: u32 = 16;
-override BK: u32 = 8;
 // The direct path's slices per workgroup, and which local axis walks what: with SLICE_LANES x walks
 // slices, y columns c, z rows k; without, x walks c, y k, z slices. The workgroup is WG_X x WG_Y x WG_Z.
 override WG_S: u32 = 1;
@@ -26,6 +20,7 @@ override SLICE_LANES: bool = false;
 override WG_X: u32 = 16;
 override WG_Y: u32 = 16;
 override WG_Z: u32 = 1;
+
 // A[m, e] = dout[n, k, p, q] with m = k, e = (n, p, q) < e_end
 fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let pq = params.p * params.q;

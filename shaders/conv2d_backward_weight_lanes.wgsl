@@ -80,18 +80,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             let b1 = inputs(at.y, row_inside.y, qs, dw.y, ok);
             let b2 = inputs(at.z, row_inside.z, qs, dw.z, ok);
             let b3 = inputs(at.w, row_inside.w, qs, dw.w, ok);
-            let a_lo = lanes8(dout4(a_row + lo, qs, ok));
-            let a_hi = lanes8(dout4(a_row + hi, qs, ok));
-            for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
-                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
-            }
-            let a_lo2 = lanes8(dout4(a_row + lo2, qs, ok));
-            let a_hi2 = lanes8(dout4(a_row + hi2, qs, ok));
-            for (var i = 0u; i < 8u; i++) {
-                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), dot(a_lo2[i], b3));
-                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), dot(a_hi2[i], b3));
-            }
+            madd16(&acc, dout4(a_row + lo, qs, ok), dout4(a_row + hi, qs, ok), b0, b1, b2, b3);
+            madd16(&acc2, dout4(a_row + lo2, qs, ok), dout4(a_row + hi2, qs, ok), b0, b1, b2, b3);
         }
     }
     for (var t = 0u; t < DN; t++) {

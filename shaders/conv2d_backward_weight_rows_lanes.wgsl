@@ -46,7 +46,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let pq = params.p * params.q;
     let m0 = wid.y * 2u * DM;
     // The lane's columns: the 3 taps of (c, r) = g, or with POINTWISE the 4 channels from 4g.
-    let taps = select(3u, 4u, POINTWISE);
     let groups = select(params.c * 3u, params.c / 4u, POINTWISE);
     let g = min(wid.x * 8u + lane % 8u, groups - 1u);
     let c = select(g / 3u, 4u * g, POINTWISE);
@@ -76,8 +75,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         let xs = select(x + t, x + t - params.q, wrap);
         let plane = (n * params.c + c) * hw;
         let d = n * params.k * pq + e;
-        let a_lo = lanes8(dout4(d + lo, t, e + t < vec4(pq)));
-        let a_hi = lanes8(dout4(d + hi, t, e + t < vec4(pq)));
+        let valid = e + t < vec4(pq);
+        let w_lo = dout4(d + lo, t, valid);
+        let w_hi = dout4(d + hi, t, valid);
         if (POINTWISE) {
             // inp[n, c .. c+3, y*stride, x*stride] (clamped into the plane; dout is 0 past P*Q).
             let at = vec4(plane) + min((ys * params.w + xs) * params.stride, vec4(hw - 1u));
@@ -85,16 +85,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             let b1 = inp4(at + hw);
             let b2 = inp4(at + 2u * hw);
             let b3 = inp4(at + 3u * hw);
-            for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
-                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
-            }
-            let a_lo2 = lanes8(dout4(d + lo2, t, e + t < vec4(pq)));
-            let a_hi2 = lanes8(dout4(d + hi2, t, e + t < vec4(pq)));
-            for (var i = 0u; i < 8u; i++) {
-                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), dot(a_lo2[i], b3));
-                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), dot(a_hi2[i], b3));
-            }
+            madd16(&acc, w_lo, w_hi, b0, b1, b2, b3);
+            madd16(&acc2, dout4(d + lo2, t, valid), dout4(d + hi2, t, valid), b0, b1, b2, b3);
         } else {
             // 3x3, stride 1, pad 1 (P = H, Q = W): the input of tap (r, s) at position e + t is
             // plane value e + t + (r-1)*W + s-1, inside when row y + r-1 and column x + s-1 are.
@@ -109,34 +101,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             let b0 = select(vec4(0.0), vec4(v[0], v[1], v[2], v[3]), inside & xs > vec4(0u));
             let b1 = select(vec4(0.0), vec4(v[1], v[2], v[3], v[4]), inside);
             let b2 = select(vec4(0.0), vec4(v[2], v[3], v[4], v[5]), inside & xs < vec4(params.w - 1u));
-            for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), 0.0);
-                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), 0.0);
-            }
-            let a_lo2 = lanes8(dout4(d + lo2, t, e + t < vec4(pq)));
-            let a_hi2 = lanes8(dout4(d + hi2, t, e + t < vec4(pq)));
-            for (var i = 0u; i < 8u; i++) {
-                acc2[i] += vec4(dot(a_lo2[i], b0), dot(a_lo2[i], b1), dot(a_lo2[i], b2), 0.0);
-                acc2[i + 8u] += vec4(dot(a_hi2[i], b0), dot(a_hi2[i], b1), dot(a_hi2[i], b2), 0.0);
-            }
+            madd16x3(&acc, w_lo, w_hi, b0, b1, b2);
+            madd16x3(&acc2, dout4(d + lo2, t, valid), dout4(d + hi2, t, valid), b0, b1, b2);
         }
         e += 4u;
         x += 4u;
         if (x >= params.q) { x -= params.q; y += 1u; }
         if (e >= pq) { n += 1u; e = 0u; x = 0u; y = 0u; }
     }
-    // Columns g * taps .. + taps - 1 of dweight[slice, k, :] (k-major: c, r, s or c).
-    let columns = select(params.c * 9u, params.c, POINTWISE);
     if (wid.x * 8u + lane % 8u < groups) {
         for (var i = 0u; i < DM; i++) {
-            if (m0 + i < params.k) {
-                let at = (wid.z * params.k + m0 + i) * columns + g * taps;
-                for (var t = 0u; t < taps; t++) { dweight[at + t] = acc[i][t]; }
-            }
-            if (m0 + 16u + i < params.k) {
-                let at = (wid.z * params.k + m0 + 16u + i) * columns + g * taps;
-                for (var t = 0u; t < taps; t++) { dweight[at + t] = acc2[i][t]; }
-            }
+            store_columns(wid.z, m0 + i, g, acc[i]);
+            store_columns(wid.z, m0 + 16u + i, g, acc2[i]);
         }
     }
 }

@@ -28,7 +28,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let wv = params.w / 4u;
     let m0 = wid.y * DM;
     // The lane's columns: the 3 taps of (c, r) = g, or with POINTWISE the 4 channels from 4g.
-    let taps = select(3u, 4u, POINTWISE);
     let groups = select(params.c * 3u, params.c / 4u, POINTWISE);
     let g = min(wid.x * 8u + lane % 8u, groups - 1u);
     // The dout rows this lane loads for the subgroup: m0 + lane and m0 + 8 + lane.
@@ -47,12 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             let b1 = inp[at + hw4];
             let b2 = inp[at + 2u * hw4];
             let b3 = inp[at + 3u * hw4];
-            let a_lo = lanes8(dout[n * params.k * hw4 + j + lo]);
-            let a_hi = lanes8(dout[n * params.k * hw4 + j + hi]);
-            for (var i = 0u; i < 8u; i++) {
-                acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), dot(a_lo[i], b3));
-                acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), dot(a_hi[i], b3));
-            }
+            madd16(&acc, dout[n * params.k * hw4 + j + lo], dout[n * params.k * hw4 + j + hi], b0, b1, b2, b3);
         }
     } else {
         let c = g / 3u;
@@ -73,23 +67,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
                 let n4 = select(vec4(0.0), inp[row + min(x + 1u, wv - 1u)], inside && x + 1u < wv);
                 let b0 = vec4(l.w, b1.xyz);
                 let b2 = vec4(b1.yzw, n4.x);
-                let a_lo = lanes8(dout[d_row + lo + x]);
-                let a_hi = lanes8(dout[d_row + hi + x]);
-                for (var i = 0u; i < 8u; i++) {
-                    acc[i] += vec4(dot(a_lo[i], b0), dot(a_lo[i], b1), dot(a_lo[i], b2), 0.0);
-                    acc[i + 8u] += vec4(dot(a_hi[i], b0), dot(a_hi[i], b1), dot(a_hi[i], b2), 0.0);
-                }
+                madd16x3(&acc, dout[d_row + lo + x], dout[d_row + hi + x], b0, b1, b2);
             }
         }
     }
-    // Columns g * taps .. + taps - 1 of dweight[slice, k, :] (k-major: c, r, s or c).
-    let columns = select(params.c * 9u, params.c, POINTWISE);
     if (wid.x * 8u + lane % 8u < groups) {
-        for (var i = 0u; i < DM; i++) {
-            if (m0 + i < params.k) {
-                let at = (wid.z * params.k + m0 + i) * columns + g * taps;
-                for (var t = 0u; t < taps; t++) { dweight[at + t] = acc[i][t]; }
-            }
-        }
+        for (var i = 0u; i < DM; i++) { store_columns(wid.z, m0 + i, g, acc[i]); }
     }
 }

@@ -18,15 +18,6 @@
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
-// SHARED stages operand tiles in workgroup memory (fast on GPUs); without it every invocation
-// reads its operands from storage directly, which avoids barriers (fast on CPU adapters such as lavapipe).
-override SHARED: bool = true;
-override WG_M: u32 = 16;
-override WG_N: u32 = 16;
-override BK: u32 = 8;
 // A[m, e] = weight[k, c, r, s]
 fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
     let crs = params.c * params.r * params.s;
@@ -105,19 +96,5 @@ fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, DM * DN> {
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    if (SHARED) {
-        let m0 = wid.y * WG_M * TM;
-        let j0 = wid.x * WG_N * TN;
-        let acc = tiled(lid, m0, j0, 0u, params.c * params.r * params.s);
-        for (var i = 0u; i < TM; i++) {
-            for (var j = 0u; j < TN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
-        }
-    } else {
-        let m0 = wid.y * WG_M * DM;
-        let j0 = wid.x * WG_N * DN;
-        let acc = direct(lid, m0, j0);
-        for (var i = 0u; i < DM; i++) {
-            for (var j = 0u; j < DN; j++) { store(m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * DN + j]); }
-        }
-    }
+    gemm(lid, wid, params.c * params.r * params.s);
 }

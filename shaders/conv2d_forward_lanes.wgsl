@@ -20,19 +20,9 @@
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
-const DN: u32 = 4;
-
-// The inputs at `at` + channel offset `e` of the lane's 4 columns, 0 outside the plane.
-fn inputs(at: vec4<u32>, e: u32, inside: vec4<bool>) -> vec4<f32> {
-    return select(vec4(0.0), vec4(inp[at.x + e], inp[at.y + e], inp[at.z + e], inp[at.w + e]), inside);
-}
-
-// The weights of 4 channels from `at` (`step` apart), 0 past the channels (where not `real`).
-fn wt4(at: u32, step: u32, real: vec4<bool>) -> vec4<f32> {
-    return select(vec4(0.0), vec4(weight[at], weight[at + step], weight[at + 2u * step], weight[at + 3u * step]), real);
+// The operand of prelude step4: the input.
+fn operand(i: u32) -> f32 {
+    return inp[i];
 }
 
 @compute @workgroup_size(64)
@@ -64,22 +54,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let at = image + vec4<u32>(clamp(h, vec4(0), vec4(i32(params.h) - 1))) * params.w
                 + vec4<u32>(clamp(w, vec4(0), vec4(i32(params.w) - 1)));
             let tap = r * params.s + s;
-            // Channels c0 .. c0+3 at a time (clamped into the channels; their weights are 0):
-            // column u of b holds channel c0 + u at the lane's 4 columns, so b * weights adds to
-            // each column the dot product of the 4 weights with its 4 inputs.
-            for (var c0 = 0u; c0 < params.c; c0 += 4u) {
-                let b = mat4x4(inputs(at, min(c0, params.c - 1u) * hw, inside),
-                               inputs(at, min(c0 + 1u, params.c - 1u) * hw, inside),
-                               inputs(at, min(c0 + 2u, params.c - 1u) * hw, inside),
-                               inputs(at, min(c0 + 3u, params.c - 1u) * hw, inside));
-                let real = c0 + vec4(0u, 1u, 2u, 3u) < vec4(params.c);
-                let a_lo = lanes8(wt4(lo + c0 * rs + tap, rs, real));
-                let a_hi = lanes8(wt4(hi + c0 * rs + tap, rs, real));
-                for (var i = 0u; i < 8u; i++) {
-                    acc[i] += b * a_lo[i];
-                    acc[i + 8u] += b * a_hi[i];
-                }
-            }
+            tap4(&acc, at, inside, params.c, hw, lo + tap, hi + tap, rs);
         }
     }
     for (var t = 0u; t < DN; t++) {

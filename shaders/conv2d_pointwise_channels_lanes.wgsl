@@ -37,9 +37,6 @@ fn place(p: u32, input_plane: bool) -> vec2<u32> {
 
 override TRANSPOSED: bool = false;
 override ACCUMULATE: bool = false;
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
 
 // The inputs of 4 channels from `at` (`step` apart).
 fn inputs(at: u32, step: u32) -> vec4<f32> {
@@ -77,12 +74,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             w = transpose(mat4x4(weight[(m_at * params.c + e) / 4u], weight[((m_at + 1u) * params.c + e) / 4u],
                                  weight[((m_at + 2u) * params.c + e) / 4u], weight[((m_at + 3u) * params.c + e) / 4u]));
         }
-        let a_lo = lanes8(inputs(lo + e * inp_plane, inp_plane));
-        let a_hi = lanes8(inputs(hi + e * inp_plane, inp_plane));
-        for (var i = 0u; i < 8u; i++) {
-            acc[i] += w * a_lo[i];
-            acc[i + 8u] += w * a_hi[i];
-        }
+        madd16_mat(&acc, w, inputs(lo + e * inp_plane, inp_plane), inputs(hi + e * inp_plane, inp_plane));
     }
     for (var i = 0u; i < DM; i++) {
         if (p0 + i < positions && live) {

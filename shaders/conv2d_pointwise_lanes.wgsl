@@ -26,9 +26,6 @@
 
 override TRANSPOSED: bool = false;
 override ACCUMULATE: bool = false;
-override BIAS: bool = false;
-override RESIDUAL: bool = false;
-override RELU: bool = false;
 
 // The weights wt(m, e .. e+3) from `at` (`step` apart).
 fn wt4(at: u32, step: u32) -> vec4<f32> {
@@ -63,12 +60,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let w_hi = hi + e * e_step;
         // Column u: channel e + u at the 4 positions; b * a adds dot(a, channels at position t).
         let b = mat4x4(inp[at], inp[at + hw4], inp[at + 2u * hw4], inp[at + 3u * hw4]);
-        let a_lo = lanes8(wt4(w_lo, e_step));
-        let a_hi = lanes8(wt4(w_hi, e_step));
-        for (var i = 0u; i < 8u; i++) {
-            acc[i] += b * a_lo[i];
-            acc[i + 8u] += b * a_hi[i];
-        }
+        madd16_mat(&acc, b, wt4(w_lo, e_step), wt4(w_hi, e_step));
     }
     let at = image * rows * hw4 + j;
     for (var i = 0u; i < DM; i++) {

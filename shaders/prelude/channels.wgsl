@@ -1,6 +1,8 @@
 // Prepended to the batch norm kernels that reduce over a channel (batchnorm_forward_train,
-// batchnorm_backward and their `_vec4` twins), one workgroup of WG invocations per channel (WG,
-// the kernel's override, a power of two).
+// batchnorm_backward and their `_vec4` twins), one workgroup of WG invocations per channel.
+
+// The workgroup size, a power of two.
+override WG: u32 = 256;
 
 var<workgroup> partial: array<f32, WG>;
 

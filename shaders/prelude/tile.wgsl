@@ -1,8 +1,16 @@
 // Prepended to the implicit-GEMM conv kernels (conv2d_forward, conv2d_backward_input,
-// conv2d_backward_weight): the outputs an invocation owns on each of their two paths, and the
-// workgroup-tile loop of the shared path. Each kernel states its GEMM out[m, j] = sum_e A[m, e] *
-// B[e, j] through its own `load_a(m, e, e_end)` and `load_b(e, j, e_end)` (zero outside the
-// matrices and from e_end on), and sizes the workgroup with its overrides WG_M, WG_N and BK.
+// conv2d_backward_weight): their choice of path and workgroup shape, the outputs an invocation
+// owns on each of the two paths, and the workgroup-tile loop of the shared path. Each kernel
+// states its GEMM out[m, j] = sum_e A[m, e] * B[e, j] through its own `load_a(m, e, e_end)` and
+// `load_b(e, j, e_end)` (zero outside the matrices and from e_end on).
+
+// SHARED stages operand tiles in workgroup memory (fast on GPUs); without it every invocation
+// reads its operands from storage directly, which avoids barriers (fast on CPU adapters such as lavapipe).
+override SHARED: bool = true;
+// A workgroup of WG_M x WG_N invocations, BK-deep slices of the reduction on the shared path.
+override WG_M: u32 = 16;
+override WG_N: u32 = 16;
+override BK: u32 = 8;
 
 // Outputs per invocation: TM x TN on the shared path, DM x DN on the direct path (the host sizes
 // the dispatch with the same numbers).

@@ -54,16 +54,21 @@ macro_rules! kernels {
 
 // Each kernel's source: its prelude parts (shaders/prelude/), in order, then its own file.
 //   conv_params  the `params` uniform of every conv kernel
-//   tile         the shared path's workgroup-tile loop (conv2d_forward and its two gradients)
-//   lanes        the subgroup broadcasts of the `_lanes` kernels
+//   bn_params    the `params` uniform of every batch norm kernel
+//   tile         the implicit-GEMM convs' paths, workgroup and shared-path tile loop (conv2d_forward
+//                and its two gradients)
+//   gemm         the entry of those whose paths both end in a block of outputs (all but the weight gradient)
+//   lanes        the subgroup broadcasts of the `_lanes` kernels and their 16-row multiply-adds
+//   step4        a tap's reduction 4 channels a step (conv2d_forward_lanes, conv2d_backward_input_lanes)
+//   weight_rows  where the two row-walking weight gradients write their columns
 //   epilogue     the forward convs' fused bias, residual and ReLU (after f32 or vec4)
 //   channels     batch norm's per-channel walk and workgroup sum
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
-    Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "f32", "epilogue"],
-    Conv2dForwardLanes => "conv2d_forward_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
-    Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "tile"],
-    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after ["conv_params", "lanes"],
+    Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "gemm", "f32", "epilogue"],
+    Conv2dForwardLanes => "conv2d_forward_lanes" after ["conv_params", "lanes", "step4", "f32", "epilogue"],
+    Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "tile", "gemm"],
+    Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after ["conv_params", "lanes", "step4"],
     Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after ["conv_params", "lanes"],
     Conv2dBackwardWeight => "conv2d_backward_weight" after ["conv_params", "tile"],
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after ["conv_params", "lanes"],
@@ -72,14 +77,14 @@ kernels! {
     Conv2dWeightPanel => "conv2d_weight_panel" after ["conv_params"],
     Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after ["conv_params", "lanes", "vec4", "epilogue"],
     Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
-    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes"],
-    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after ["conv_params", "lanes"],
-    BatchnormForwardTrain => "batchnorm_forward_train" after ["f32", "channels"],
-    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["vec4", "channels"],
-    BatchnormForwardEval => "batchnorm_forward_eval" after ["f32"],
-    BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4" from "batchnorm_forward_eval" after ["vec4"],
-    BatchnormBackward => "batchnorm_backward" after ["f32", "channels"],
-    BatchnormBackwardVec4 => "batchnorm_backward_vec4" from "batchnorm_backward" after ["vec4", "channels"],
+    Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes", "weight_rows"],
+    Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after ["conv_params", "lanes", "weight_rows"],
+    BatchnormForwardTrain => "batchnorm_forward_train" after ["bn_params", "f32", "channels"],
+    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["bn_params", "vec4", "channels"],
+    BatchnormForwardEval => "batchnorm_forward_eval" after ["bn_params", "f32"],
+    BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4" from "batchnorm_forward_eval" after ["bn_params", "vec4"],
+    BatchnormBackward => "batchnorm_backward" after ["bn_params", "f32", "channels"],
+    BatchnormBackwardVec4 => "batchnorm_backward_vec4" from "batchnorm_backward" after ["bn_params", "vec4", "channels"],
     ReluBackward => "relu_backward" after ["f32"],
     ReluBackwardVec4 => "relu_backward_vec4" from "relu_backward" after ["vec4"],
     ReluMask => "relu_mask" after ["f32"],
