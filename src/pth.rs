@@ -18,6 +18,12 @@
 //! an error naming the opcode or global and the file, so a pickle can never run code or make the
 //! reader panic. Every tensor is returned as f32 values in row-major (contiguous) order, whatever
 //! its strides, storage offset and storage type were.
+//!
+//! Memory stays within a small multiple of the file's size: entries are read no larger than the
+//! file, values fetched again from the pickle's memo count against a budget of a few times the
+//! pickle's length, and the tensors returned hold at most [`ELEMENTS_PER_BYTE`] elements per byte
+//! of the file plus [`ELEMENTS_ALLOWANCE`] (tensors that `expand` a small storage may exceed their
+//! bytes, within that allowance).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,6 +35,14 @@ use zip::ZipArchive;
 
 /// One tensor of a state dict: `(name, shape, values)`, values in row-major order.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Elements the tensors read from a file may hold per byte of it: one byte of a `uint8` or bool
+/// storage is one element.
+pub const ELEMENTS_PER_BYTE: u64 = 1;
+/// Elements the tensors of any file may hold beyond [`ELEMENTS_PER_BYTE`]: 2^26 (256 MiB as f32).
+pub const ELEMENTS_ALLOWANCE: u64 = 1 << 26;
+/// Values the pickle's memo may hand out again, per byte of the pickle, beyond 2^16.
+const MEMO_VALUES_PER_BYTE: usize = 16;
 
 /// Reads every tensor of a state dict saved by `torch.save` in the zip format, in the order of the
 /// dict: `(name, shape, values)`, values in row-major order (a 0-dim tensor has shape `[]` and one
@@ -46,6 +60,7 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>> {
     let shown = path.display();
     let file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
+    let file_len = file.metadata().with_context(|| format!("cannot read {shown}"))?.len();
     let mut zip = ZipArchive::new(BufReader::new(file)).with_context(|| {
         format!(
             "{shown} is not a zip archive (or is truncated): only the zip format of torch.save \
@@ -64,7 +79,7 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>> {
         .with_context(|| format!("{shown} is a zip archive but holds no data.pkl, so it is not a torch.save file"))?;
     let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
 
-    if let Some(order) = read_entry_if_present(&mut zip, &format!("{prefix}byteorder"))
+    if let Some(order) = read_entry_if_present(&mut zip, &format!("{prefix}byteorder"), file_len)
         .with_context(|| format!("cannot read {prefix}byteorder in {shown}"))?
     {
         ensure!(
@@ -74,15 +89,17 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>> {
         );
     }
 
-    let pkl = read_entry(&mut zip, &pkl_name).with_context(|| format!("in {shown}"))?;
+    let pkl = read_entry(&mut zip, &pkl_name, file_len).with_context(|| format!("in {shown}"))?;
     let top = Unpickler::new(&pkl).run().with_context(|| format!("cannot unpickle {pkl_name} in {shown}"))?;
-    let Value::Dict(items) = top else {
+    let Value::Dict(items, _) = top else {
         bail!("{shown} holds {}, not a state dict (a dict of tensors)", top.kind());
     };
 
     // Storages are read once each: several tensors may be views of one storage.
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
+    let budget = file_len.saturating_mul(ELEMENTS_PER_BYTE).saturating_add(ELEMENTS_ALLOWANCE);
+    let mut elements = 0u64;
     for (key, value) in items {
         let Value::Str(name) = key else {
             bail!("{shown}: the state dict has {} as a key; keys must be strings", key.kind());
@@ -94,10 +111,18 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>> {
                 value.kind()
             );
         };
+        let count = tensor.size.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).unwrap_or(u64::MAX);
+        elements = elements.saturating_add(count);
+        ensure!(
+            elements <= budget,
+            "{shown}: with tensor '{name}' of size {:?} the tensors hold {elements} elements, more than a \
+             file of {file_len} bytes may give ({budget}): it is corrupt or hostile",
+            tensor.size
+        );
         if !storages.contains_key(&tensor.storage.key) {
             let entry = format!("{prefix}data/{}", tensor.storage.key);
-            let bytes =
-                read_entry(&mut zip, &entry).with_context(|| format!("storage of tensor '{name}' in {shown}"))?;
+            let bytes = read_entry(&mut zip, &entry, file_len)
+                .with_context(|| format!("storage of tensor '{name}' in {shown}"))?;
             storages.insert(tensor.storage.key.clone(), bytes);
         }
         let values =
@@ -107,18 +132,26 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<NamedTensor>> {
     Ok(out)
 }
 
-fn read_entry(zip: &mut ZipArchive<BufReader<File>>, name: &str) -> Result<Vec<u8>> {
-    read_entry_if_present(zip, name)?.with_context(|| format!("the archive has no entry {name}"))
+fn read_entry(zip: &mut ZipArchive<BufReader<File>>, name: &str, file_len: u64) -> Result<Vec<u8>> {
+    read_entry_if_present(zip, name, file_len)?.with_context(|| format!("the archive has no entry {name}"))
 }
 
-fn read_entry_if_present(zip: &mut ZipArchive<BufReader<File>>, name: &str) -> Result<Option<Vec<u8>>> {
-    let mut entry = match zip.by_name(name) {
+/// The entry's bytes; an entry that declares more bytes than the whole file holds (torch.save
+/// stores its entries uncompressed) is refused before anything is allocated for it.
+fn read_entry_if_present(zip: &mut ZipArchive<BufReader<File>>, name: &str, file_len: u64) -> Result<Option<Vec<u8>>> {
+    let entry = match zip.by_name(name) {
         Ok(entry) => entry,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot open entry {name}")),
     };
+    ensure!(
+        entry.size() <= file_len,
+        "entry {name} declares {} bytes, more than the whole file's {file_len}: the archive is corrupt",
+        entry.size()
+    );
     let mut bytes = Vec::with_capacity(entry.size() as usize);
     entry
+        .take(file_len)
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read entry {name} (truncated or corrupt archive?)"))?;
     Ok(Some(bytes))
@@ -293,8 +326,9 @@ impl Global {
     }
 }
 
-/// A value on the pickle machine's stack. Containers are copied, not shared: a memoized list or
-/// dict filled after BINPUT reads back empty from BINGET. Pickles of state dicts never fetch a
+/// A value on the pickle machine's stack. Containers are copied, not shared (each copy counts
+/// against the memo's budget): a memoized list or dict filled after BINPUT reads back empty from
+/// BINGET. Pickles of state dicts never fetch a
 /// container that way (each tensor gets its own hooks OrderedDict; only strings, globals and
 /// whole tensors are fetched again), and the price is only a wrong value in data we ignore.
 #[derive(Clone, Debug)]
@@ -307,9 +341,10 @@ enum Value {
     #[allow(dead_code)]
     Float(f64),
     Str(String),
-    Tuple(Vec<Value>),
-    List(Vec<Value>),
-    Dict(Vec<(Value, Value)>),
+    /// Containers carry their depth: 1 + the deepest container they hold.
+    Tuple(Vec<Value>, usize),
+    List(Vec<Value>, usize),
+    Dict(Vec<(Value, Value)>, usize),
     Global(Global),
     Storage(Storage),
     Tensor(Tensor),
@@ -324,13 +359,43 @@ impl Value {
             Value::Int(_) => "an int",
             Value::Float(_) => "a float",
             Value::Str(_) => "a str",
-            Value::Tuple(_) => "a tuple",
-            Value::List(_) => "a list",
-            Value::Dict(_) => "a dict",
+            Value::Tuple(..) => "a tuple",
+            Value::List(..) => "a list",
+            Value::Dict(..) => "a dict",
             Value::Global(_) => "a class or function",
             Value::Storage(_) => "a storage",
             Value::Tensor(_) => "a tensor",
         }
+    }
+
+    fn tuple(items: Vec<Value>) -> Result<Value> {
+        let depth = nested(&items)?;
+        Ok(Value::Tuple(items, depth))
+    }
+
+    /// 0 for a scalar, else the container's depth.
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(_, depth) | Value::List(_, depth) | Value::Dict(_, depth) => *depth,
+            _ => 0,
+        }
+    }
+
+    /// How many values this one holds, itself included, counted up to `limit` (without recursion).
+    fn count(&self, limit: usize) -> usize {
+        let (mut count, mut pending) = (0, vec![self]);
+        while let Some(v) = pending.pop() {
+            count += 1;
+            if count >= limit {
+                break;
+            }
+            match v {
+                Value::Tuple(items, _) | Value::List(items, _) => pending.extend(items),
+                Value::Dict(pairs, _) => pending.extend(pairs.iter().flat_map(|(k, v)| [k, v])),
+                _ => {}
+            }
+        }
+        count
     }
 
     fn into_usize(self, what: &str) -> Result<usize> {
@@ -342,10 +407,21 @@ impl Value {
 
     fn into_usizes(self, what: &str) -> Result<Vec<usize>> {
         match self {
-            Value::Tuple(items) | Value::List(items) => items.into_iter().map(|v| v.into_usize(what)).collect(),
+            Value::Tuple(items, _) | Value::List(items, _) => items.into_iter().map(|v| v.into_usize(what)).collect(),
             other => bail!("{what} should be a tuple of ints, found {}", other.kind()),
         }
     }
+}
+
+/// The deepest nesting of containers a pickle may build: state dicts nest three deep, and dropping
+/// or printing a value recurses once per level.
+const MAX_DEPTH: usize = 100;
+
+/// The depth of a container holding `items`; an error past [`MAX_DEPTH`].
+fn nested(items: &[Value]) -> Result<usize> {
+    let depth = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
+    ensure!(depth <= MAX_DEPTH, "containers nest {depth} deep; a state dict's pickle nests at most {MAX_DEPTH}");
+    Ok(depth)
 }
 
 /// The subset of pickle's opcodes that state dicts use (names as in CPython's pickle.py).
@@ -394,11 +470,15 @@ struct Unpickler<'a> {
     /// Stack lengths at each open MARK.
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    /// Values the memo may still hand out: each fetch copies its value, so a pickle that fetches
+    /// a value twice into one that is fetched twice, and so on, would double its size per step.
+    memo_budget: usize,
 }
 
 impl<'a> Unpickler<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Unpickler { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }
+        let memo_budget = MEMO_VALUES_PER_BYTE.saturating_mul(data.len()).saturating_add(1 << 16);
+        Unpickler { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), memo_budget }
     }
 
     /// Runs to STOP and returns the pickled object; errors say at which byte.
@@ -459,8 +539,16 @@ impl<'a> Unpickler<'a> {
         Ok(self.stack.split_off(mark))
     }
 
-    fn memo_get(&self, i: u32) -> Result<Value> {
-        self.memo.get(&i).cloned().with_context(|| format!("memo entry {i} was never stored"))
+    fn memo_get(&mut self, i: u32) -> Result<Value> {
+        let value = self.memo.get(&i).with_context(|| format!("memo entry {i} was never stored"))?;
+        let count = value.count(self.memo_budget + 1);
+        ensure!(
+            count <= self.memo_budget,
+            "memo entry {i} is fetched once too often: the values fetched outgrow the pickle ({} bytes)",
+            self.data.len()
+        );
+        self.memo_budget -= count;
+        Ok(value.clone())
     }
 
     fn memo_put(&mut self, i: u32) -> Result<()> {
@@ -520,18 +608,18 @@ impl<'a> Unpickler<'a> {
                 let s = self.string(n)?;
                 self.stack.push(s);
             }
-            op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Vec::new())),
+            op::EMPTY_TUPLE => self.stack.push(Value::Tuple(Vec::new(), 1)),
             op::TUPLE => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::Tuple(items));
+                self.stack.push(Value::tuple(items)?);
             }
             op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                 let n = (code - op::TUPLE1 + 1) as usize;
                 ensure!(self.above_mark() >= n, "TUPLE{n} needs {n} values on the stack");
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.stack.push(Value::Tuple(items));
+                self.stack.push(Value::tuple(items)?);
             }
-            op::EMPTY_LIST => self.stack.push(Value::List(Vec::new())),
+            op::EMPTY_LIST => self.stack.push(Value::List(Vec::new(), 1)),
             op::APPEND => {
                 let v = self.pop()?;
                 self.append(vec![v])?;
@@ -540,7 +628,7 @@ impl<'a> Unpickler<'a> {
                 let items = self.pop_mark()?;
                 self.append(items)?;
             }
-            op::EMPTY_DICT => self.stack.push(Value::Dict(Vec::new())),
+            op::EMPTY_DICT => self.stack.push(Value::Dict(Vec::new(), 1)),
             op::SETITEM => {
                 let v = self.pop()?;
                 let k = self.pop()?;
@@ -584,7 +672,7 @@ impl<'a> Unpickler<'a> {
                 self.stack.push(Value::Global(Global::resolve(&module, &name)?));
             }
             op::REDUCE => {
-                let Value::Tuple(args) = self.pop()? else { bail!("REDUCE wants a tuple of arguments") };
+                let Value::Tuple(args, _) = self.pop()? else { bail!("REDUCE wants a tuple of arguments") };
                 let Value::Global(f) = self.pop()? else { bail!("REDUCE wants a callable") };
                 let v = reduce(f, args)?;
                 self.stack.push(v);
@@ -611,7 +699,10 @@ impl<'a> Unpickler<'a> {
 
     fn append(&mut self, items: Vec<Value>) -> Result<()> {
         match self.top()? {
-            Value::List(list) => list.extend(items),
+            Value::List(list, depth) => {
+                *depth = (*depth).max(nested(&items)?);
+                list.extend(items);
+            }
             other => bail!("APPEND(S) on {}, not a list", other.kind()),
         }
         Ok(())
@@ -619,9 +710,11 @@ impl<'a> Unpickler<'a> {
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
         ensure!(items.len().is_multiple_of(2), "SETITEMS has an odd number of keys and values");
+        let inner = nested(&items)?;
         let mut it = items.into_iter();
         match self.top()? {
-            Value::Dict(dict) => {
+            Value::Dict(dict, depth) => {
+                *depth = (*depth).max(inner);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     dict.push((k, v));
                 }
@@ -637,7 +730,7 @@ fn reduce(f: Global, args: Vec<Value>) -> Result<Value> {
     match f {
         Global::OrderedDict => {
             ensure!(args.is_empty(), "OrderedDict(...) with arguments is not supported");
-            Ok(Value::Dict(Vec::new()))
+            Ok(Value::Dict(Vec::new(), 1))
         }
         // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]);
         // requires_grad, hooks and metadata do not change the values.
@@ -667,7 +760,7 @@ fn reduce(f: Global, args: Vec<Value>) -> Result<Value> {
 
 /// ('storage', torch.FloatStorage, key, location, numel) to a storage reference.
 fn storage_from_pid(pid: Value) -> Result<Storage> {
-    let Value::Tuple(items) = pid else { bail!("a persistent id is {}, not a tuple", pid.kind()) };
+    let Value::Tuple(items, _) = pid else { bail!("a persistent id is {}, not a tuple", pid.kind()) };
     match <[Value; 5]>::try_from(items) {
         Ok([Value::Str(tag), Value::Global(Global::StorageType(dtype)), key, _location, numel]) if tag == "storage" => {
             let key = match key {

@@ -198,3 +198,116 @@ fn a_wrapped_checkpoint_is_not_a_state_dict() {
     let message = error_of("wrapped.pth", &fixture_with_pickle(b"\x80\x02}\x8c\x05epochK\x01s."));
     assert!(message.contains("'epoch'") && message.contains("not a tensor"), "{message}");
 }
+
+/// A pickle of `{name: tensor}` for each (name, size, stride): views of the float storage `key`
+/// of `numel` elements at offset 0, as torch.save writes them.
+fn state_dict_pickle(key: &str, numel: u32, views: &[(&str, &[u64], &[u64])]) -> Vec<u8> {
+    fn text(p: &mut Vec<u8>, s: &str) {
+        p.push(0x8c); // SHORT_BINUNICODE
+        p.push(s.len() as u8);
+        p.extend_from_slice(s.as_bytes());
+    }
+    fn int(p: &mut Vec<u8>, v: u64) {
+        p.extend_from_slice(&[0x8a, 8]); // LONG1, 8 bytes
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+    fn ints(p: &mut Vec<u8>, vs: &[u64]) {
+        p.push(b'('); // MARK
+        vs.iter().for_each(|&v| int(p, v));
+        p.push(b't'); // TUPLE
+    }
+    let mut p = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    for (name, size, stride) in views {
+        text(&mut p, name);
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        text(&mut p, "storage");
+        p.extend_from_slice(b"ctorch\nFloatStorage\n");
+        text(&mut p, key);
+        text(&mut p, "cpu");
+        int(&mut p, numel as u64);
+        p.extend_from_slice(b"tQ"); // TUPLE, BINPERSID
+        int(&mut p, 0);
+        ints(&mut p, size);
+        ints(&mut p, stride);
+        p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR"); // NEWFALSE, hooks, TUPLE, REDUCE
+    }
+    p.extend_from_slice(b"u."); // SETITEMS, STOP
+    p
+}
+
+/// An archive of `pickle` and float storages `(key, values)`.
+fn archive(pickle: Vec<u8>, storages: &[(&str, Vec<f32>)]) -> Vec<u8> {
+    let mut entries = vec![("top/data.pkl".to_string(), pickle), ("top/byteorder".to_string(), b"little".to_vec())];
+    for (key, values) in storages {
+        entries.push((format!("top/data/{key}"), values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    }
+    zip_of(&entries)
+}
+
+#[test]
+fn a_legitimately_expanded_tensor_loads_and_a_huge_one_is_refused_before_allocating() {
+    // A stride-0 view repeats one element, as torch.save writes an expanded tensor.
+    let small = archive(state_dict_pickle("0", 1, &[("w", &[3, 4], &[0, 0])]), &[("0", vec![2.5])]);
+    let tensors = read_state_dict(&temp_file("expanded.pth", &small)).unwrap();
+    assert_eq!(tensors, vec![("w".to_string(), vec![3, 4], vec![2.5; 12])]);
+
+    for (name, size) in
+        [("expand28.pth", &[1u64 << 28][..]), ("expand44.pth", &[1 << 44]), ("expand62.pth", &[1 << 31, 1 << 31])]
+    {
+        let stride = vec![0; size.len()];
+        let file = archive(state_dict_pickle("0", 1, &[("w", size, &stride)]), &[("0", vec![1.0])]);
+        let message = error_of(name, &file);
+        assert!(message.contains("tensor 'w'") && message.contains("more than a file of"), "{message}");
+    }
+}
+
+#[test]
+fn many_views_of_one_storage_are_bounded_by_the_file() {
+    // 1,000 views of one 4 MiB storage would be 4 GB of copies.
+    let names: Vec<String> = (0..1000).map(|i| format!("view{i}")).collect();
+    let views: Vec<(&str, &[u64], &[u64])> =
+        names.iter().map(|n| (n.as_str(), &[1u64 << 20][..], &[1u64][..])).collect();
+    let file = archive(state_dict_pickle("0", 1 << 20, &views), &[("0", vec![0.5; 1 << 20])]);
+    let message = error_of("views.pth", &file);
+    assert!(message.contains("more than a file of"), "{message}");
+}
+
+#[test]
+fn an_entry_declaring_more_bytes_than_the_file_is_refused() {
+    let mut file = archive(state_dict_pickle("0", 1, &[("w", &[1], &[1])]), &[("0", vec![1.0])]);
+    // Every header of entry top/data/0 (local: size at +22, central: at +24) now declares 4 GB.
+    let name = b"top/data/0";
+    for (signature, at) in [(0x04034b50u32, 22), (0x02014b50, 24)] {
+        let header = (0..file.len() - 4)
+            .find(|&i| {
+                file[i..i + 4] == signature.to_le_bytes()
+                    && file[i + if at == 22 { 30 } else { 46 }..].starts_with(name)
+            })
+            .expect("the entry's header");
+        file[header + at..header + at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    }
+    let message = error_of("huge_entry.pth", &file);
+    assert!(message.contains("declares 4294967280 bytes"), "{message}");
+}
+
+#[test]
+fn a_pickle_that_doubles_a_value_per_step_is_refused() {
+    // EMPTY_LIST, BINPUT 0; then 40 times: BINGET 0, BINGET 0, TUPLE2, BINPUT 0.
+    let mut pickle = b"\x80\x02]q\x00".to_vec();
+    for _ in 0..40 {
+        pickle.extend_from_slice(b"h\x00h\x00\x86q\x00");
+    }
+    pickle.push(b'.');
+    let message = error_of("laughs.pth", &fixture_with_pickle(&pickle));
+    assert!(message.contains("fetched once too often"), "{message}");
+}
+
+#[test]
+fn deeply_nested_tuples_are_refused() {
+    // EMPTY_TUPLE, then a million TUPLE1.
+    let mut pickle = b"\x80\x02)".to_vec();
+    pickle.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+    pickle.push(b'.');
+    let message = error_of("nested.pth", &fixture_with_pickle(&pickle));
+    assert!(message.contains("nest 101 deep"), "{message}");
+}
