@@ -202,6 +202,11 @@ fn a_wrapped_checkpoint_is_not_a_state_dict() {
 /// A pickle of `{name: tensor}` for each (name, size, stride): views of the float storage `key`
 /// of `numel` elements at offset 0, as torch.save writes them.
 fn state_dict_pickle(key: &str, numel: u32, views: &[(&str, &[u64], &[u64])]) -> Vec<u8> {
+    state_dict_pickle_at(key, numel, 0, views)
+}
+
+/// [`state_dict_pickle`] with the views starting at element `offset` of the storage.
+fn state_dict_pickle_at(key: &str, numel: u32, offset: u64, views: &[(&str, &[u64], &[u64])]) -> Vec<u8> {
     fn text(p: &mut Vec<u8>, s: &str) {
         p.push(0x8c); // SHORT_BINUNICODE
         p.push(s.len() as u8);
@@ -226,7 +231,7 @@ fn state_dict_pickle(key: &str, numel: u32, views: &[(&str, &[u64], &[u64])]) ->
         text(&mut p, "cpu");
         int(&mut p, numel as u64);
         p.extend_from_slice(b"tQ"); // TUPLE, BINPERSID
-        int(&mut p, 0);
+        int(&mut p, offset);
         ints(&mut p, size);
         ints(&mut p, stride);
         p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR"); // NEWFALSE, hooks, TUPLE, REDUCE
@@ -310,4 +315,47 @@ fn deeply_nested_tuples_are_refused() {
     pickle.push(b'.');
     let message = error_of("nested.pth", &fixture_with_pickle(&pickle));
     assert!(message.contains("nest 101 deep"), "{message}");
+}
+
+/// Any size, stride and offset of a view either reads exactly the elements a naive walk of its
+/// multi-indices reads, or is refused because that walk would leave the storage; never a panic.
+#[test]
+fn any_view_reads_what_a_naive_walk_reads_or_is_refused() {
+    let mut rng = resnet_wgpu::rng::Rng::new(11);
+    let storage: Vec<f32> = (0..64).map(|i| i as f32).collect();
+    for case in 0..300 {
+        let rank = rng.below(4);
+        let size: Vec<u64> = (0..rank).map(|_| rng.below(5) as u64).collect();
+        let stride: Vec<u64> = (0..rank).map(|_| [0, 1, 2, 7, 1 << 40][rng.below(5)]).collect();
+        let offset = [0, 3, 63, 64, 1 << 62][rng.below(5)];
+        let file = archive(state_dict_pickle_at("0", 64, offset, &[("w", &size, &stride)]), &[("0", storage.clone())]);
+        let got = read_state_dict(&temp_file(&format!("view{case}.pth"), &file));
+
+        // The naive walk, in u128 so that nothing overflows.
+        let count: u64 = size.iter().product();
+        let mut want = Vec::new();
+        let mut inside = true;
+        for flat in 0..count {
+            let (mut rest, mut at) = (flat, offset as u128);
+            for d in (0..rank).rev() {
+                at += (rest % size[d]) as u128 * stride[d] as u128;
+                rest /= size[d];
+            }
+            match storage.get(at as usize).filter(|_| at < 64) {
+                Some(&v) => want.push(v),
+                None => inside = false,
+            }
+        }
+        let shape: Vec<usize> = size.iter().map(|&d| d as usize).collect();
+        match got {
+            Ok(tensors) => {
+                assert!(
+                    inside,
+                    "case {case}: size {size:?} stride {stride:?} offset {offset} read outside the storage"
+                );
+                assert_eq!(tensors, vec![("w".to_string(), shape, want)], "case {case}");
+            }
+            Err(e) => assert!(!inside, "case {case}: size {size:?} stride {stride:?} offset {offset} refused: {e:#}"),
+        }
+    }
 }
