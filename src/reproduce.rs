@@ -111,7 +111,10 @@ impl Experiment {
         Self::new("table6", depths.iter().map(|d| format!("resnet{d}")).collect(), 5000, out)
     }
 
-    fn new(name: &'static str, models: Vec<String>, held_out: usize, out: &Path) -> Self {
+    /// An experiment of `models`, each once (a depth given twice would train its folder twice).
+    fn new(name: &'static str, mut models: Vec<String>, held_out: usize, out: &Path) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        models.retain(|m| seen.insert(m.clone()));
         let paper = Recipe::paper("");
         Self {
             name,

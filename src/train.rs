@@ -229,7 +229,8 @@ impl Log {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
             }
-            if !append && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            // Only a file of its own: a log sent to /dev/stdout or a pipe is written as it is.
+            if !append && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
                 let aside = aside(path);
                 std::fs::rename(path, &aside)
                     .with_context(|| format!("cannot move the previous log {} aside", path.display()))?;
@@ -411,14 +412,17 @@ pub fn train(
             window_start = step;
         }
 
+        // Ctrl-C: a resumable checkpoint, after this step's evaluation where it has one, so that
+        // no evaluation is skipped and a checkpoint at the last step means a finished run.
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-        if step % eval_every == 0 || step == recipe.steps || interrupted {
-            if interrupted {
-                let path = dir.join("last.safetensors");
-                checkpoint(&model, step, &best)?.write(&path)?;
-                bar.abandon();
-                bail!("interrupted at step {step}; resume with --resume {}", path.display());
-            }
+        let evaluate = step % eval_every == 0 || step == recipe.steps;
+        if interrupted && !evaluate {
+            let path = dir.join("last.safetensors");
+            checkpoint(&model, step, &best)?.write(&path)?;
+            bar.abandon();
+            bail!("interrupted at step {step}; resume with --resume {}", path.display());
+        }
+        if evaluate {
             let eval = evaluator.run(gpu, test_set, recipe.mean, recipe.std)?;
             let epoch = step as f64 / steps_per_epoch as f64;
             let (accuracy, loss) = (100.0 * (1.0 - eval.error()), eval.loss);
@@ -438,6 +442,10 @@ pub fn train(
             }
             last = Some(eval);
             window = Instant::now();
+            if interrupted {
+                bar.abandon();
+                bail!("interrupted at step {step}; resume with --resume {}", dir.join("last.safetensors").display());
+            }
         }
     }
     bar.finish();

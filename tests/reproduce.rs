@@ -36,8 +36,8 @@ fn figure6_and_table6_train_resume_skip_and_draw() {
 
     // Figure 6: plain8 then resnet8, all the way through.
     let straight = temp_dir("reproduce-straight");
-    let figure6 = tiny(Experiment::figure6(&[8], &straight));
-    assert_eq!(figure6.models, ["plain8", "resnet8"]);
+    let figure6 = tiny(Experiment::figure6(&[8, 8], &straight));
+    assert_eq!(figure6.models, ["plain8", "resnet8"], "a depth given twice trains once");
     let outcomes = reproduce(gpu, &figure6, &train_set, &test_set).unwrap();
     assert_eq!(outcomes.iter().map(|o| o.model.as_str()).collect::<Vec<_>>(), ["plain8", "resnet8"]);
     for o in &outcomes {
@@ -75,6 +75,25 @@ fn figure6_and_table6_train_resume_skip_and_draw() {
         let (a, b) = (straight.join(model).join("last.safetensors"), interrupted.join(model).join("last.safetensors"));
         assert!(weights(&a) == weights(&b), "{model}: the resumed run's weights differ from the straight run's");
     }
+
+    // Interrupted on a step that evaluates: the evaluation is done before the run stops, so none
+    // is skipped when it resumes.
+    let every_step = temp_dir("reproduce-every-step");
+    let each = Experiment { steps: Some(2), eval_every: Some(1), ..tiny(Experiment::table6(&[8], &every_step)) };
+    let each = Experiment { held_out: 16, ..each };
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    let message = format!("{:#}", reproduce(gpu, &each, &train_set, &test_set).unwrap_err());
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    assert!(message.contains("interrupted at step 1"), "{message}");
+    reproduce(gpu, &each, &train_set, &test_set).unwrap();
+    let log = std::fs::read_to_string(every_step.join("resnet8/log.jsonl")).unwrap();
+    let tested: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "test")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tested, [1, 2], "{log}");
 
     // Longer runs into the same folder: refused, naming what differs, before anything trains.
     let longer = Experiment { steps: Some(9), ..again.clone() };

@@ -102,7 +102,7 @@ pub fn download_within(url: &str, dest: &Path, checksum: &Checksum, deadline: Du
         tries += 1;
         let left = deadline.saturating_sub(start.elapsed());
         match fetch_to(url, dest, &part, checksum, left) {
-            Err(e) if tries < TRIES && !left.is_zero() && e.downcast_ref::<BrokenOff>().is_some() => {
+            Err(e) if tries < TRIES && start.elapsed() < deadline && e.downcast_ref::<BrokenOff>().is_some() => {
                 eprintln!("{e:#}; trying again from byte {}", fs::metadata(&part).map_or(0, |m| m.len()));
             }
             result => break result,
