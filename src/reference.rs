@@ -12,8 +12,11 @@ use crate::ops::pool::{AvgpoolParams, PoolParams};
 /// finite: the one closeness check of the tests, the benchmark's self-check and the autotune.
 pub fn first_off(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Option<usize> {
     assert_eq!(got.len(), want.len(), "{} values compared with {}", got.len(), want.len());
-    // Written so that a NaN on either side is off.
-    got.iter().zip(want).position(|(&g, &w)| !g.is_finite() || !((g as f64 - w).abs() <= atol + rtol * w.abs()))
+    got.iter().zip(want).position(|(&g, &w)| {
+        // A NaN in `want` makes the difference NaN: off, like a non-finite `got`.
+        let diff = (g as f64 - w).abs();
+        !g.is_finite() || diff.is_nan() || diff > atol + rtol * w.abs()
+    })
 }
 
 /// `inp[n,c,h,w]` with zero outside the image.

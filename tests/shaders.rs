@@ -40,7 +40,9 @@ fn every_kernels_overrides_resolve() {
     for &kernel in Kernel::ALL {
         let (module, info) = validate(kernel).unwrap();
         let resolved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default()).map(|_| ())
+            naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }));
         match resolved {
             Ok(Ok(())) => {}
