@@ -17,7 +17,7 @@ fn touch(root: &Path, files: &[&str]) {
 }
 
 fn error(dir: &Path) -> String {
-    format!("{:#}", ImageFolder::scan_dataset(dir).err().expect("the folder must be refused"))
+    format!("{:#}", ImageFolder::scan_dataset(dir).expect_err("the folder must be refused"))
 }
 
 #[test]
