@@ -219,6 +219,13 @@ pub fn resize_and_center_crop(img: &RgbImage, resize: u32, crop: u32) -> RgbImag
     out
 }
 
+/// `img` resized to exactly `width` x `height` with Pillow's antialiased bilinear filter, as
+/// torchvision's `Resize((height, width))` on a PIL image.
+pub fn resize_exact(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    assert!(width > 0 && height > 0, "cannot resize to an empty {width}x{height} image.");
+    resample_bilinear(img, (width, height), (0, 0), (width, height))
+}
+
 /// torchvision's `_compute_resized_output_size` for an int size: (width, height) after
 /// `Resize(resize)`. `long * resize` is exact in f64 and the division is correctly rounded, as
 /// Python's int / int is, so the truncation agrees with Python's `int(...)`.

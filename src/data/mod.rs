@@ -1,6 +1,9 @@
 //! Datasets and inputs: CIFAR-10 in its official binary layout, folders of labelled photos,
 //! downloads, photos for `infer`.
 
+/// Training augmentations of photos (torchvision's RandomResizedCrop and flip, the paper's scale
+/// augmentation), seeded.
+pub mod augment;
 /// CIFAR-10 binary files: reading, validation, batches with augmentation.
 pub mod cifar;
 /// HTTP downloads into a cache with a progress bar, checksum and atomic rename.
