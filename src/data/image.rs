@@ -182,10 +182,15 @@ fn decode_error(path: &Path, format: ImageFormat, e: ImageError) -> anyhow::Erro
 /// `Normalize(mean, std)`, on `img`: a CHW tensor `[3, crop, crop]` of
 /// `(pixel / 255 - mean[c]) / std[c]`, computed in f32 in that order as torch does.
 pub fn preprocess(img: &RgbImage, resize: u32, crop: u32, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let cropped = resize_and_center_crop(img, resize, crop);
-    let plane = crop as usize * crop as usize;
+    normalize(&resize_and_center_crop(img, resize, crop), mean, std)
+}
+
+/// `ToTensor()` then `Normalize(mean, std)`: a CHW tensor of `(pixel / 255 - mean[c]) / std[c]`,
+/// in f32 in that order as torch computes it.
+pub fn normalize(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    let plane = img.width() as usize * img.height() as usize;
     let mut out = vec![0.0f32; 3 * plane];
-    for (i, px) in cropped.pixels().enumerate() {
+    for (i, px) in img.pixels().enumerate() {
         for c in 0..3 {
             out[c * plane + i] = (px[c] as f32 / 255.0 - mean[c]) / std[c];
         }

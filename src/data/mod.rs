@@ -12,3 +12,5 @@ pub mod download;
 pub mod folder;
 /// Photos: decoding, EXIF orientation, torchvision's eval preprocessing.
 pub mod image;
+/// Batches of a folder of photos decoded and augmented on worker threads ahead of the GPU.
+pub mod loader;
