@@ -405,3 +405,30 @@ fn unknown_models_are_refused_before_any_adapter_is_opened() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("6n+2"), "{stderr}");
 }
+
+#[test]
+fn the_loader_is_timed_for_each_worker_count() {
+    let root = common::temp_dir("bench-decode");
+    let folder = std::sync::Arc::new(common::photo_folder(&root));
+    let spec = resnet_wgpu::data::loader::BatchSpec {
+        batch: 4,
+        size: 32,
+        augment: resnet_wgpu::data::augment::Augment::Standard,
+        mean: [0.5; 3],
+        std: [0.25; 3],
+        seed: 0,
+        strict: true,
+    };
+    let rates = bench::decode_rates(folder, &spec, &[1, 2], 3).unwrap();
+    assert_eq!(rates.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
+    assert!(rates.iter().all(|r| r.1.is_finite() && r.1 > 0.0), "{rates:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_resnet-wgpu"))
+        .args(["bench", "decode", "--workers", "1,2", "--batches", "2", "--batch", "4", "--size", "32"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.contains("workers:") && l.contains("images/s")).count(), 2, "{stdout}");
+}

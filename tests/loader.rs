@@ -4,26 +4,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
-use common::temp_dir;
-use image::{Rgb, RgbImage};
+use common::{photo_folder, temp_dir};
 use resnet_wgpu::data::augment::Augment;
 use resnet_wgpu::data::folder::ImageFolder;
 use resnet_wgpu::data::loader::{Batch, BatchSpec, Loader, make_batch};
-
-/// Three classes of 4 PNGs each, told apart by colour, of assorted sizes.
-fn folder(root: &Path) -> ImageFolder {
-    for (c, colour) in [[200u8, 20, 20], [20, 200, 20], [20, 20, 200]].iter().enumerate() {
-        for i in 0..4u32 {
-            let dir = root.join(format!("class{c}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            RgbImage::from_pixel(20 + 7 * i, 30 - 3 * i, Rgb(*colour)).save(dir.join(format!("{i}.png"))).unwrap();
-        }
-    }
-    ImageFolder::scan(root).unwrap()
-}
 
 fn spec(strict: bool) -> BatchSpec {
     BatchSpec { batch: 4, size: 16, augment: Augment::Standard, mean: [0.5; 3], std: [0.25; 3], seed: 3, strict }
@@ -36,7 +22,7 @@ fn batches(loader: &Loader, n: usize) -> Vec<Batch> {
 #[test]
 fn batches_come_in_step_order_with_their_labels_and_repeat_for_a_seed() {
     let root = temp_dir("loader-order");
-    let folder = Arc::new(folder(&root));
+    let folder = Arc::new(photo_folder(&root));
     let order = |epoch: usize| (0..12).map(|i| (i * 5 + epoch) % 12).collect::<Vec<_>>();
     let all = batches(&Loader::spawn(folder.clone(), spec(false), order, (0, 6), 3, 2).unwrap(), 6);
     for (step, batch) in all.iter().enumerate() {
@@ -62,7 +48,7 @@ fn batches_come_in_step_order_with_their_labels_and_repeat_for_a_seed() {
 #[test]
 fn unreadable_files_are_skipped_by_name_or_refused_with_strict() {
     let root = temp_dir("loader-bad");
-    let mut folder = folder(&root);
+    let mut folder = photo_folder(&root);
     let bad = root.join("class1/broken.png");
     std::fs::write(&bad, b"not a png at all").unwrap();
     folder = ImageFolder { images: vec![(bad.clone(), 1), folder.images[0].clone()], ..folder };

@@ -17,6 +17,7 @@
 //! once per dispatch: the least memory traffic of the step, as a share of the copy bandwidth.
 
 mod compare;
+mod decode;
 mod flops;
 mod measure;
 mod peak;
@@ -26,6 +27,7 @@ mod tables;
 
 pub use crate::gpu::AdapterJson;
 pub use compare::{compare_files, compare_table, read_reports};
+pub use decode::decode_rates;
 pub use flops::{ConvShape, convs, flop_per_image, forward_macs};
 pub use measure::{bench_adapter, measure};
 pub use peak::{PEAK_FMA_WGSL, measure_peak, peak_fma, peak_fma_reference};
@@ -89,6 +91,8 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Print a side-by-side table of `bench --json` files, with ratios to the first
     Compare(CompareArgs),
+    /// Time the photo-folder loader (decode and augment) per worker count, to size --workers
+    Decode(decode::DecodeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -119,9 +123,13 @@ pub enum TimerArg {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if let Some(BenchCommand::Compare(compare)) = &args.command {
-        print!("{}", compare_files(&compare.files)?);
-        return Ok(());
+    match &args.command {
+        Some(BenchCommand::Compare(compare)) => {
+            print!("{}", compare_files(&compare.files)?);
+            return Ok(());
+        }
+        Some(BenchCommand::Decode(decode)) => return decode::run(decode),
+        None => {}
     }
     // Every model name is checked before any adapter is opened.
     for model in &args.model {

@@ -126,3 +126,17 @@ pub fn read_head(stream: &mut impl Read) -> Vec<u8> {
     }
     request
 }
+
+/// Three classes of 4 PNGs each, told apart by colour, of assorted sizes.
+pub fn photo_folder(root: &std::path::Path) -> resnet_wgpu::data::folder::ImageFolder {
+    for (c, colour) in [[200u8, 20, 20], [20, 200, 20], [20, 20, 200]].iter().enumerate() {
+        for i in 0..4u32 {
+            let dir = root.join(format!("class{c}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            image::RgbImage::from_pixel(20 + 7 * i, 30 - 3 * i, image::Rgb(*colour))
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    resnet_wgpu::data::folder::ImageFolder::scan(root).unwrap()
+}
