@@ -220,10 +220,11 @@ pub fn reproduce(gpu: &Gpu, experiment: &Experiment, train_set: &Cifar10, test_s
         train::train(gpu, &experiment.recipe(model), &train_set, test_set, start, &out)
             .with_context(|| format!("{what} (the same command again resumes it from its last checkpoint)"))?;
     }
-    let outcomes = outcomes(experiment)?;
+    let runs = read_logs(experiment)?;
+    let outcomes = outcomes(experiment, &runs);
     std::fs::write(experiment.out.join(format!("{}.md", experiment.name)), markdown(&outcomes))
         .with_context(|| format!("cannot write the table into {}", experiment.out.display()))?;
-    draw(experiment)?;
+    draw(experiment, runs)?;
     Ok(outcomes)
 }
 
@@ -241,10 +242,14 @@ pub struct Outcome {
     pub paper_test_error: Option<f64>,
 }
 
-fn outcomes(experiment: &Experiment) -> Result<Vec<Outcome>> {
+/// Each run's log, read once for the table and the figure.
+fn read_logs(experiment: &Experiment) -> Result<Vec<Run>> {
+    experiment.models.iter().map(|model| plot::read_log(&experiment.dir(model).join("log.jsonl"))).collect()
+}
+
+fn outcomes(experiment: &Experiment, runs: &[Run]) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
-    for model in &experiment.models {
-        let run = plot::read_log(&experiment.dir(model).join("log.jsonl"))?;
+    for (model, run) in experiment.models.iter().zip(runs) {
         let test = &run.test_error;
         let best = test.step.iter().zip(&test.value).min_by(|a, b| a.1.total_cmp(b.1));
         outcomes.push(Outcome {
@@ -257,7 +262,7 @@ fn outcomes(experiment: &Experiment) -> Result<Vec<Outcome>> {
             paper_test_error: PAPER_ERROR.iter().find(|(m, _)| m == model).map(|(_, e)| e / 100.0),
         });
     }
-    Ok(outcomes)
+    outcomes
 }
 
 /// The table of final errors (%), one network a row.
@@ -294,12 +299,9 @@ fn label(model: &str) -> String {
 }
 
 /// `<name>.png` in `out`: Figure 6's two panels (plain left, ResNets right), or one chart of all runs.
-fn draw(experiment: &Experiment) -> Result<()> {
-    let mut runs = Vec::new();
-    for model in &experiment.models {
-        let mut run = plot::read_log(&experiment.dir(model).join("log.jsonl"))?;
+fn draw(experiment: &Experiment, mut runs: Vec<Run>) -> Result<()> {
+    for (run, model) in runs.iter_mut().zip(&experiment.models) {
         run.label = label(model);
-        runs.push(run);
     }
     let path = experiment.out.join(format!("{}.png", experiment.name));
     let (plain, residual): (Vec<Run>, Vec<Run>) = runs.into_iter().partition(|r| r.label.starts_with("plain"));

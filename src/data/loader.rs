@@ -10,7 +10,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use rayon::prelude::*;
@@ -41,8 +40,6 @@ pub struct Batch {
     pub labels: Vec<u32>,
     /// Files that could not be read, each with its error; another image of the batch stands in.
     pub skipped: Vec<String>,
-    /// Wall time the workers spent on this batch.
-    pub decode_time: Duration,
 }
 
 /// The batches of steps `start..end`, in order, produced ahead on worker threads.
@@ -100,7 +97,6 @@ impl Loader {
 /// pool. An unreadable image is replaced by the next readable one of the batch (cyclically), unless
 /// `spec.strict`; a batch with no readable image is an error.
 pub fn make_batch(folder: &ImageFolder, spec: &BatchSpec, step: usize, indices: &[usize]) -> Result<Batch> {
-    let started = Instant::now();
     let plane = (spec.size * spec.size) as usize;
     let decoded: Vec<Result<Vec<f32>>> = indices
         .par_iter()
@@ -133,7 +129,7 @@ pub fn make_batch(folder: &ImageFolder, spec: &BatchSpec, step: usize, indices: 
         images.extend_from_slice(decoded[source].as_ref().expect("a readable image"));
         labels.push(folder.images[indices[source]].1);
     }
-    Ok(Batch { step, images, labels, skipped, decode_time: started.elapsed() })
+    Ok(Batch { step, images, labels, skipped })
 }
 
 /// The generator of one image's augmentation: a function of (seed, step, position) alone.
