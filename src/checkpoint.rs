@@ -24,6 +24,9 @@ pub struct Checkpoint {
     /// Tensors of the file that hold no floating-point values, by name, with their dtype
     /// (`I64` for `num_batches_tracked`): not read, but named if a model expects them.
     pub not_float: BTreeMap<String, String>,
+    /// Integer scalars (`num_batches_tracked`, which torchvision's `load_state_dict(strict=True)`
+    /// expects of every BN), read and written as I64.
+    pub integers: BTreeMap<String, i64>,
 }
 
 impl Checkpoint {
@@ -39,6 +42,7 @@ impl Checkpoint {
         let file = SafeTensors::deserialize(&bytes).with_context(what)?;
         let mut tensors = BTreeMap::new();
         let mut not_float = BTreeMap::new();
+        let mut integers = BTreeMap::new();
         for (name, view) in file.tensors() {
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
@@ -49,6 +53,12 @@ impl Checkpoint {
                     .chunks_exact(2)
                     .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
                     .collect(),
+                Dtype::I64 if view.shape().is_empty() => {
+                    integers
+                        .insert(name.clone(), i64::from_le_bytes(data.try_into().context("an I64 scalar of 8 bytes")?));
+                    not_float.insert(name, "I64".into());
+                    continue;
+                }
                 other => {
                     not_float.insert(name, format!("{other:?}"));
                     continue;
@@ -56,15 +66,19 @@ impl Checkpoint {
             };
             tensors.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default(), not_float })
+        Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default(), not_float, integers })
     }
 
     /// Writes atomically: a temporary file beside `path`, then a rename over it.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let bytes: Vec<(&String, Vec<u8>)> =
-            self.tensors.iter().map(|(name, (_, values))| (name, bytemuck::cast_slice(values).to_vec())).collect();
-        let views = bytes.iter().zip(self.tensors.values()).map(|((name, data), (shape, _))| {
-            (name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches the values"))
+        let floats = self
+            .tensors
+            .iter()
+            .map(|(name, (shape, values))| (name, Dtype::F32, shape.clone(), bytemuck::cast_slice(values).to_vec()));
+        let integers = self.integers.iter().map(|(name, v)| (name, Dtype::I64, vec![], v.to_le_bytes().to_vec()));
+        let bytes: Vec<_> = floats.chain(integers).collect();
+        let views = bytes.iter().map(|(name, dtype, shape, data)| {
+            (name.as_str(), TensorView::new(*dtype, shape.clone(), data).expect("shape matches the values"))
         });
         let serialized = safetensors::serialize(views, Some(self.metadata.clone()))?;
         write_atomic(path, &serialized)

@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::checkpoint::Checkpoint;
 use crate::data::download::{Checksum, download};
-use crate::data::image::{self, IMAGENET_MEAN, IMAGENET_STD, Partial};
+use crate::data::image::{self, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, Partial};
 use crate::gpu::{AdapterChoice, AdapterJson, Gpu};
 use crate::model::{Arch, Arena, Shortcut};
 use crate::paths::weights_dir;
@@ -50,13 +50,15 @@ pub struct InferArgs {
     /// Photos to classify (JPEG, PNG, WebP, ...)
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// resnet18, resnet34, resnet50, resnet101 or resnet152
-    #[arg(long, default_value = "resnet50")]
-    pub model: String,
+    /// resnet18, resnet34, resnet50, resnet101 or resnet152 [default: the weights' metadata, else
+    /// resnet50]
+    #[arg(long)]
+    pub model: Option<String>,
     /// tv1 or tv2: torchvision's IMAGENET1K_V1 or _V2 weights (tv2 for resnet50/101/152 only),
     /// downloaded on first use into $RESNET_WGPU_CACHE/weights (default: the user cache folder's
     /// resnet-wgpu/weights) from $RESNET_WGPU_WEIGHTS_URL (default: download.pytorch.org/models);
-    /// or a file: safetensors with torchvision's state_dict names, or torchvision's .pth
+    /// or a file: safetensors with torchvision's state_dict names, or torchvision's .pth; a
+    /// checkpoint of `train folder` brings its class names and evaluation transform
     #[arg(long, default_value = "tv1")]
     pub weights: String,
     /// Show the K most probable classes of each image
@@ -210,6 +212,31 @@ pub fn check_weights(arch: &Arch, ck: &Checkpoint, source: &Path) -> Result<()> 
         .with_context(|| format!("the weights do not fit {} (are they another model's?)", arch.name))
 }
 
+/// What a checkpoint of `train folder` says about itself: the model, its class names and the
+/// evaluation transform.
+pub struct FolderWeights {
+    pub arch: Arch,
+    pub classes: Vec<String>,
+    pub transform: EvalTransform,
+}
+
+impl FolderWeights {
+    /// Reads the metadata of `ck` (from `source`); `None` where it has no class names.
+    pub fn of(ck: &Checkpoint, source: &Path) -> Result<Option<Self>> {
+        let Some(classes) = ck.meta("classes") else { return Ok(None) };
+        let bad = |what: &str| format!("{}: the {what} in its metadata is not readable", source.display());
+        let classes: Vec<String> = serde_json::from_str(classes).with_context(|| bad("class list"))?;
+        let transform: EvalTransform = serde_json::from_str(ck.meta("transform").with_context(|| bad("transform"))?)
+            .with_context(|| bad("transform"))?;
+        let model = ck.meta("arch").with_context(|| bad("model name"))?;
+        let mut arch = Arch::parse(model, Shortcut::B)?;
+        ensure!(arch.imagenet && classes.len() >= 2, "{}", bad("model"));
+        arch.classes = classes.len();
+        arch.image = transform.crop as usize;
+        Ok(Some(Self { arch, classes, transform }))
+    }
+}
+
 /// A network ready to classify: folded weights on the GPU and a plan per batch size, built on
 /// first use and kept (a call of [`classify`] needs at most two: full batches and the remainder).
 pub struct Classifier {
@@ -297,6 +324,9 @@ impl Prediction {
 pub struct Options {
     /// Shorter side after resizing, before the center crop to the model's input size.
     pub resize: u32,
+    /// The normalisation.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
     /// Images per GPU batch.
     pub batch: usize,
     /// Classes kept per image.
@@ -350,7 +380,7 @@ pub fn classify(
                 .map(|path| {
                     s.spawn(move || -> Result<Vec<f32>> {
                         let img = image::load(path, options.partial)?;
-                        Ok(image::preprocess(&img, options.resize, crop, IMAGENET_MEAN, IMAGENET_STD))
+                        Ok(image::preprocess(&img, options.resize, crop, options.mean, options.std))
                     })
                 })
                 .collect();
@@ -392,7 +422,6 @@ pub fn result_json(image: &Path, prediction: &Prediction, labels: &[&str]) -> se
 
 /// `resnet-wgpu infer`: see the module documentation.
 pub fn run(args: &InferArgs) -> Result<()> {
-    let arch = imagenet_arch(&args.model)?;
     // Fail before fetching and reading weights when no image can possibly be read.
     if args.images.iter().all(|p| !p.is_file()) {
         let errors: Vec<String> =
@@ -400,9 +429,10 @@ pub fn run(args: &InferArgs) -> Result<()> {
         bail!("{}", errors.join("; "));
     }
 
+    let model = args.model.as_deref().unwrap_or("resnet50");
     let (path, resize) = match Tag::parse(&args.weights) {
         Some(tag) => {
-            let file = torchvision_file(&args.model, tag)?;
+            let file = torchvision_file(model, tag)?;
             (fetch(&file, &weights_url(), &weights_dir())?, file.resize)
         }
         None => {
@@ -411,8 +441,21 @@ pub fn run(args: &InferArgs) -> Result<()> {
             (path, resize)
         }
     };
-    let resize = args.resize.unwrap_or(resize);
     let ck = read_weights(&path)?;
+    // A checkpoint of `train folder` names its model, classes and transform; torchvision's
+    // weights are ImageNet's.
+    let imagenet = EvalTransform { resize, crop: 224, mean: IMAGENET_MEAN, std: IMAGENET_STD };
+    let (arch, classes, transform) = match FolderWeights::of(&ck, &path)? {
+        Some(trained) => {
+            if let Some(model) = &args.model {
+                ensure!(*model == trained.arch.name, "{} holds a {}, not a {model}", path.display(), trained.arch.name);
+            }
+            (trained.arch, trained.classes, trained.transform)
+        }
+        None => (imagenet_arch(model)?, image::labels().into_iter().map(str::to_string).collect(), imagenet),
+    };
+    let labels: Vec<&str> = classes.iter().map(String::as_str).collect();
+    let resize = args.resize.unwrap_or(transform.resize);
     check_weights(&arch, &ck, &path)?;
 
     let gpu = Gpu::open(&args.adapter)?;
@@ -424,8 +467,8 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let files = args.images.iter().filter(|p| p.is_file()).count().max(1);
     let batch = args.batch_size.unwrap_or(files.min(DEFAULT_MAX_BATCH)).min(n);
     let partial = if args.accept_partial { Partial::Accept } else { Partial::Refuse };
-    let options = Options { resize, batch, top: args.top.min(model.arch.classes), partial };
-    let labels = image::labels();
+    let top = args.top.min(model.arch.classes);
+    let options = Options { resize, mean: transform.mean, std: transform.std, batch, top, partial };
     let (mut results, mut failed) = (Vec::new(), Vec::new());
     classify(&gpu, &mut model, &args.images, options, |i, result| {
         let image = &args.images[i];
@@ -446,14 +489,14 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     eprintln!(
         "{} ({}): {} of {n} images in {seconds:.2} s, batches of {batch}, on {}",
-        args.model,
+        model.arch.name,
         args.weights,
         n - failed.len(),
         gpu.info.name
     );
     if args.json {
         let doc = json!({
-            "model": args.model,
+            "model": model.arch.name,
             "weights": args.weights,
             "adapter": AdapterJson::new(&gpu.info),
             "results": results,

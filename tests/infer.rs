@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use common::{gpus, serve};
 use resnet_wgpu::checkpoint::Checkpoint;
-use resnet_wgpu::data::image::Partial;
+use resnet_wgpu::data::image::{IMAGENET_MEAN, IMAGENET_STD, Partial};
 use resnet_wgpu::gpu::Gpu;
 use resnet_wgpu::infer::{self, Classifier, Options, Prediction, Tag, WeightsFile};
 use resnet_wgpu::model::{Arch, BlockKind, ResNet, Shortcut};
@@ -129,7 +129,8 @@ fn gpu_turn() -> MutexGuard<'static, ()> {
 /// Runs [`infer::classify`] and collects every image's result in order.
 fn classify_all(gpu: &Gpu, model: &mut Classifier, paths: &[PathBuf], batch: usize) -> Vec<anyhow::Result<Prediction>> {
     let mut results = Vec::new();
-    let options = Options { resize: 256, batch, top: 5, partial: Partial::Refuse };
+    let options =
+        Options { resize: 256, mean: IMAGENET_MEAN, std: IMAGENET_STD, batch, top: 5, partial: Partial::Refuse };
     infer::classify(gpu, model, paths, options, |i, r| {
         assert_eq!(i, results.len(), "results come in input order");
         results.push(r);

@@ -17,7 +17,8 @@ const LAYERS: &[&[&str]] = &[
     &["ops"],
     &["model", "reference"],
     &["plan"],
-    &["bench", "train", "infer"],
+    &["infer"],
+    &["bench", "train"],
     &["adapters", "reproduce"],
 ];
 

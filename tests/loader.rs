@@ -55,7 +55,7 @@ fn unreadable_files_are_skipped_by_name_or_refused_with_strict() {
 
     let batch = make_batch(&folder, &BatchSpec { batch: 2, ..spec(false) }, 0, &[0, 1]).unwrap();
     assert_eq!(batch.skipped.len(), 1);
-    assert!(batch.skipped[0].contains("broken.png"), "{:?}", batch.skipped);
+    assert!(batch.skipped[0].1.contains("broken.png"), "{:?}", batch.skipped);
     assert_eq!(batch.labels, [0, 0], "the readable image stands in for the broken one");
 
     let message =

@@ -7,7 +7,7 @@ use resnet_wgpu::model::{Arch, ResNet, Shortcut};
 use resnet_wgpu::ops::conv::{self, select::ConvPath};
 use resnet_wgpu::ops::sgd::Sgd;
 use resnet_wgpu::ops::{batchnorm, linear};
-use resnet_wgpu::plan::TrainStep;
+use resnet_wgpu::plan::{TrainStep, Trained};
 
 fn message<T>(result: anyhow::Result<T>) -> String {
     match result {
@@ -21,7 +21,7 @@ fn a_batch_too_large_for_the_adapter_names_the_buffer_and_the_limit() {
     for gpu in gpus() {
         let model = ResNet::new(gpu, Arch::cifar("resnet20", Shortcut::A).unwrap()).unwrap();
         let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
-        let error = message(TrainStep::new(gpu, &model, 1 << 20, sgd));
+        let error = message(TrainStep::new(gpu, &model, 1 << 20, sgd, Trained::All));
         // Refused before anything is built: the stem's output is the largest activation.
         let fits = gpu.buffer_limit() / (4 * 16 * 32 * 32);
         assert!(error.contains("a batch of 1048576 needs 65536 MiB for resnet20's stem output"), "{error}");

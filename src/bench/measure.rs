@@ -19,7 +19,7 @@ use crate::gpu::Gpu;
 use crate::kernels::Dispatch;
 use crate::model::{Arch, ResNet, Shortcut};
 use crate::ops::conv;
-use crate::plan::{InferStep, TrainStep};
+use crate::plan::{InferStep, TrainStep, Trained};
 use crate::rng::Rng;
 
 /// Self-check, peak microbenchmarks, then every configuration; progress goes to stderr. A
@@ -93,7 +93,7 @@ impl Step {
                 let model = ResNet::new(gpu, arch.clone())?;
                 model.init(gpu, 0);
                 let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 1e-4 };
-                let step = TrainStep::new(gpu, &model, batch, sgd)?;
+                let step = TrainStep::new(gpu, &model, batch, sgd, Trained::All)?;
                 let memory = gpu.allocated_bytes() - before;
                 let labels: Vec<u32> = (0..batch).map(|_| rng.below(arch.classes) as u32).collect();
                 gpu.write(&step.input, &images);

@@ -12,7 +12,8 @@ use image::RgbImage;
 use crate::data::image::{resize_and_center_crop, resize_exact};
 use crate::rng::Rng;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Augment {
     Standard,
     Paper,

@@ -23,7 +23,8 @@ pub struct ImageFolder {
 }
 
 /// How many images [`ImageFolder::split`] holds out for validation.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ValSplit {
     /// This share of every class (rounded; at least one image of a class of two or more, and never
     /// a class's last).

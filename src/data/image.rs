@@ -178,6 +178,24 @@ fn decode_error(path: &Path, format: ImageFormat, e: ImageError) -> anyhow::Erro
     }
 }
 
+/// An evaluation transform, as a checkpoint of `train folder` records it for `infer` and `eval`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalTransform {
+    /// The shorter side after resizing.
+    pub resize: u32,
+    /// The side of the center crop (the model's input).
+    pub crop: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl EvalTransform {
+    /// [`preprocess`] with these settings.
+    pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
+        preprocess(img, self.resize, self.crop, self.mean, self.std)
+    }
+}
+
 /// torchvision's eval transform, `Resize(resize)`, `CenterCrop(crop)`, `ToTensor()`,
 /// `Normalize(mean, std)`, on `img`: a CHW tensor `[3, crop, crop]` of
 /// `(pixel / 255 - mean[c]) / std[c]`, computed in f32 in that order as torch does.

@@ -38,8 +38,11 @@ pub struct Batch {
     pub step: usize,
     pub images: Vec<f32>,
     pub labels: Vec<u32>,
-    /// Files that could not be read, each with its error; another image of the batch stands in.
-    pub skipped: Vec<String>,
+    /// Images that could not be read: their position in the batch and the error, which names
+    /// the file. In training another image of the batch stands in; in evaluation it is zeros.
+    pub skipped: Vec<(usize, String)>,
+    /// Seconds the batch took to make (decode, augment, normalise), on however many threads.
+    pub seconds: f64,
 }
 
 /// The batches of steps `start..end`, in order, produced ahead on worker threads.
@@ -97,6 +100,7 @@ impl Loader {
 /// pool. An unreadable image is replaced by the next readable one of the batch (cyclically), unless
 /// `spec.strict`; a batch with no readable image is an error.
 pub fn make_batch(folder: &ImageFolder, spec: &BatchSpec, step: usize, indices: &[usize]) -> Result<Batch> {
+    let started = std::time::Instant::now();
     let plane = (spec.size * spec.size) as usize;
     let decoded: Vec<Result<Vec<f32>>> = indices
         .par_iter()
@@ -110,17 +114,18 @@ pub fn make_batch(folder: &ImageFolder, spec: &BatchSpec, step: usize, indices: 
         })
         .collect();
     let mut skipped = Vec::new();
-    for result in &decoded {
+    for (position, result) in decoded.iter().enumerate() {
         if let Err(e) = result {
             if spec.strict {
                 bail!("{e:#}");
             }
-            skipped.push(format!("{e:#}"));
+            skipped.push((position, format!("{e:#}")));
         }
     }
     let good: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_ok()).collect();
     if good.is_empty() {
-        bail!("no image of step {step}'s batch could be read: {}", skipped.join("; "));
+        let errors: Vec<&str> = skipped.iter().map(|(_, e)| e.as_str()).collect();
+        bail!("no image of step {step}'s batch could be read: {}", errors.join("; "));
     }
     let mut images = Vec::with_capacity(indices.len() * 3 * plane);
     let mut labels = Vec::with_capacity(indices.len());
@@ -129,7 +134,7 @@ pub fn make_batch(folder: &ImageFolder, spec: &BatchSpec, step: usize, indices: 
         images.extend_from_slice(decoded[source].as_ref().expect("a readable image"));
         labels.push(folder.images[indices[source]].1);
     }
-    Ok(Batch { step, images, labels, skipped })
+    Ok(Batch { step, images, labels, skipped, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// The generator of one image's augmentation: a function of (seed, step, position) alone.

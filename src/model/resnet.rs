@@ -141,9 +141,23 @@ impl ResNet {
     /// after checking that each is present with the right shape and that nothing unexpected is
     /// there. `source` names the file in errors. Nothing is written to the GPU unless all is well.
     pub fn restore(&self, gpu: &Gpu, ck: &Checkpoint, optimizer: bool, source: &Path) -> Result<()> {
+        self.restore_except(gpu, ck, optimizer, &[], source)
+    }
+
+    /// [`ResNet::restore`] of every tensor but those named in `kept`, which `ck` must not hold
+    /// and which keep their contents (a replaced fc layer).
+    pub fn restore_except(
+        &self,
+        gpu: &Gpu,
+        ck: &Checkpoint,
+        optimizer: bool,
+        kept: &[&str],
+        source: &Path,
+    ) -> Result<()> {
         let mut expected: Vec<(String, &crate::gpu::Tensor)> = Vec::new();
         for arena in [&self.params, &self.buffers] {
-            expected.extend(arena.names.iter().cloned().zip(&arena.tensors));
+            let named = arena.names.iter().cloned().zip(&arena.tensors);
+            expected.extend(named.filter(|(n, _)| !kept.contains(&n.as_str())));
         }
         if optimizer {
             expected.extend(self.velocity.names.iter().map(|n| format!("{VELOCITY}{n}")).zip(&self.velocity.tensors));

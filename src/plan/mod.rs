@@ -4,4 +4,4 @@ pub mod infer;
 pub mod train;
 
 pub use infer::InferStep;
-pub use train::{EvalStep, HISTORY, PlanMemory, TrainStep};
+pub use train::{EvalStep, HISTORY, PlanMemory, Statistics, TrainStep, Trained};

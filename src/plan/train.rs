@@ -20,6 +20,15 @@ pub enum Statistics {
     Running,
 }
 
+/// Which parameters a training step updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trained {
+    All,
+    /// Only the fc layer (a frozen backbone): the backward stops at it and SGD walks its
+    /// parameters alone; BN normalises with these statistics.
+    Fc(Statistics),
+}
+
 /// One conv + BN pair, out = relu?(bn(conv(inp)) + residual?), and what its backward needs
 /// (`mean`, `rstd` only in training mode).
 struct ConvBn {
@@ -451,9 +460,13 @@ pub struct TrainStep {
 }
 
 impl TrainStep {
-    pub fn new(gpu: &Gpu, model: &ResNet, batch: usize, sgd: Sgd) -> Result<Self> {
+    pub fn new(gpu: &Gpu, model: &ResNet, batch: usize, sgd: Sgd, trained: Trained) -> Result<Self> {
         let start = gpu.allocated_bytes();
-        let mut plan = Planner::new(gpu, model, Statistics::Batch);
+        let statistics = match trained {
+            Trained::All => Statistics::Batch,
+            Trained::Fc(statistics) => statistics,
+        };
+        let mut plan = Planner::new(gpu, model, statistics);
         let fwd = plan.forward(batch)?;
         let forward = gpu.allocated_bytes() - start;
         let spare: u64 = plan.free.iter().map(|b| b.size()).sum();
@@ -462,8 +475,27 @@ impl TrainStep {
         let (loss, correct) = (gpu.zeros("loss", &[1])?, gpu.zeros("correct", &[1])?);
         let dlogits = plan.tensor("d logits", &fwd.logits.shape)?;
         plan.push("loss", linear::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
-        plan.backward(&fwd, &dlogits)?;
-        plan.push("sgd", sgd::sgd(gpu, &model.params.all, &model.velocity.all, &model.grads.all, sgd))?;
+        let [params, velocity, grads] = match trained {
+            Trained::All => {
+                plan.backward(&fwd, &dlogits)?;
+                [&model.params, &model.velocity, &model.grads].map(|arena| arena.all.clone())
+            }
+            Trained::Fc(_) => {
+                let (p, g) = (&model.params, &model.grads);
+                plan.push(
+                    "fc",
+                    linear::linear_backward_weight(gpu, g.get("fc.weight"), g.get("fc.bias"), &dlogits, &fwd.pooled),
+                )?;
+                // fc.weight and fc.bias end the arenas: SGD walks from fc.weight to the end.
+                let start = p.get("fc.weight").offset;
+                [p, &model.velocity, g].map(|arena| Tensor {
+                    buffer: Arc::clone(&arena.all.buffer),
+                    offset: start,
+                    shape: vec![arena.all.len() - (start / 4) as usize],
+                })
+            }
+        };
+        plan.push("sgd", sgd::sgd(gpu, &params, &velocity, &grads, sgd))?;
         let history = gpu.zeros("loss history", &[HISTORY, 2])?;
         let memory = PlanMemory { saved: forward - spare, spare, backward: gpu.allocated_bytes() - start - forward };
         Ok(Self {
@@ -474,7 +506,7 @@ impl TrainStep {
             correct,
             history,
             sgd,
-            parameters: model.params.all.len(),
+            parameters: params.len(),
             dispatches: plan.dispatches,
             memory,
         })

@@ -1,27 +1,38 @@
-//! `train cifar10` and `eval cifar10`: the paper's CIFAR-10 recipe with the whole step on the GPU.
+//! `train` and `eval`: one training loop for CIFAR-10 and for folders of photos, the whole step
+//! on the GPU.
 //!
-//! Each step writes one normalised (and augmented) batch and submits the planned step as one
-//! command buffer, which also copies its loss and correct count into a small history buffer on the
-//! GPU; the CPU reads that history every `LOG_EVERY` steps, so it never waits for the GPU step by step.
-//! The data order of epoch e depends only on (seed, e) and the augmentation of step s only on
-//! (seed, s), so a run resumed from a checkpoint continues bit for bit.
+//! Each step writes one normalised (and augmented) batch from a [`TrainSet`] and submits the
+//! planned step as one command buffer, which also copies its loss and correct count into a small
+//! history buffer on the GPU; the CPU reads that history every `LOG_EVERY` steps, so it never
+//! waits for the GPU step by step. A set's batch of step s depends only on the recipe and s (the
+//! data order of an epoch on (seed, epoch), the augmentation on (seed, step)), so a run resumed
+//! from a checkpoint continues bit for bit.
 
+/// `train` and `eval` on the command line.
+pub mod command;
+/// The recipe: every setting that determines a run's numbers.
+pub mod recipe;
+/// The training and evaluation sets: CIFAR-10 and folders of photos.
+pub mod sets;
+
+use std::collections::HashSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::checkpoint::Checkpoint;
-use crate::data::cifar::{self, Cifar10};
-use crate::data::download::Checksum;
+use crate::data::loader::Batch;
 use crate::gpu::{Gpu, Tensor};
-use crate::model::{Arch, ResNet, Shortcut};
+use crate::model::ResNet;
 use crate::ops::sgd::Sgd;
-use crate::plan::{EvalStep, HISTORY, TrainStep};
+use crate::plan::{EvalStep, HISTORY, Statistics, TrainStep, Trained};
 use crate::plot;
-use crate::rng::Rng;
+pub use recipe::{FolderRecipe, Recipe, Schedule};
+pub use sets::dataset;
 
 /// Steps between reads of the loss history (and train lines in the log).
 const LOG_EVERY: usize = HISTORY;
@@ -29,99 +40,6 @@ const LOG_EVERY: usize = HISTORY;
 /// The paper's Table 6 test errors (%), for the closing summary.
 pub const PAPER_ERROR: [(&str, f64); 5] =
     [("resnet20", 8.75), ("resnet32", 7.51), ("resnet44", 7.17), ("resnet56", 6.97), ("resnet110", 6.43)];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    /// lr divided by 10 at 50 % and 75 % of the steps (32k and 48k of 64k).
-    Paper,
-    /// Cosine decay from lr to 0.
-    Cosine,
-    Constant,
-}
-
-/// Everything that determines a run's numbers; stored in checkpoints so `--resume` continues it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Recipe {
-    pub model: String,
-    pub shortcut: char,
-    pub steps: usize,
-    pub batch_size: usize,
-    pub lr: f32,
-    pub momentum: f32,
-    pub weight_decay: f32,
-    pub schedule: Schedule,
-    pub seed: u64,
-    pub augment: bool,
-    pub shuffle: bool,
-    pub val_split: usize,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    /// The paper trains ResNet-110 at lr 0.01 for its first 400 iterations.
-    pub warmup_steps: usize,
-}
-
-impl Recipe {
-    /// The paper's recipe for `model`: batch 128, 64k steps, lr 0.1 (/10 at 32k and 48k),
-    /// momentum 0.9, weight decay 1e-4, augmentation, CIFAR-10 mean/std.
-    pub fn paper(model: &str) -> Self {
-        Self {
-            model: model.into(),
-            shortcut: 'a',
-            steps: 64_000,
-            batch_size: 128,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            schedule: Schedule::Paper,
-            seed: 0,
-            augment: true,
-            shuffle: true,
-            val_split: 0,
-            mean: cifar::MEAN,
-            std: cifar::STD,
-            warmup_steps: if model == "resnet110" { 400 } else { 0 },
-        }
-    }
-
-    pub fn arch(&self) -> Result<Arch> {
-        let shortcut = match self.shortcut {
-            'a' => Shortcut::A,
-            'b' => Shortcut::B,
-            other => bail!("unknown shortcut {other:?}: expected a or b"),
-        };
-        let arch = Arch::cifar(&self.model, shortcut)?;
-        Ok(arch)
-    }
-
-    /// The learning rate of step `step` (from 0).
-    pub fn lr_at(&self, step: usize) -> f32 {
-        if step < self.warmup_steps {
-            return self.lr / 10.0;
-        }
-        let t = step as f64 / self.steps as f64;
-        match self.schedule {
-            Schedule::Constant => self.lr,
-            Schedule::Cosine => (self.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32,
-            Schedule::Paper if t < 0.5 => self.lr,
-            Schedule::Paper if t < 0.75 => self.lr / 10.0,
-            Schedule::Paper => self.lr / 100.0,
-        }
-    }
-
-    /// The order of the training images in epoch `epoch`.
-    fn epoch_order(&self, epoch: usize, len: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..len).collect();
-        if self.shuffle {
-            Rng::new(self.seed ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)).shuffle(&mut order);
-        }
-        order
-    }
-
-    fn augmentation(&self, step: usize) -> Option<Rng> {
-        self.augment.then(|| Rng::new(self.seed ^ (step as u64 + 1).wrapping_mul(0x9FB2_1C65_1E98_DF25)))
-    }
-}
 
 /// Where a run writes what it produces.
 pub struct Outputs {
@@ -138,28 +56,72 @@ pub struct Outputs {
 /// Set by Ctrl-C: the run writes a resumable checkpoint and stops.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Finds the six CIFAR-10 files in `dir`, downloading them when missing.
-pub fn dataset(dir: &Path) -> Result<(Cifar10, Cifar10)> {
-    cifar::ensure_downloaded(dir, cifar::URL, &Checksum::Md5(cifar::MD5.into()))?;
-    Ok((Cifar10::load_train(dir)?, Cifar10::load_test(dir)?))
+/// A run's training images.
+pub trait TrainSet {
+    /// Images in the set.
+    fn images(&self) -> usize;
+    /// The batches of `steps`, in order: `recipe.batch_size` images each, normalised `[batch, 3,
+    /// side, side]`, a function of the recipe and the step alone.
+    fn batches<'a>(
+        &'a self,
+        recipe: &Recipe,
+        steps: Range<usize>,
+    ) -> Result<Box<dyn Iterator<Item = Result<Batch>> + 'a>>;
+}
+
+/// Images evaluated in a fixed order, prepared as evaluation prepares them (no augmentation).
+pub trait EvalSet {
+    /// Images in the set.
+    fn images(&self) -> usize;
+    /// Classes the labels count.
+    fn classes(&self) -> usize;
+    /// Images `range`, normalised with `mean` and `std`. An image that cannot be read is zeros,
+    /// listed in `skipped` with its position, and not counted.
+    fn batch(&self, range: Range<usize>, mean: [f32; 3], std: [f32; 3]) -> Result<Batch>;
 }
 
 /// Result of one pass over an evaluation set.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Evaluation {
+    /// Images evaluated (the set less those that could not be read).
     pub images: usize,
     pub correct: usize,
+    /// Images whose class is among the five highest logits.
+    pub correct5: usize,
+    /// Mean cross-entropy (computed in f64 from the logits).
     pub loss: f64,
+    /// `confusion[truth * classes + predicted]`: images of class truth predicted as class predicted.
+    pub confusion: Vec<usize>,
+    /// Images that could not be read, with their errors.
+    pub skipped: Vec<String>,
 }
 
 impl Evaluation {
     pub fn error(&self) -> f64 {
         1.0 - self.correct as f64 / self.images as f64
     }
+
+    pub fn top5_error(&self) -> f64 {
+        1.0 - self.correct5 as f64 / self.images as f64
+    }
+
+    /// The most frequent mistakes, most frequent first (ties in class order): (truth, predicted,
+    /// images).
+    pub fn confused_pairs(&self, count: usize) -> Vec<(usize, usize, usize)> {
+        let classes = (self.confusion.len() as f64).sqrt() as usize;
+        let mut pairs: Vec<(usize, usize, usize)> = (0..classes * classes)
+            .filter(|i| i / classes != i % classes && self.confusion[*i] > 0)
+            .map(|i| (i / classes, i % classes, self.confusion[i]))
+            .collect();
+        pairs.sort_by_key(|&(t, p, n)| (std::cmp::Reverse(n), t, p));
+        pairs.truncate(count);
+        pairs
+    }
 }
 
 /// Planned evaluation of every image of a set with the running statistics: batches of up to
-/// `batch`, and a second plan for the remainder.
+/// `batch`, and a second plan for the remainder. The logits come back; the loss, top-1, top-5
+/// and confusion are counted on the CPU.
 pub struct Evaluator {
     full: EvalStep,
     rest: Option<EvalStep>,
@@ -173,38 +135,48 @@ impl Evaluator {
         Ok(Self { full: EvalStep::new(gpu, model, batch)?, rest })
     }
 
-    pub fn run(&self, gpu: &Gpu, data: &Cifar10, mean: [f32; 3], std: [f32; 3]) -> Result<Evaluation> {
-        let (n, batch) = (data.len(), self.full.labels.len());
-        let (mut correct, mut loss) = (0usize, 0.0f64);
+    pub fn run(&self, gpu: &Gpu, data: &dyn EvalSet, mean: [f32; 3], std: [f32; 3]) -> Result<Evaluation> {
+        let (n, batch, classes) = (data.images(), self.full.labels.len(), data.classes());
+        let mut eval = Evaluation {
+            images: 0,
+            correct: 0,
+            correct5: 0,
+            loss: 0.0,
+            confusion: vec![0; classes * classes],
+            skipped: Vec::new(),
+        };
         for start in (0..n).step_by(batch) {
             let plan =
                 if start + batch <= n { &self.full } else { self.rest.as_ref().expect("a plan for the remainder") };
-            let indices: Vec<usize> = (start..(start + batch).min(n)).collect();
-            write_batch(gpu, data, &indices, None, mean, std, &plan.input, &plan.labels);
+            let b = data.batch(start..(start + batch).min(n), mean, std)?;
+            gpu.write(&plan.input, &b.images);
+            gpu.write(&plan.labels, &b.labels);
             plan.run(gpu)?;
-            correct += gpu.read::<u32>(&plan.correct)?[0] as usize;
-            loss += gpu.read::<f32>(&plan.loss)?[0] as f64 * indices.len() as f64;
+            let logits: Vec<f32> = gpu.read(&plan.logits)?;
+            let skipped: HashSet<usize> = b.skipped.iter().map(|(i, _)| *i).collect();
+            for (i, (row, &label)) in logits.chunks_exact(classes).zip(&b.labels).enumerate() {
+                if skipped.contains(&i) {
+                    continue;
+                }
+                let label = label as usize;
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+                let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+                eval.loss += max + sum.ln() - row[label] as f64;
+                // Ranked as a stable sort would: a tie with an earlier class goes before.
+                let rank =
+                    row.iter().enumerate().filter(|&(j, &x)| x > row[label] || (x == row[label] && j < label)).count();
+                let predicted = (0..classes).fold(0, |best, j| if row[j] > row[best] { j } else { best });
+                eval.correct += usize::from(rank == 0);
+                eval.correct5 += usize::from(rank < 5);
+                eval.confusion[label * classes + predicted] += 1;
+                eval.images += 1;
+            }
+            eval.skipped.extend(b.skipped.into_iter().map(|(_, e)| e));
         }
-        Ok(Evaluation { images: n, correct, loss: loss / n as f64 })
+        ensure!(eval.images > 0, "no image of the evaluation set could be read: {}", eval.skipped.join("; "));
+        eval.loss /= eval.images as f64;
+        Ok(eval)
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_batch(
-    gpu: &Gpu,
-    data: &Cifar10,
-    indices: &[usize],
-    augment: Option<&mut Rng>,
-    mean: [f32; 3],
-    std: [f32; 3],
-    input: &Tensor,
-    labels: &Tensor,
-) {
-    let mut images = vec![0f32; input.len()];
-    let mut label_values = vec![0u32; labels.len()];
-    cifar::make_batch(data, indices, augment, mean, std, &mut images, &mut label_values);
-    gpu.write(input, &images);
-    gpu.write(labels, &label_values);
 }
 
 /// How a run ended.
@@ -268,23 +240,27 @@ fn aside(path: &Path) -> PathBuf {
 pub fn train(
     gpu: &Gpu,
     recipe: &Recipe,
-    train_set: &Cifar10,
-    test_set: &Cifar10,
+    train_set: &dyn TrainSet,
+    test_set: &dyn EvalSet,
     start: Start,
     out: &Outputs,
 ) -> Result<Summary> {
     let arch = recipe.arch()?;
     ensure!(
-        recipe.batch_size > 0 && recipe.batch_size <= train_set.len(),
+        recipe.batch_size > 0 && recipe.batch_size <= train_set.images(),
         "batch size {} does not fit {} training images",
         recipe.batch_size,
-        train_set.len()
+        train_set.images()
     );
     let model = ResNet::new(gpu, arch)?;
     let mut step = 0;
     let mut best: Option<(usize, f64)> = None;
     match &start {
         Start::Fresh => model.init(gpu, recipe.seed),
+        Start::Init(path, ck) if !ck.tensors.contains_key("fc.weight") => {
+            model.init(gpu, recipe.seed);
+            model.restore_except(gpu, ck, false, &["fc.weight", "fc.bias"], path)?;
+        }
         Start::Init(path, ck) => model.restore(gpu, ck, false, path)?,
         Start::Resume(path, ck) => {
             model.restore(gpu, ck, true, path)?;
@@ -297,9 +273,13 @@ pub fn train(
         }
     }
     let sgd = Sgd { lr: recipe.lr_at(step), momentum: recipe.momentum, weight_decay: recipe.weight_decay };
-    let mut plan = TrainStep::new(gpu, &model, recipe.batch_size, sgd)?;
+    let trained = match &recipe.folder {
+        Some(f) if f.freeze_backbone => Trained::Fc(if f.bn_eval { Statistics::Running } else { Statistics::Batch }),
+        _ => Trained::All,
+    };
+    let mut plan = TrainStep::new(gpu, &model, recipe.batch_size, sgd, trained)?;
 
-    let steps_per_epoch = train_set.len() / recipe.batch_size;
+    let steps_per_epoch = train_set.images() / recipe.batch_size;
     let eval_every = out.eval_every.unwrap_or(steps_per_epoch).max(1);
     let dir = &out.checkpoint_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
@@ -314,8 +294,8 @@ pub fn train(
         "training {} ({} parameters) on {} images, testing on {}, batch {}, {} steps ({:.1} epochs) from step {step}",
         recipe.model,
         model.params.tensors.iter().map(Tensor::len).sum::<usize>(),
-        train_set.len(),
-        test_set.len(),
+        train_set.images(),
+        test_set.images(),
         recipe.batch_size,
         recipe.steps,
         recipe.steps as f64 / steps_per_epoch as f64
@@ -327,9 +307,15 @@ pub fn train(
             .progress_chars("=> "),
     );
 
-    let evaluator = Evaluator::new(gpu, &model, test_set.len(), 500)?;
+    // CIFAR's evaluation batches are large; a photo's activations are 50x larger.
+    let eval_batch = if recipe.folder.is_some() { recipe.batch_size } else { 500 };
+    let evaluator = Evaluator::new(gpu, &model, test_set.images(), eval_batch)?;
     let checkpoint = |model: &ResNet, step: usize, best: &Option<(usize, f64)>| -> Result<Checkpoint> {
         let mut ck = model.checkpoint(gpu, true)?;
+        // torchvision counts the batches each BN has seen; here, the steps of the run.
+        for conv in model.arch.convs() {
+            ck.integers.insert(format!("{}.num_batches_tracked", conv.bn), step as i64);
+        }
         if let Some((name, index, value)) = ck.first_non_finite(ck.tensors.keys().map(String::as_str)) {
             bail!(
                 "training diverged: {name} holds {value} at index {index} at step {step}; stopped without writing (the \
@@ -345,6 +331,7 @@ pub fn train(
         ck.metadata.insert("step".into(), step.to_string());
         ck.metadata.insert("epoch".into(), format!("{:.3}", step as f64 / steps_per_epoch as f64));
         ck.metadata.insert("recipe".into(), serde_json::to_string(recipe)?);
+        ck.metadata.extend(recipe.metadata());
         if let Some((s, e)) = best {
             ck.metadata.insert("best_step".into(), s.to_string());
             ck.metadata.insert("best_test_error".into(), e.to_string());
@@ -352,29 +339,26 @@ pub fn train(
         Ok(ck)
     };
 
-    let mut order = Vec::new();
-    let mut order_epoch = usize::MAX;
+    let mut batches = train_set.batches(recipe, step..recipe.steps)?;
+    // Files that could not be read, each reported once.
+    let mut unreadable = HashSet::new();
     let mut window = Instant::now();
     let mut window_start = step;
+    // Within the window: time the loop waited for batches, and the time the batches took to make.
+    let (mut waited, mut making) = (Duration::ZERO, 0.0f64);
     let mut last = None;
     while step < recipe.steps {
-        let epoch = step / steps_per_epoch;
-        if epoch != order_epoch {
-            order = recipe.epoch_order(epoch, train_set.len());
-            order_epoch = epoch;
+        let wait = Instant::now();
+        let batch = batches.next().context("the training set ended before the run's last step")??;
+        waited += wait.elapsed();
+        making += batch.seconds;
+        for (_, error) in batch.skipped {
+            if unreadable.insert(error.clone()) {
+                bar.suspend(|| eprintln!("warning: skipped {error}"));
+            }
         }
-        let at = (step % steps_per_epoch) * recipe.batch_size;
-        let mut rng = recipe.augmentation(step);
-        write_batch(
-            gpu,
-            train_set,
-            &order[at..at + recipe.batch_size],
-            rng.as_mut(),
-            recipe.mean,
-            recipe.std,
-            &plan.input,
-            &plan.labels,
-        );
+        gpu.write(&plan.input, &batch.images);
+        gpu.write(&plan.labels, &batch.labels);
         plan.run(gpu, step, recipe.lr_at(step))?;
         step += 1;
 
@@ -395,11 +379,20 @@ pub fn train(
                 correct += values[2 * slot + 1] as usize;
                 count += 1;
             }
-            let images_per_s = (count * recipe.batch_size) as f64 / window.elapsed().as_secs_f64();
-            let (loss, error) = (loss / count as f64, 1.0 - correct as f64 / (count * recipe.batch_size) as f64);
+            // Images/s overall; of the batches' making (decoding, augmenting) alone; and of
+            // everything else (the GPU's steps and the waits for them).
+            let images = (count * recipe.batch_size) as f64;
+            let elapsed = window.elapsed();
+            let images_per_s = images / elapsed.as_secs_f64();
+            let data_images_per_s = images / making.max(1e-9);
+            let gpu_images_per_s = images / elapsed.saturating_sub(waited).as_secs_f64().max(1e-9);
+            let (loss, error) = (loss / count as f64, 1.0 - correct as f64 / images);
             let lr = recipe.lr_at(step - 1);
-            let progress =
-                format!("loss {loss:.3}  acc {:.1}%  lr {lr}  {images_per_s:.1} img/s", 100.0 * (1.0 - error));
+            let progress = format!(
+                "loss {loss:.3}  acc {:.1}%  lr {lr}  {images_per_s:.1} img/s (data {data_images_per_s:.0}, gpu \
+                 {gpu_images_per_s:.0})",
+                100.0 * (1.0 - error)
+            );
             bar.set_position(step as u64);
             if bar.is_hidden() {
                 // Not a terminal (a log file, CI): a plain line instead of the bar.
@@ -407,9 +400,11 @@ pub fn train(
             }
             bar.set_message(progress);
             log.line(serde_json::json!({"event": "train", "model": recipe.model, "step": step,
-                "epoch": step as f64 / steps_per_epoch as f64, "loss": loss, "error": error, "lr": lr, "images_per_s": images_per_s}))?;
+                "epoch": step as f64 / steps_per_epoch as f64, "loss": loss, "error": error, "lr": lr, "images_per_s": images_per_s,
+                "data_images_per_s": data_images_per_s, "gpu_images_per_s": gpu_images_per_s}))?;
             window = Instant::now();
             window_start = step;
+            (waited, making) = (Duration::ZERO, 0.0);
         }
 
         // Ctrl-C: a resumable checkpoint, after this step's evaluation where it has one, so that
@@ -426,12 +421,19 @@ pub fn train(
             let eval = evaluator.run(gpu, test_set, recipe.mean, recipe.std)?;
             let epoch = step as f64 / steps_per_epoch as f64;
             let (accuracy, loss) = (100.0 * (1.0 - eval.error()), eval.loss);
+            let top5 = 100.0 * (1.0 - eval.top5_error());
             let line = format!(
-                "step {step} (epoch {epoch:.1}): test loss {loss:.4}, accuracy {accuracy:.2}% ({}/{})",
+                "step {step} (epoch {epoch:.1}): test loss {loss:.4}, accuracy {accuracy:.2}% ({}/{}), top-5 {top5:.2}%",
                 eval.correct, eval.images
             );
             bar.suspend(|| eprintln!("{line}"));
-            log.line(serde_json::json!({"event": "test", "model": recipe.model, "step": step, "epoch": epoch, "loss": eval.loss, "error": eval.error()}))?;
+            for error in &eval.skipped {
+                if unreadable.insert(error.clone()) {
+                    bar.suspend(|| eprintln!("warning: skipped {error}"));
+                }
+            }
+            log.line(serde_json::json!({"event": "test", "model": recipe.model, "step": step, "epoch": epoch,
+                "loss": eval.loss, "error": eval.error(), "top5_error": eval.top5_error()}))?;
             if best.is_none_or(|(_, b)| eval.error() < b) {
                 best = Some((step, eval.error()));
                 checkpoint(&model, step, &best)?.write(&dir.join("best.safetensors"))?;
@@ -442,6 +444,7 @@ pub fn train(
             }
             last = Some(eval);
             window = Instant::now();
+            (waited, making) = (Duration::ZERO, 0.0);
             if interrupted {
                 bar.abandon();
                 bail!("interrupted at step {step}; resume with --resume {}", dir.join("last.safetensors").display());
@@ -449,6 +452,9 @@ pub fn train(
         }
     }
     bar.finish();
+    if !unreadable.is_empty() {
+        eprintln!("{} files could not be read and were skipped", unreadable.len());
+    }
     if let Some(path) = &out.save {
         checkpoint(&model, step, &best)?.write(path)?;
     }
