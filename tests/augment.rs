@@ -68,3 +68,17 @@ fn flips_happen_both_ways_and_evaluation_is_infers_transform() {
         assert!(augment.apply(&photo, 224, None) == resize_and_center_crop(&photo, 256, 224), "{augment:?}");
     }
 }
+
+#[test]
+fn the_papers_crop_is_a_window_of_the_whole_resize_and_a_strip_costs_no_more_than_it() {
+    use resnet_wgpu::data::image::resize_exact;
+    let img = RgbImage::from_fn(90, 70, |x, y| Rgb([(3 * x) as u8, (5 * y) as u8, (x * y) as u8]));
+    let window = resnet_wgpu::data::image::resize_window(&img, (331, 257), (40, 21), (64, 64));
+    let whole = resize_exact(&img, 331, 257);
+    assert!(window == image::imageops::crop_imm(&whole, 40, 21, 64, 64).to_image());
+    // A 20000x1 strip: its shorter side goes to 256..480, the longer to millions of pixels, of
+    // which only the crop is computed.
+    let strip = RgbImage::from_pixel(20000, 1, Rgb([1, 2, 3]));
+    let out = Augment::Paper.apply(&strip, 224, Some(&mut Rng::new(2)));
+    assert_eq!(out.dimensions(), (224, 224));
+}

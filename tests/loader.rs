@@ -72,3 +72,30 @@ fn unreadable_files_are_skipped_by_name_or_refused_with_strict() {
     );
     assert!(message.contains("a batch of 3 is more than the 2 images"), "{message}");
 }
+
+#[test]
+fn grey_sixteen_bit_alpha_and_single_pixel_images_all_become_rgb_batches() {
+    let root = temp_dir("loader-kinds");
+    let dir = root.join("a");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    image::GrayImage::from_pixel(9, 7, image::Luma([128])).save(dir.join("grey.png")).unwrap();
+    image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(6, 6, image::Rgb([65535u16, 0, 32768]))
+        .save(dir.join("sixteen.png"))
+        .unwrap();
+    image::RgbaImage::from_pixel(5, 8, image::Rgba([10, 20, 30, 0])).save(dir.join("alpha.png")).unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([255, 255, 255])).save(root.join("b/one.png")).unwrap();
+    let folder = ImageFolder::scan(&root).unwrap();
+    for augment in [Augment::Standard, Augment::Paper, Augment::None] {
+        let spec = BatchSpec { augment, mean: [0.0; 3], std: [1.0; 3], ..spec(true) };
+        let batch = make_batch(&folder, &spec, 0, &[0, 1, 2, 3]).unwrap();
+        let plane = 16 * 16;
+        // Sorted: alpha, grey, sixteen (class a), one (class b); the value of each image's first pixel.
+        let first = |k: usize| [0, 1, 2].map(|c| batch.images[k * 3 * plane + c * plane]);
+        assert_eq!(first(1), [128.0 / 255.0; 3], "{augment:?}: grey replicated");
+        assert_eq!(first(2), [1.0, 0.0, 128.0 / 255.0], "{augment:?}: 16 bits to 8");
+        assert_eq!(first(0), [10.0 / 255.0, 20.0 / 255.0, 30.0 / 255.0], "{augment:?}: alpha dropped");
+        assert_eq!(first(3), [1.0; 3], "{augment:?}: one pixel stretched");
+        assert_eq!(batch.labels, [0, 0, 0, 1]);
+    }
+}

@@ -225,11 +225,17 @@ fn class_names_and_transform_travel_with_the_weights() {
     );
 
     let photos = root.join("photos");
-    let out = cli(&["eval", "folder", photos.to_str().unwrap(), "--weights", save.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let eval = |all: &[&str]| {
+        let out =
+            cli(&[&["eval", "folder", photos.to_str().unwrap(), "--weights", save.to_str().unwrap(), "--json"], all]
+                .concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(eval(&["--all"])["images"], 12, "--all: every image of the folder");
+    let doc = eval(&[]);
+    assert_eq!(doc["images"], 3, "the run's --val-split held out one image of each class");
     assert_eq!(doc["model"], "resnet18");
-    assert_eq!(doc["images"], 12, "a folder without train/ and val/ is evaluated whole");
     assert_eq!(doc["classes"][2]["name"], "red");
     assert_eq!(doc["top5"], 1.0);
 

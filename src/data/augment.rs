@@ -9,7 +9,7 @@
 
 use image::RgbImage;
 
-use crate::data::image::{resize_and_center_crop, resize_exact};
+use crate::data::image::{resize_and_center_crop, resize_exact, resize_window};
 use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -45,25 +45,20 @@ impl Augment {
             Augment::Paper => {
                 let scale = size as f64 / 224.0;
                 let short = ((256.0 + rng.below(225) as f64) * scale).round() as u32;
-                let resized = resize_shorter(img, short.max(size));
-                let (x, y) = (
-                    rng.below((resized.width() - size + 1) as usize),
-                    rng.below((resized.height() - size + 1) as usize),
-                );
-                image::imageops::crop_imm(&resized, x as u32, y as u32, size, size).to_image()
+                let (width, height) = shorter_side(img.width(), img.height(), short.max(size));
+                let (x, y) = (rng.below((width - size + 1) as usize), rng.below((height - size + 1) as usize));
+                resize_window(img, (width, height), (x as u32, y as u32), (size, size))
             }
         };
         if rng.uniform() < 0.5 { image::imageops::flip_horizontal(&out) } else { out }
     }
 }
 
-/// `img` with its shorter side resized to `short`, the other in proportion (truncated, as
-/// torchvision).
-fn resize_shorter(img: &RgbImage, short: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
+/// The size of a `width` x `height` image with its shorter side resized to `short`, the other in
+/// proportion (truncated, as torchvision).
+fn shorter_side(width: u32, height: u32, short: u32) -> (u32, u32) {
     let long = |l: u32, s: u32| ((short as f64 * l as f64 / s as f64) as u32).max(short);
-    let (width, height) = if w <= h { (short, long(h, w)) } else { (long(w, h), short) };
-    resize_exact(img, width, height)
+    if width <= height { (short, long(height, width)) } else { (long(width, height), short) }
 }
 
 /// torchvision's `RandomResizedCrop.get_params` with scale (0.08, 1) and ratio (3/4, 4/3): up to

@@ -249,6 +249,13 @@ pub fn resize_exact(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     resample_bilinear(img, (width, height), (0, 0), (width, height))
 }
 
+/// The `window` (width, height) at `at` of `img` resized to `size` as [`resize_exact`] resizes
+/// it, computing only the window's pixels (a 20000x1 strip resized to a shorter side of 480 would
+/// otherwise take gigabytes).
+pub fn resize_window(img: &RgbImage, size: (u32, u32), at: (u32, u32), window: (u32, u32)) -> RgbImage {
+    resample_bilinear(img, size, at, window)
+}
+
 /// torchvision's `_compute_resized_output_size` for an int size: (width, height) after
 /// `Resize(resize)`. `long * resize` is exact in f64 and the division is correctly rounded, as
 /// Python's int / int is, so the truncation agrees with Python's `int(...)`.

@@ -193,11 +193,15 @@ pub struct EvalCifarArgs {
 
 #[derive(Args)]
 pub struct EvalFolderArgs {
-    /// DIR/<class>/<image>; where DIR has train/ and val/, DIR/val
+    /// DIR/<class>/<image>: DIR/val where DIR has train/ and val/, else the images the run held
+    /// out of DIR with --val-split (all of DIR with --all, or for runs on other folders)
     dir: PathBuf,
     /// A checkpoint of `train folder` (its metadata names the model, the classes and the transform)
     #[arg(long)]
     weights: PathBuf,
+    /// Every image of DIR, not only those the run held out with --val-split
+    #[arg(long)]
+    all: bool,
     /// Images per evaluation batch
     #[arg(long, default_value_t = 32, value_parser = args::count)]
     batch_size: usize,
@@ -532,9 +536,17 @@ fn eval_folder(args: EvalFolderArgs) -> Result<()> {
         );
     };
     let (train, val) = ImageFolder::scan_dataset(&args.dir)?;
-    let (folder, shown) = match val {
-        Some(val) => (val, format!("{}/val", args.dir.display())),
-        None => (train, args.dir.display().to_string()),
+    // A run that split the folder held out these images: the same split of the same folder.
+    let recipe: Option<Recipe> = ck.meta("recipe").and_then(|r| serde_json::from_str(r).ok());
+    let split = recipe.as_ref().and_then(|r| Some((r.folder.as_ref()?.val_split?, r.seed)));
+    let (folder, shown) = match (val, split) {
+        (Some(val), _) => (val, format!("{}/val", args.dir.display())),
+        (None, Some((split, seed))) if !args.all && train.classes == trained.classes => {
+            let (_, held) = train.split(split, seed)?;
+            let shown = format!("the {} images of {} its run held out", held.images.len(), args.dir.display());
+            (held, shown)
+        }
+        (None, _) => (train, args.dir.display().to_string()),
     };
     ensure!(
         folder.classes == trained.classes,
