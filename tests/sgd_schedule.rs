@@ -48,3 +48,16 @@ fn a_new_learning_rate_still_updates_every_parameter() {
         );
     }
 }
+
+#[test]
+fn every_schedule_gives_its_rates() {
+    use resnet_wgpu::train::{Recipe, Schedule};
+    let recipe = |schedule, lr_drops| Recipe { steps: 12, lr: 0.1, schedule, lr_drops, ..Recipe::paper("resnet20") };
+    let rates = |r: &Recipe| (0..12).map(|s| r.lr_at(s)).collect::<Vec<f32>>();
+    let (a, b, c) = (0.1f32, 0.1f32 / 10.0, 0.1f32 / 100.0);
+    assert_eq!(rates(&recipe(Schedule::Paper, vec![])), [a, a, a, a, a, a, b, b, b, c, c, c]);
+    assert_eq!(rates(&recipe(Schedule::Drops, vec![4, 8])), [[a; 4], [b; 4], [c; 4]].concat());
+    assert_eq!(rates(&recipe(Schedule::Constant, vec![])), [a; 12]);
+    let cosine = rates(&recipe(Schedule::Cosine, vec![]));
+    assert!(cosine[0] == a && cosine.windows(2).all(|w| w[1] < w[0]) && cosine[11] < 0.002, "{cosine:?}");
+}

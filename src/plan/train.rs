@@ -528,13 +528,10 @@ impl TrainStep {
     }
 }
 
-/// A planned inference pass with the running statistics, plus the loss and correct count.
+/// A planned inference pass with the running statistics (BN unfolded, as training has it).
 pub struct EvalStep {
     pub input: Tensor,
-    pub labels: Tensor,
     pub logits: Tensor,
-    pub loss: Tensor,
-    pub correct: Tensor,
     pub dispatches: Vec<Dispatch>,
 }
 
@@ -542,12 +539,7 @@ impl EvalStep {
     pub fn new(gpu: &Gpu, model: &ResNet, batch: usize) -> Result<Self> {
         let mut plan = Planner::new(gpu, model, Statistics::Running);
         let fwd = plan.forward(batch)?;
-        // Written by the CPU before the step, or kept across steps: never reused buffers.
-        let labels = gpu.zeros("labels", &[batch])?;
-        let (loss, correct) = (gpu.zeros("loss", &[1])?, gpu.zeros("correct", &[1])?);
-        let dlogits = plan.tensor("d logits", &fwd.logits.shape)?;
-        plan.push("loss", linear::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
-        Ok(Self { input: fwd.input, labels, logits: fwd.logits, loss, correct, dispatches: plan.dispatches })
+        Ok(Self { input: fwd.input, logits: fwd.logits, dispatches: plan.dispatches })
     }
 
     pub fn run(&self, gpu: &Gpu) -> Result<()> {

@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// [default: paper; folder with --init cosine]
     #[arg(long, value_enum)]
     schedule: Option<Schedule>,
+    /// Divide the rate by 10 at each of these epochs (30,60 as torchvision's ImageNet recipe);
+    /// sets --schedule drops
+    #[arg(long, value_delimiter = ',', value_parser = args::positive, conflicts_with = "schedule")]
+    lr_drops: Option<Vec<f32>>,
     /// Seed of the initial weights, the shuffle, the augmentation and the split [default: 0]
     #[arg(long)]
     seed: Option<u64>,
@@ -270,9 +274,18 @@ impl RunArgs {
         start: Start,
         dir: PathBuf,
     ) -> Result<()> {
+        let steps_of = |epochs: f32| (epochs as f64 * (sets.0.images() / recipe.batch_size) as f64).round() as usize;
         if let Some(epochs) = self.epochs {
-            recipe.steps = (epochs as f64 * (sets.0.images() / recipe.batch_size) as f64).round().max(1.0) as usize;
+            recipe.steps = steps_of(epochs).max(1);
         }
+        if let Some(drops) = &self.lr_drops {
+            recipe.schedule = Schedule::Drops;
+            recipe.lr_drops = drops.iter().map(|&e| steps_of(e)).collect();
+        }
+        ensure!(
+            recipe.schedule != Schedule::Drops || !recipe.lr_drops.is_empty(),
+            "--schedule drops needs the epochs to drop at: --lr-drops 30,60"
+        );
         let out = Outputs {
             save: self.save,
             checkpoint_dir: self.checkpoint_dir.unwrap_or(dir),

@@ -136,7 +136,7 @@ impl Evaluator {
     }
 
     pub fn run(&self, gpu: &Gpu, data: &dyn EvalSet, mean: [f32; 3], std: [f32; 3]) -> Result<Evaluation> {
-        let (n, batch, classes) = (data.images(), self.full.labels.len(), data.classes());
+        let (n, batch, classes) = (data.images(), self.full.input.shape[0], data.classes());
         let mut eval = Evaluation {
             images: 0,
             correct: 0,
@@ -150,7 +150,6 @@ impl Evaluator {
                 if start + batch <= n { &self.full } else { self.rest.as_ref().expect("a plan for the remainder") };
             let b = data.batch(start..(start + batch).min(n), mean, std)?;
             gpu.write(&plan.input, &b.images);
-            gpu.write(&plan.labels, &b.labels);
             plan.run(gpu)?;
             let logits: Vec<f32> = gpu.read(&plan.logits)?;
             let skipped: HashSet<usize> = b.skipped.iter().map(|(i, _)| *i).collect();

@@ -19,6 +19,8 @@ pub enum Schedule {
     /// Cosine decay from lr to 0.
     Cosine,
     Constant,
+    /// lr divided by 10 at each step of `Recipe::lr_drops` (`--lr-drops`, given in epochs).
+    Drops,
 }
 
 /// Everything that determines a run's numbers; stored in checkpoints so `--resume` continues it.
@@ -32,6 +34,9 @@ pub struct Recipe {
     pub momentum: f32,
     pub weight_decay: f32,
     pub schedule: Schedule,
+    /// The steps at which [`Schedule::Drops`] divides the rate by 10.
+    #[serde(default)]
+    pub lr_drops: Vec<usize>,
     pub seed: u64,
     pub augment: bool,
     pub shuffle: bool,
@@ -75,6 +80,7 @@ impl Recipe {
             momentum: 0.9,
             weight_decay: 1e-4,
             schedule: Schedule::Paper,
+            lr_drops: Vec::new(),
             seed: 0,
             augment: true,
             shuffle: true,
@@ -157,6 +163,10 @@ impl Recipe {
             Schedule::Paper if t < 0.5 => self.lr,
             Schedule::Paper if t < 0.75 => self.lr / 10.0,
             Schedule::Paper => self.lr / 100.0,
+            Schedule::Drops => {
+                let drops = self.lr_drops.iter().filter(|&&d| d <= step).count();
+                (self.lr as f64 / 10f64.powi(drops as i32)) as f32
+            }
         }
     }
 
