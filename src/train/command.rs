@@ -129,25 +129,25 @@ pub struct FolderArgs {
     #[arg(long)]
     model: Option<String>,
     /// Images are SIZE x SIZE (32 to 1024)
-    #[arg(long, default_value_t = 224, value_parser = size)]
+    #[arg(long, default_value_t = 224, value_parser = size, conflicts_with = "resume")]
     size: u32,
     /// standard: torchvision's RandomResizedCrop and flip; paper: the paper's scale augmentation
     /// (shorter side in [256, 480]), crop and flip; none: the evaluation transform
-    #[arg(long, value_enum, default_value = "standard")]
+    #[arg(long, value_enum, default_value = "standard", conflicts_with = "resume")]
     augment: Augment,
     /// Where DIR has no train/ and val/: hold out this share of every class (0.1) or this many
     /// images (500) for validation, picked by --seed [default: 0.1]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     val_split: Option<ValSplit>,
     /// Start from torchvision's weights (tv1, tv2) or a file (safetensors or .pth with
     /// torchvision's names); an fc of another number of classes is replaced by a fresh one
     #[arg(long, conflicts_with = "resume")]
     init: Option<String>,
     /// Train the fc layer only (the backward stops at it)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     freeze_backbone: bool,
     /// Batch norm keeps the pretrained running statistics (with --freeze-backbone)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     bn_eval: bool,
     /// Threads that decode and augment photos [default: the cores]
     #[arg(long, value_parser = args::count)]
