@@ -204,6 +204,32 @@ pub fn batchnorm_backward(
     }
 }
 
+/// The backward of batch norm with frozen running statistics (`batchnorm_forward_eval`, whose
+/// statistics are constants): `dinp = weight * dout / sqrt(var + eps)`, dweight and dbias as
+/// [`batchnorm_backward`]'s with the running statistics.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_frozen(
+    dinp: &mut [f64],
+    dweight: &mut [f64],
+    dbias: &mut [f64],
+    dout: &[f64],
+    inp: &[f64],
+    weight: &[f64],
+    running_mean: &[f64],
+    running_var: &[f64],
+    params: &BatchnormParams,
+) {
+    for c in 0..params.c as usize {
+        let rstd = 1.0 / (running_var[c] + params.eps as f64).sqrt();
+        let xhat = |i: usize| (inp[i] - running_mean[c]) * rstd;
+        dbias[c] = channel(params, c).map(|i| dout[i]).sum();
+        dweight[c] = channel(params, c).map(|i| dout[i] * xhat(i)).sum();
+        for i in channel(params, c) {
+            dinp[i] = weight[c] * rstd * dout[i];
+        }
+    }
+}
+
 pub fn relu_forward(out: &mut [f64], inp: &[f64]) {
     for (o, x) in out.iter_mut().zip(inp) {
         *o = x.max(0.0);

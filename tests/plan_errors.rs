@@ -21,7 +21,7 @@ fn a_batch_too_large_for_the_adapter_names_the_buffer_and_the_limit() {
     for gpu in gpus() {
         let model = ResNet::new(gpu, Arch::cifar("resnet20", Shortcut::A).unwrap()).unwrap();
         let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
-        let error = message(TrainStep::new(gpu, &model, 1 << 20, sgd, Trained::All));
+        let error = message(TrainStep::new(gpu, &model, 1 << 20, sgd, Trained::ALL));
         // Refused before anything is built: the stem's output is the largest activation.
         let fits = gpu.buffer_limit() / (4 * 16 * 32 * 32);
         assert!(error.contains("a batch of 1048576 needs 65536 MiB for resnet20's stem output"), "{error}");

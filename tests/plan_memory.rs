@@ -15,7 +15,7 @@ fn the_backward_adds_little_to_what_the_forward_saves() {
     for (name, shortcut) in [("resnet20", Shortcut::A), ("resnet20", Shortcut::B), ("plain20", Shortcut::A)] {
         let model = ResNet::new(gpu, Arch::cifar(name, shortcut).unwrap()).unwrap();
         let before = gpu.allocated_bytes();
-        let step = TrainStep::new(gpu, &model, 32, sgd, Trained::All).unwrap();
+        let step = TrainStep::new(gpu, &model, 32, sgd, Trained::ALL).unwrap();
         let m = step.memory;
         assert_eq!(m.saved + m.spare + m.backward, gpu.allocated_bytes() - before, "{name}: {m:?}");
         // Every gradient takes the buffer of a dead activation (most in place of the tensor it

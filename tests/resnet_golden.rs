@@ -84,7 +84,7 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
         model.load(gpu, &subset("param.")).unwrap();
         model.load(gpu, &subset("buffer.")).unwrap();
         let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
-        let mut step = TrainStep::new(gpu, &model, 4, sgd, Trained::All).unwrap();
+        let mut step = TrainStep::new(gpu, &model, 4, sgd, Trained::ALL).unwrap();
         gpu.write(&step.input, &golden["input"]);
         gpu.write(&step.labels, &golden["labels"].iter().map(|&l| l as u32).collect::<Vec<u32>>());
         step.run(gpu, 0, 0.1).unwrap();

@@ -16,7 +16,7 @@ fn a_new_learning_rate_still_updates_every_parameter() {
         let model = ResNet::new(gpu, Arch::cifar("resnet8", Shortcut::A).unwrap()).unwrap();
         model.init(gpu, 7);
         let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
-        let mut step = TrainStep::new(gpu, &model, 4, sgd, Trained::All).unwrap();
+        let mut step = TrainStep::new(gpu, &model, 4, sgd, Trained::ALL).unwrap();
         let mut rng = Rng::new(3);
         gpu.write(&step.input, &rng.vec(step.input.len()));
         gpu.write(&step.labels, &[1u32, 3, 5, 7]);

@@ -1,7 +1,8 @@
 //! `train folder` and `eval folder` on folders the tests write (noisy PNGs of three colours): the
-//! loss falls, resume continues bit for bit, the fc layer is replaced, a frozen backbone keeps its
-//! bits, the class names and transform travel with the weights (to `eval folder` and `infer`),
-//! the saved state dict is torchvision's, and bad input is refused clearly.
+//! loss falls, resume continues bit for bit, the fc layer is replaced, a frozen backbone (or frozen
+//! batch norm statistics) keeps its bits, the class names and transform travel with the weights
+//! (to `eval folder` and `infer`), the saved state dict is torchvision's, and bad input is refused
+//! clearly.
 
 mod common;
 
@@ -134,14 +135,14 @@ fn pretrained(gpu: &Gpu, classes: usize, seed: u64, path: &Path) {
     model.init(gpu, seed);
     // Running statistics a pretrained model would have (not the initial 0 and 1).
     for (name, t) in model.buffers.names.iter().zip(&model.buffers.tensors) {
-        let v: f32 = if name.ends_with("running_var") { 1.5 } else { 0.25 };
+        let v: f32 = if name.ends_with("running_var") { 2.0 } else { 0.01 };
         gpu.write(t, &vec![v; t.len()]);
     }
     model.checkpoint(gpu, false).unwrap().write(path).unwrap();
 }
 
 #[test]
-fn the_fc_is_replaced_and_a_frozen_backbone_keeps_its_bits() {
+fn the_fc_is_replaced_and_a_frozen_backbone_or_frozen_batch_norm_keeps_its_bits() {
     let gpu = &gpus()[0];
     let root = temp_dir("folder-freeze");
     let folder = colour_folder(&root.join("photos"), 4);
@@ -150,13 +151,13 @@ fn the_fc_is_replaced_and_a_frozen_backbone_keeps_its_bits() {
     let before = Checkpoint::read(&init).unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
 
-    for bn_eval in [false, true] {
-        let folder_recipe = FolderRecipe { freeze_backbone: true, bn_eval, ..folder_recipe(&folder.classes) };
+    for (freeze, bn_eval) in [(true, false), (true, true), (false, true)] {
+        let folder_recipe = FolderRecipe { freeze_backbone: freeze, bn_eval, ..folder_recipe(&folder.classes) };
         let recipe = Recipe { lr: 0.5, ..recipe(folder_recipe, 3) };
         let start = init_weights(init.to_str().unwrap(), &recipe.arch().unwrap(), recipe.seed).unwrap();
         let Start::Init(_, ref ck) = start else { panic!("--init gives Start::Init") };
         assert!(!ck.tensors.contains_key("fc.weight"), "an fc of 5 classes is not kept for 3");
-        let dir = root.join(format!("run-{bn_eval}"));
+        let dir = root.join(format!("run-{freeze}-{bn_eval}"));
         let save = dir.join("end.safetensors");
         run(gpu, &recipe, &folder, start, &outputs(&dir, Some(save.clone()))).unwrap();
         let after = Checkpoint::read(&save).unwrap();
@@ -166,12 +167,13 @@ fn the_fc_is_replaced_and_a_frozen_backbone_keeps_its_bits() {
             if name.starts_with("fc.") {
                 continue;
             }
-            let statistic = name.contains("running_");
             // Batch norm in training mode updates its running statistics, as PyTorch's does.
-            assert_eq!(kept, !statistic || bn_eval, "{name}: kept {kept} with bn_eval {bn_eval}");
+            let expected = if name.contains("running_") { bn_eval } else { freeze };
+            assert_eq!(kept, expected, "{name}: kept {kept} with freeze {freeze}, bn_eval {bn_eval}");
         }
         let velocity = |n: &str| after.tensors[&format!("optimizer.velocity.{n}")].1.iter().any(|&v| v != 0.0);
-        assert!(velocity("fc.weight") && !velocity("layer4.1.conv2.weight"), "only fc's velocity moves");
+        assert!(velocity("fc.weight"), "fc's velocity moves");
+        assert_eq!(velocity("layer4.1.conv2.weight"), !freeze, "the backbone's velocity moves unless frozen");
     }
 }
 
@@ -182,8 +184,8 @@ fn a_frozen_backbones_step_plans_no_backward_below_the_fc() {
     (arch.classes, arch.image) = (3, 32);
     let model = ResNet::new(gpu, arch).unwrap();
     let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 };
-    let all = TrainStep::new(gpu, &model, 2, sgd, Trained::All).unwrap();
-    let fc = TrainStep::new(gpu, &model, 2, sgd, Trained::Fc(Statistics::Running)).unwrap();
+    let all = TrainStep::new(gpu, &model, 2, sgd, Trained::ALL).unwrap();
+    let fc = TrainStep::new(gpu, &model, 2, sgd, Trained { fc_only: true, statistics: Statistics::Running }).unwrap();
     let labels = |step: &TrainStep| step.dispatches.iter().map(|d| d.label.clone()).collect::<Vec<_>>();
     let (all, fc) = (labels(&all), labels(&fc));
     let backward = |labels: &[String]| labels.iter().skip_while(|l| *l != "loss").skip(1).cloned().collect::<Vec<_>>();
@@ -261,8 +263,6 @@ fn bad_input_is_refused_with_a_clear_message() {
     let runs = root.join("runs");
     let r = runs.to_str().unwrap();
 
-    let out = cli(&["train", "folder", p, "--bn-eval", "--checkpoint-dir", r]);
-    assert!(stderr(&out).contains("--bn-eval needs --freeze-backbone"), "{}", stderr(&out));
     let out = cli(&["train", "folder", p, "--freeze-backbone", "--checkpoint-dir", r]);
     assert!(stderr(&out).contains("start from pretrained weights with --init"), "{}", stderr(&out));
     let out = cli(&["train", "folder", p, "--size", "16"]);

@@ -93,7 +93,7 @@ impl Step {
                 let model = ResNet::new(gpu, arch.clone())?;
                 model.init(gpu, 0);
                 let sgd = Sgd { lr: 0.01, momentum: 0.9, weight_decay: 1e-4 };
-                let step = TrainStep::new(gpu, &model, batch, sgd, Trained::All)?;
+                let step = TrainStep::new(gpu, &model, batch, sgd, Trained::ALL)?;
                 let memory = gpu.allocated_bytes() - before;
                 let labels: Vec<u32> = (0..batch).map(|_| rng.below(arch.classes) as u32).collect();
                 gpu.write(&step.input, &images);

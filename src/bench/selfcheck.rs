@@ -158,7 +158,7 @@ fn check_resnet8(gpu: &Gpu, rng: &mut Rng) -> Result<()> {
     let images = rng.vec(batch * 3 * 32 * 32);
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(arch.classes) as u32).collect();
 
-    let step = TrainStep::new(gpu, &model, batch, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 }, Trained::All)?;
+    let step = TrainStep::new(gpu, &model, batch, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-4 }, Trained::ALL)?;
     gpu.write(&step.input, &images);
     gpu.write(&step.labels, &labels);
     submit_step(gpu, &step.dispatches, None)?;

@@ -172,7 +172,36 @@ pub fn batchnorm_backward(
     rstd: &Tensor,
     relu_mask: Option<&Tensor>,
 ) -> Result<Dispatch> {
-    let channels = [("dweight", dweight), ("dbias", dbias), ("weight", weight), ("mean", mean), ("rstd", rstd)];
+    backward(gpu, [dinp, dweight, dbias, dout, inp, weight, mean, rstd], relu_mask, false)
+}
+
+/// The backward of batch norm with frozen running statistics (`batchnorm_forward_eval` in a
+/// training step, `--bn-eval`): the statistics are constants, so `dinp = weight * dout / sqrt(var
+/// + eps)`; dweight and dbias as [`batchnorm_backward`]'s. `relu_mask` and `dinp` as there.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_frozen(
+    gpu: &Gpu,
+    dinp: &Tensor,
+    dweight: &Tensor,
+    dbias: &Tensor,
+    dout: &Tensor,
+    inp: &Tensor,
+    weight: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    relu_mask: Option<&Tensor>,
+) -> Result<Dispatch> {
+    backward(gpu, [dinp, dweight, dbias, dout, inp, weight, running_mean, running_var], relu_mask, true)
+}
+
+/// `batchnorm_backward.wgsl`, with `FROZEN` where `statistics` are the running mean and variance.
+fn backward(
+    gpu: &Gpu,
+    [dinp, dweight, dbias, dout, inp, weight, mean, statistic]: [&Tensor; 8],
+    relu_mask: Option<&Tensor>,
+    frozen: bool,
+) -> Result<Dispatch> {
+    let channels = [("dweight", dweight), ("dbias", dbias), ("weight", weight), ("mean", mean), ("rstd", statistic)];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm input gradient", dinp, &inp.shape)?;
     check("batch norm output gradient", dout, &inp.shape)?;
@@ -180,9 +209,9 @@ pub fn batchnorm_backward(
         check("batch norm ReLU mask", mask, &[mask_words(inp.len())])?;
     }
     let in_place = Arc::ptr_eq(&dinp.buffer, &inp.buffer) && dinp.offset == inp.offset;
-    let overrides = [("RELU", flag(relu_mask.is_some())), ("IN_PLACE", flag(in_place))];
+    let overrides = [("RELU", flag(relu_mask.is_some())), ("IN_PLACE", flag(in_place)), ("FROZEN", flag(frozen))];
     let inp = if in_place { &gpu.placeholder } else { inp };
-    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, relu_mask.unwrap_or(&gpu.placeholder)];
+    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, statistic, relu_mask.unwrap_or(&gpu.placeholder)];
     let kernel = if params.hw.is_multiple_of(4) { Kernel::BatchnormBackwardVec4 } else { Kernel::BatchnormBackward };
     let wg = bn_workgroup(gpu, &params, kernel == Kernel::BatchnormBackwardVec4, 2)?;
     let overrides = [&overrides[..], &[("WG", wg as f64)]].concat();

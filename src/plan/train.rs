@@ -20,22 +20,30 @@ pub enum Statistics {
     Running,
 }
 
-/// Which parameters a training step updates.
+/// What a training step updates, and how its batch norms normalise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trained {
-    All,
+pub struct Trained {
     /// Only the fc layer (a frozen backbone): the backward stops at it and SGD walks its
-    /// parameters alone; BN normalises with these statistics.
-    Fc(Statistics),
+    /// parameters alone.
+    pub fc_only: bool,
+    /// `Batch` as PyTorch's `train()`; `Running`: batch norm frozen, normalising with the running
+    /// statistics (left unchanged) and differentiated as the constants they are.
+    pub statistics: Statistics,
 }
 
-/// One conv + BN pair, out = relu?(bn(conv(inp)) + residual?), and what its backward needs
-/// (`mean`, `rstd` only in training mode).
+impl Trained {
+    /// Every parameter, batch norm with the batch's statistics: PyTorch's `train()`.
+    pub const ALL: Self = Self { fc_only: false, statistics: Statistics::Batch };
+}
+
+/// One conv + BN pair, out = relu?(bn(conv(inp)) + residual?), and what its backward needs.
 struct ConvBn {
     spec: ConvSpec,
     inp: Tensor,
     conv_out: Tensor,
     out: Tensor,
+    /// The batch's mean and 1 / std; with running statistics, the model's running mean and
+    /// variance (tensors of its arena, never released).
     mean: Tensor,
     rstd: Tensor,
     /// [ceil(len / 32)] u32: relu_mask of `out`, where a ReLU follows (training only). Saved
@@ -79,6 +87,8 @@ struct Planner<'a> {
     gpu: &'a Gpu,
     model: &'a ResNet,
     statistics: Statistics,
+    /// A backward follows the forward: it saves what the backward reads.
+    backward: bool,
     dispatches: Vec<Dispatch>,
     /// Buffers of released (dead) tensors. A later tensor takes the smallest one that fits: the
     /// dispatches of a step run in order, so once the last reader of a tensor is planned, any later
@@ -87,8 +97,8 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(gpu: &'a Gpu, model: &'a ResNet, statistics: Statistics) -> Self {
-        Self { gpu, model, statistics, dispatches: Vec::new(), free: Vec::new() }
+    fn new(gpu: &'a Gpu, model: &'a ResNet, statistics: Statistics, backward: bool) -> Self {
+        Self { gpu, model, statistics, backward, dispatches: Vec::new(), free: Vec::new() }
     }
 
     /// A tensor for the plan: the smallest released buffer that fits, else a new zeroed one. A
@@ -156,12 +166,16 @@ impl<'a> Planner<'a> {
         let shape = params.out_shape();
         let k = shape[1];
         let (conv_out, out) = (self.tensor(conv, &shape)?, self.tensor(bn, &shape)?);
-        let (mean, rstd) = (self.tensor(&format!("{bn} mean"), &[k])?, self.tensor(&format!("{bn} rstd"), &[k])?);
         let panel = self.panel(conv, weight, &params, false)?;
         self.push(conv, conv::conv2d_forward(gpu, &conv_out, inp, weight, panel.as_ref(), stride, pad))?;
         self.release(&panel.iter().collect::<Vec<_>>());
         let (running_mean, running_var) = (b.get(&format!("{bn}.running_mean")), b.get(&format!("{bn}.running_var")));
         let (bn_weight, bn_bias) = (p.get(&format!("{bn}.weight")), p.get(&format!("{bn}.bias")));
+        // The statistics the BN normalises with: the batch's, or the running ones.
+        let (mean, rstd) = match self.statistics {
+            Statistics::Batch => (self.tensor(&format!("{bn} mean"), &[k])?, self.tensor(&format!("{bn} rstd"), &[k])?),
+            Statistics::Running => (running_mean.clone(), running_var.clone()),
+        };
         let dispatch = match self.statistics {
             Statistics::Batch => batchnorm::batchnorm_forward_train(
                 gpu,
@@ -189,13 +203,12 @@ impl<'a> Planner<'a> {
             ),
         };
         self.push(bn, dispatch)?;
-        let mask = match self.statistics {
-            Statistics::Batch if relu => {
-                let mask = self.tensor(&format!("{bn} relu mask"), &[elementwise::mask_words(out.len())])?;
-                self.push(bn, elementwise::relu_mask(gpu, &mask, &out))?;
-                Some(mask)
-            }
-            _ => None,
+        let mask = if self.backward && relu {
+            let mask = self.tensor(&format!("{bn} relu mask"), &[elementwise::mask_words(out.len())])?;
+            self.push(bn, elementwise::relu_mask(gpu, &mask, &out))?;
+            Some(mask)
+        } else {
+            None
         };
         Ok(ConvBn { spec: spec.clone(), inp: inp.clone(), conv_out, out, mean, rstd, mask })
     }
@@ -211,22 +224,15 @@ impl<'a> Planner<'a> {
         let dconv_out = saved.conv_out.clone();
         let (dweight, dbias) = (g.get(&format!("{bn}.weight")), g.get(&format!("{bn}.bias")));
         let bn_weight = p.get(&format!("{bn}.weight"));
-        self.push(
-            bn,
-            batchnorm::batchnorm_backward(
-                gpu,
-                &dconv_out,
-                dweight,
-                dbias,
-                dout,
-                &saved.conv_out,
-                bn_weight,
-                &saved.mean,
-                &saved.rstd,
-                relu_mask,
-            ),
-        )?;
-        self.release(&[&saved.mean, &saved.rstd]);
+        let backward = match self.statistics {
+            Statistics::Batch => batchnorm::batchnorm_backward,
+            Statistics::Running => batchnorm::batchnorm_backward_frozen,
+        };
+        let (inp, mean, rstd) = (&saved.conv_out, &saved.mean, &saved.rstd);
+        self.push(bn, backward(gpu, &dconv_out, dweight, dbias, dout, inp, bn_weight, mean, rstd, relu_mask))?;
+        if self.statistics == Statistics::Batch {
+            self.release(&[mean, rstd]);
+        }
         if let Some(mask) = relu_mask {
             self.release(&[mask]);
         }
@@ -462,11 +468,7 @@ pub struct TrainStep {
 impl TrainStep {
     pub fn new(gpu: &Gpu, model: &ResNet, batch: usize, sgd: Sgd, trained: Trained) -> Result<Self> {
         let start = gpu.allocated_bytes();
-        let statistics = match trained {
-            Trained::All => Statistics::Batch,
-            Trained::Fc(statistics) => statistics,
-        };
-        let mut plan = Planner::new(gpu, model, statistics);
+        let mut plan = Planner::new(gpu, model, trained.statistics, !trained.fc_only);
         let fwd = plan.forward(batch)?;
         let forward = gpu.allocated_bytes() - start;
         let spare: u64 = plan.free.iter().map(|b| b.size()).sum();
@@ -475,12 +477,12 @@ impl TrainStep {
         let (loss, correct) = (gpu.zeros("loss", &[1])?, gpu.zeros("correct", &[1])?);
         let dlogits = plan.tensor("d logits", &fwd.logits.shape)?;
         plan.push("loss", linear::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
-        let [params, velocity, grads] = match trained {
-            Trained::All => {
+        let [params, velocity, grads] = match trained.fc_only {
+            false => {
                 plan.backward(&fwd, &dlogits)?;
                 [&model.params, &model.velocity, &model.grads].map(|arena| arena.all.clone())
             }
-            Trained::Fc(_) => {
+            true => {
                 let (p, g) = (&model.params, &model.grads);
                 plan.push(
                     "fc",
@@ -537,7 +539,7 @@ pub struct EvalStep {
 
 impl EvalStep {
     pub fn new(gpu: &Gpu, model: &ResNet, batch: usize) -> Result<Self> {
-        let mut plan = Planner::new(gpu, model, Statistics::Running);
+        let mut plan = Planner::new(gpu, model, Statistics::Running, false);
         let fwd = plan.forward(batch)?;
         Ok(Self { input: fwd.input, logits: fwd.logits, dispatches: plan.dispatches })
     }

@@ -146,7 +146,8 @@ pub struct FolderArgs {
     /// Train the fc layer only (the backward stops at it)
     #[arg(long, conflicts_with = "resume")]
     freeze_backbone: bool,
-    /// Batch norm keeps the pretrained running statistics (with --freeze-backbone)
+    /// Batch norm normalises with the running statistics and keeps them (frozen batch norm, for
+    /// small batches or a few photos)
     #[arg(long, conflicts_with = "resume")]
     bn_eval: bool,
     /// Threads that decode and augment photos [default: the cores]
@@ -419,11 +420,6 @@ fn train_folder(args: FolderArgs) -> Result<()> {
             recipe.clone()
         }
         None => {
-            ensure!(
-                !args.bn_eval || args.freeze_backbone,
-                "--bn-eval needs --freeze-backbone: the backward through batch norm with frozen statistics is not \
-                 implemented, so only the fc layer can train with them"
-            );
             ensure!(
                 !args.freeze_backbone || args.init.is_some(),
                 "--freeze-backbone trains the fc layer only: start from pretrained weights with --init tv1, tv2 or FILE"

@@ -273,8 +273,11 @@ pub fn train(
     }
     let sgd = Sgd { lr: recipe.lr_at(step), momentum: recipe.momentum, weight_decay: recipe.weight_decay };
     let trained = match &recipe.folder {
-        Some(f) if f.freeze_backbone => Trained::Fc(if f.bn_eval { Statistics::Running } else { Statistics::Batch }),
-        _ => Trained::All,
+        Some(f) => Trained {
+            fc_only: f.freeze_backbone,
+            statistics: if f.bn_eval { Statistics::Running } else { Statistics::Batch },
+        },
+        None => Trained::ALL,
     };
     let mut plan = TrainStep::new(gpu, &model, recipe.batch_size, sgd, trained)?;
 
