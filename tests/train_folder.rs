@@ -44,12 +44,14 @@ fn colour_folder(root: &Path, per_class: u32) -> ImageFolder {
     ImageFolder::scan(root).unwrap()
 }
 
-fn folder_recipe(classes: &[String]) -> FolderRecipe {
+/// The recipe of a run on `folder` (scanned from `dir`), a quarter of every class held out.
+fn folder_recipe(folder: &ImageFolder, dir: &Path) -> FolderRecipe {
     FolderRecipe {
         size: 32,
         augment: Augment::Standard,
-        classes: classes.to_vec(),
+        classes: folder.classes.clone(),
         val_split: Some(ValSplit::Fraction(0.25)),
+        fingerprint: folder.fingerprint(dir),
         freeze_backbone: false,
         bn_eval: false,
     }
@@ -80,9 +82,10 @@ fn log_lines(dir: &Path, event: &str) -> Vec<serde_json::Value> {
 fn the_loss_falls_on_a_folder_of_photos() {
     let gpu = &gpus()[0];
     let root = temp_dir("folder-falls");
-    let folder = colour_folder(&root.join("photos"), 8);
+    let photos = root.join("photos");
+    let folder = colour_folder(&photos, 8);
     let dir = root.join("run");
-    let recipe = Recipe { lr: 0.01, ..recipe(folder_recipe(&folder.classes), 40) };
+    let recipe = Recipe { lr: 0.01, ..recipe(folder_recipe(&folder, &photos), 40) };
     let summary = run(gpu, &recipe, &folder, Start::Fresh, &outputs(&dir, None)).unwrap();
     let lines = log_lines(&dir, "train");
     let (first, last) = (&lines[0], lines.last().unwrap());
@@ -96,17 +99,18 @@ fn the_loss_falls_on_a_folder_of_photos() {
     let eval = summary.last.unwrap();
     assert_eq!(eval.images, 6, "two of each class's eight are held out");
     assert!(eval.error() < 0.5, "validation error {} after 40 steps on three colours", eval.error());
-    assert_eq!(eval.top5_error(), 0.0, "three classes are always in the top five");
+    assert_eq!(eval.top5_error(), None, "three classes are always in the top five");
     let test = log_lines(&dir, "test");
-    assert!(test[0]["top5_error"].is_number(), "{}", test[0]);
+    assert!(test[0]["top5_error"].is_null(), "{}", test[0]);
 }
 
 #[test]
 fn resume_continues_bit_for_bit() {
     let gpu = &gpus()[0];
     let root = temp_dir("folder-resume");
-    let folder = colour_folder(&root.join("photos"), 4);
-    let classes = folder_recipe(&folder.classes);
+    let photos = root.join("photos");
+    let folder = colour_folder(&photos, 4);
+    let classes = folder_recipe(&folder, &photos);
     // 9 training images, batch 6: one step an epoch, so the run crosses epochs (new orders).
     let whole = root.join("whole");
     run(gpu, &recipe(classes.clone(), 4), &folder, Start::Fresh, &outputs(&whole, Some(whole.join("end.safetensors"))))
@@ -145,17 +149,18 @@ fn pretrained(gpu: &Gpu, classes: usize, seed: u64, path: &Path) {
 fn the_fc_is_replaced_and_a_frozen_backbone_or_frozen_batch_norm_keeps_its_bits() {
     let gpu = &gpus()[0];
     let root = temp_dir("folder-freeze");
-    let folder = colour_folder(&root.join("photos"), 4);
+    let photos = root.join("photos");
+    let folder = colour_folder(&photos, 4);
     let init = root.join("pretrained.safetensors");
     pretrained(gpu, 5, 7, &init);
     let before = Checkpoint::read(&init).unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
 
     for (freeze, bn_eval) in [(true, false), (true, true), (false, true)] {
-        let folder_recipe = FolderRecipe { freeze_backbone: freeze, bn_eval, ..folder_recipe(&folder.classes) };
+        let folder_recipe = FolderRecipe { freeze_backbone: freeze, bn_eval, ..folder_recipe(&folder, &photos) };
         let recipe = Recipe { lr: 0.5, ..recipe(folder_recipe, 3) };
         let start = init_weights(init.to_str().unwrap(), &recipe.arch().unwrap(), recipe.seed).unwrap();
-        let Start::Init(_, ref ck) = start else { panic!("--init gives Start::Init") };
+        let Start::FreshFc(_, ref ck) = start else { panic!("an fc of 5 classes is replaced for 3") };
         assert!(!ck.tensors.contains_key("fc.weight"), "an fc of 5 classes is not kept for 3");
         let dir = root.join(format!("run-{freeze}-{bn_eval}"));
         let save = dir.join("end.safetensors");
@@ -205,10 +210,11 @@ fn stderr(out: &std::process::Output) -> String {
 fn class_names_and_transform_travel_with_the_weights() {
     let gpu = &gpus()[0];
     let root = temp_dir("folder-metadata");
-    let folder = colour_folder(&root.join("photos"), 4);
+    let photos = root.join("photos");
+    let folder = colour_folder(&photos, 4);
     let dir = root.join("run");
     let save = dir.join("end.safetensors");
-    run(gpu, &recipe(folder_recipe(&folder.classes), 2), &folder, Start::Fresh, &outputs(&dir, Some(save.clone())))
+    run(gpu, &recipe(folder_recipe(&folder, &photos), 2), &folder, Start::Fresh, &outputs(&dir, Some(save.clone())))
         .unwrap();
 
     let ck = Checkpoint::read(&save).unwrap();
@@ -226,7 +232,6 @@ fn class_names_and_transform_travel_with_the_weights() {
         ck.integers.keys().all(|n| n.ends_with(".num_batches_tracked")) && ck.integers["bn1.num_batches_tracked"] == 2
     );
 
-    let photos = root.join("photos");
     let eval = |all: &[&str]| {
         let out =
             cli(&[&["eval", "folder", photos.to_str().unwrap(), "--weights", save.to_str().unwrap(), "--json"], all]
@@ -239,7 +244,19 @@ fn class_names_and_transform_travel_with_the_weights() {
     assert_eq!(doc["images"], 3, "the run's --val-split held out one image of each class");
     assert_eq!(doc["model"], "resnet18");
     assert_eq!(doc["classes"][2]["name"], "red");
-    assert_eq!(doc["top5"], 1.0);
+    assert!(doc["top5"].is_null(), "no top-5 with three classes");
+
+    // Another file in the folder: the run's held-out images can no longer be told apart.
+    image::RgbImage::new(5, 5).save(photos.join("blue/extra.png")).unwrap();
+    let out = cli(&["eval", "folder", photos.to_str().unwrap(), "--weights", save.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("--all evaluates every image"), "{}", stderr(&out));
+    assert_eq!(eval(&["--all"])["images"], 13);
+    let (p, resume) = (photos.to_str().unwrap(), save.to_str().unwrap());
+    let out = cli(&["train", "folder", p, "--resume", resume, "--steps", "3"]);
+    assert!(stderr(&out).contains("resuming would move images between training and validation"), "{}", stderr(&out));
+    std::fs::remove_file(photos.join("blue/extra.png")).unwrap();
+    let out = cli(&["train", "folder", p, "--resume", resume, "--seed", "5"]);
+    assert!(stderr(&out).contains("--seed is the resumed run's own"), "{}", stderr(&out));
 
     let photo = photos.join("red/0.png");
     let out = cli(&["infer", photo.to_str().unwrap(), "--weights", save.to_str().unwrap(), "--json"]);
@@ -267,8 +284,8 @@ fn bad_input_is_refused_with_a_clear_message() {
     assert!(stderr(&out).contains("start from pretrained weights with --init"), "{}", stderr(&out));
     let out = cli(&["train", "folder", p, "--size", "16"]);
     assert!(stderr(&out).contains("--size") && stderr(&out).contains("32..=1024"), "{}", stderr(&out));
-    let out = cli(&["train", "folder", p, "--val-split", "0.1", "--val-split", "x"]);
-    assert!(!out.status.success());
+    let out = cli(&["train", "folder", p, "--val-split", "1.5"]);
+    assert!(stderr(&out).contains("--val-split") && stderr(&out).contains("a fraction in [0, 1)"), "{}", stderr(&out));
 
     // Weights of another architecture: a CIFAR ResNet-8.
     let other = root.join("resnet8.safetensors");

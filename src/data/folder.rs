@@ -112,6 +112,18 @@ impl ImageFolder {
         Ok((train, Some(val)))
     }
 
+    /// What identifies the folder's contents, for a split to be redone exactly: the SHA-256 (hex,
+    /// 16 digits) of every image's label and path relative to `root`, in order.
+    pub fn fingerprint(&self, root: &Path) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for (path, label) in &self.images {
+            let relative = path.strip_prefix(root).unwrap_or(path);
+            hasher.update(format!("{label}\t{}\n", relative.display()).as_bytes());
+        }
+        hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Images per class, in class order.
     pub fn counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.classes.len()];

@@ -157,10 +157,10 @@ pub struct FolderArgs {
     #[arg(long)]
     strict: bool,
     /// Per-channel mean of the normalisation [default: ImageNet's]
-    #[arg(long, value_parser = args::triple)]
+    #[arg(long, value_parser = args::triple, conflicts_with = "resume")]
     mean: Option<[f32; 3]>,
     /// Per-channel std of the normalisation [default: ImageNet's]
-    #[arg(long, value_parser = args::positive_triple)]
+    #[arg(long, value_parser = args::positive_triple, conflicts_with = "resume")]
     std: Option<[f32; 3]>,
     #[command(flatten)]
     run: RunArgs,
@@ -199,7 +199,7 @@ pub struct EvalCifarArgs {
 #[derive(Args)]
 pub struct EvalFolderArgs {
     /// DIR/<class>/<image>: DIR/val where DIR has train/ and val/, else the images the run held
-    /// out of DIR with --val-split (all of DIR with --all, or for runs on other folders)
+    /// out of DIR with --val-split (all of DIR with --all, or where the run had train/ and val/)
     dir: PathBuf,
     /// A checkpoint of `train folder` (its metadata names the model, the classes and the transform)
     #[arg(long)]
@@ -216,7 +216,8 @@ pub struct EvalFolderArgs {
     /// Stop at the first unreadable image instead of skipping it with a warning
     #[arg(long)]
     strict: bool,
-    /// Print one JSON document: {"model", "weights", "images", "correct", "top1", "top5", "loss",
+    /// Print one JSON document: {"model", "weights", "images", "correct", "top1", "top5" (null with
+    /// five classes or fewer), "loss",
     /// "skipped", "classes": [{"name", "images", "accuracy"}], "confused": [{"truth", "predicted", "images"}]}
     #[arg(long)]
     json: bool,
@@ -353,8 +354,9 @@ fn train_cifar(args: CifarArgs) -> Result<()> {
 }
 
 /// The folder's training and validation images: `DIR/train` and `DIR/val`, or `DIR` split (then
-/// also the split, which the recipe keeps), and in words where the validation images are from.
-type FolderSets = (ImageFolder, ImageFolder, Option<ValSplit>, String);
+/// also the split and the folder's fingerprint, which the recipe keeps), and in words where the
+/// validation images are from.
+type FolderSets = (ImageFolder, ImageFolder, Option<(ValSplit, String)>, String);
 
 fn folder_sets(dir: &Path, split: Option<ValSplit>, seed: u64) -> Result<FolderSets> {
     let (train, val) = ImageFolder::scan_dataset(dir)?;
@@ -367,6 +369,7 @@ fn folder_sets(dir: &Path, split: Option<ValSplit>, seed: u64) -> Result<FolderS
         return Ok((train, val, None, format!("{}/val", dir.display())));
     }
     let split = split.unwrap_or(ValSplit::Fraction(0.1));
+    let fingerprint = train.fingerprint(dir);
     let (train, val) = train.split(split, seed)?;
     ensure!(
         !val.images.is_empty(),
@@ -375,13 +378,17 @@ fn folder_sets(dir: &Path, split: Option<ValSplit>, seed: u64) -> Result<FolderS
     );
     let how = match split {
         ValSplit::Fraction(f) => format!("{:.0} % of every class", 100.0 * f),
-        ValSplit::Count(n) => format!("{n} images"),
+        ValSplit::Count(n) => format!("about {n} images, rounded per class"),
     };
-    Ok((train, val, Some(split), format!("{how} held out (seed {seed})")))
+    Ok((train, val, Some((split, fingerprint)), format!("--val-split: {how}, seed {seed}")))
 }
 
 fn train_folder(args: FolderArgs) -> Result<()> {
     let resumed = resumed(&args.run.resume)?;
+    ensure!(
+        resumed.is_none() || args.run.seed.is_none(),
+        "--seed is the resumed run's own: it picked the validation images and orders the batches"
+    );
     let seed = args.run.seed.or(resumed.as_ref().map(|(_, _, r)| r.seed)).unwrap_or(0);
     let split = match &resumed {
         Some((path, _, recipe)) => {
@@ -394,6 +401,16 @@ fn train_folder(args: FolderArgs) -> Result<()> {
         None => args.val_split,
     };
     let (train, val, split, held) = folder_sets(&args.dir, split, seed)?;
+    if let (Some((path, _, recipe)), Some((_, fingerprint))) = (&resumed, &split) {
+        let there = &recipe.folder.as_ref().expect("checked above").fingerprint;
+        ensure!(
+            there == fingerprint,
+            "{} holds other files than the folder {} split (fingerprint {fingerprint} here, {there} there): resuming \
+             would move images between training and validation",
+            args.dir.display(),
+            path.display()
+        );
+    }
     eprintln!(
         "{}: {} classes, {} training images, {} validation images ({held})",
         args.dir.display(),
@@ -428,7 +445,8 @@ fn train_folder(args: FolderArgs) -> Result<()> {
                 size: args.size,
                 augment: args.augment,
                 classes: train.classes.clone(),
-                val_split: split,
+                val_split: split.as_ref().map(|(s, _)| *s),
+                fingerprint: split.map(|(_, f)| f).unwrap_or_default(),
                 freeze_backbone: args.freeze_backbone,
                 bn_eval: args.bn_eval,
             };
@@ -461,8 +479,8 @@ fn train_folder(args: FolderArgs) -> Result<()> {
     args.run.run(&mut recipe, (&train_set, &val_set), start, dir)
 }
 
-/// `--init tv1|tv2|FILE`: the weights, with an fc of another number of classes removed (the
-/// run initialises a fresh one); said in one line.
+/// `--init tv1|tv2|FILE`: the weights, checked against `arch`; an fc of another number of classes
+/// is left out and the run initialises a fresh one ([`Start::FreshFc`]), said in one line.
 pub fn init_weights(init: &str, arch: &Arch, seed: u64) -> Result<Start> {
     let path = match Tag::parse(init) {
         Some(tag) => {
@@ -494,7 +512,7 @@ pub fn init_weights(init: &str, arch: &Arch, seed: u64) -> Result<Start> {
             fc[0]
         );
     }
-    Ok(Start::Init(path, ck))
+    Ok(if keep { Start::Init(path, ck) } else { Start::FreshFc(path, ck) })
 }
 
 /// A mean or std from checkpoint metadata (`0.485,0.456,0.406`).
@@ -547,10 +565,20 @@ fn eval_folder(args: EvalFolderArgs) -> Result<()> {
     let (train, val) = ImageFolder::scan_dataset(&args.dir)?;
     // A run that split the folder held out these images: the same split of the same folder.
     let recipe: Option<Recipe> = ck.meta("recipe").and_then(|r| serde_json::from_str(r).ok());
-    let split = recipe.as_ref().and_then(|r| Some((r.folder.as_ref()?.val_split?, r.seed)));
+    let split = recipe.as_ref().and_then(|r| {
+        let folder = r.folder.as_ref()?;
+        Some((folder.val_split?, r.seed, folder.fingerprint.clone()))
+    });
     let (folder, shown) = match (val, split) {
         (Some(val), _) => (val, format!("{}/val", args.dir.display())),
-        (None, Some((split, seed))) if !args.all && train.classes == trained.classes => {
+        (None, Some((split, seed, there))) if !args.all => {
+            let here = train.fingerprint(&args.dir);
+            ensure!(
+                here == there,
+                "{} holds other files than the folder its run split (fingerprint {here} here, {there} there): its \
+                 held-out images cannot be told apart; --all evaluates every image",
+                args.dir.display()
+            );
             let (_, held) = train.split(split, seed)?;
             let shown = format!("the {} images of {} its run held out", held.images.len(), args.dir.display());
             (held, shown)
@@ -600,18 +628,18 @@ fn report(trained: &FolderWeights, args: &EvalFolderArgs, shown: &str, eval: &Ev
             .map(|&(t, p, n)| serde_json::json!({"truth": names[t], "predicted": names[p], "images": n}))
             .collect();
         let doc = serde_json::json!({"model": trained.arch.name, "weights": args.weights.display().to_string(),
-            "images": eval.images, "correct": eval.correct, "top1": 1.0 - eval.error(), "top5": 1.0 - eval.top5_error(),
+            "images": eval.images, "correct": eval.correct, "top1": 1.0 - eval.error(), "top5": eval.top5_error().map(|e| 1.0 - e),
             "loss": eval.loss, "skipped": eval.skipped.len(), "classes": classes, "confused": confused});
         println!("{doc}");
         return;
     }
     println!(
-        "{} on {shown}: top-1 {:.2}% ({}/{}), top-5 {:.2}%, loss {:.4}{}",
+        "{} on {shown}: top-1 {:.2}% ({}/{}){}, loss {:.4}{}",
         trained.arch.name,
         100.0 * (1.0 - eval.error()),
         eval.correct,
         eval.images,
-        100.0 * (1.0 - eval.top5_error()),
+        eval.top5_error().map_or(String::new(), |e| format!(", top-5 {:.2}%", 100.0 * (1.0 - e))),
         eval.loss,
         if eval.skipped.is_empty() {
             String::new()

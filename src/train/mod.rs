@@ -90,6 +90,7 @@ pub struct Evaluation {
     pub correct5: usize,
     /// Mean cross-entropy (computed in f64 from the logits).
     pub loss: f64,
+    pub classes: usize,
     /// `confusion[truth * classes + predicted]`: images of class truth predicted as class predicted.
     pub confusion: Vec<usize>,
     /// Images that could not be read, with their errors.
@@ -101,14 +102,15 @@ impl Evaluation {
         1.0 - self.correct as f64 / self.images as f64
     }
 
-    pub fn top5_error(&self) -> f64 {
-        1.0 - self.correct5 as f64 / self.images as f64
+    /// None with five classes or fewer, where every image's class is among the top five.
+    pub fn top5_error(&self) -> Option<f64> {
+        (self.classes > 5).then(|| 1.0 - self.correct5 as f64 / self.images as f64)
     }
 
     /// The most frequent mistakes, most frequent first (ties in class order): (truth, predicted,
     /// images).
     pub fn confused_pairs(&self, count: usize) -> Vec<(usize, usize, usize)> {
-        let classes = (self.confusion.len() as f64).sqrt() as usize;
+        let classes = self.classes;
         let mut pairs: Vec<(usize, usize, usize)> = (0..classes * classes)
             .filter(|i| i / classes != i % classes && self.confusion[*i] > 0)
             .map(|i| (i / classes, i % classes, self.confusion[i]))
@@ -142,6 +144,7 @@ impl Evaluator {
             correct: 0,
             correct5: 0,
             loss: 0.0,
+            classes,
             confusion: vec![0; classes * classes],
             skipped: Vec::new(),
         };
@@ -157,6 +160,11 @@ impl Evaluator {
                 if skipped.contains(&i) {
                     continue;
                 }
+                ensure!(
+                    row.iter().all(|x| x.is_finite()),
+                    "the logits of evaluation image {} are not finite: the model overflows",
+                    start + i
+                );
                 let label = label as usize;
                 let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
                 let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
@@ -256,7 +264,7 @@ pub fn train(
     let mut best: Option<(usize, f64)> = None;
     match &start {
         Start::Fresh => model.init(gpu, recipe.seed),
-        Start::Init(path, ck) if !ck.tensors.contains_key("fc.weight") => {
+        Start::FreshFc(path, ck) => {
             model.init(gpu, recipe.seed);
             model.restore_except(gpu, ck, false, &["fc.weight", "fc.bias"], path)?;
         }
@@ -423,9 +431,9 @@ pub fn train(
             let eval = evaluator.run(gpu, test_set, recipe.mean, recipe.std)?;
             let epoch = step as f64 / steps_per_epoch as f64;
             let (accuracy, loss) = (100.0 * (1.0 - eval.error()), eval.loss);
-            let top5 = 100.0 * (1.0 - eval.top5_error());
+            let top5 = eval.top5_error().map_or(String::new(), |e| format!(", top-5 {:.2}%", 100.0 * (1.0 - e)));
             let line = format!(
-                "step {step} (epoch {epoch:.1}): test loss {loss:.4}, accuracy {accuracy:.2}% ({}/{}), top-5 {top5:.2}%",
+                "step {step} (epoch {epoch:.1}): test loss {loss:.4}, accuracy {accuracy:.2}% ({}/{}){top5}",
                 eval.correct, eval.images
             );
             bar.suspend(|| eprintln!("{line}"));
@@ -468,6 +476,9 @@ pub enum Start {
     Fresh,
     /// `--init FILE`: model weights (no optimizer state); training starts at step 0.
     Init(PathBuf, Checkpoint),
+    /// `--init` of weights whose fc does not fit: everything but the fc from the file (which must
+    /// not hold one), a fresh fc initialised from the seed.
+    FreshFc(PathBuf, Checkpoint),
     /// `--resume FILE`: weights, optimizer, step; the recipe comes from the file.
     Resume(PathBuf, Checkpoint),
 }

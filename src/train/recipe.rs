@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::augment::{Augment, eval_resize};
 use crate::data::cifar;
+#[cfg(doc)]
+use crate::data::folder::ImageFolder;
 use crate::data::folder::ValSplit;
 use crate::data::image::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::{Arch, Shortcut};
@@ -61,6 +63,10 @@ pub struct FolderRecipe {
     pub classes: Vec<String>,
     /// Where the folder has no `train/` and `val/`: the share held out for validation.
     pub val_split: Option<ValSplit>,
+    /// [`ImageFolder::fingerprint`] of the folder that `val_split` divided, so that a resumed run
+    /// or `eval folder` splits only the same files.
+    #[serde(default)]
+    pub fingerprint: String,
     /// Only the fc layer trains; the backward stops at it.
     pub freeze_backbone: bool,
     /// Batch norm normalises with its running statistics and leaves them unchanged.
