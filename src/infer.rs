@@ -230,7 +230,13 @@ impl FolderWeights {
             .with_context(|| bad("transform"))?;
         let model = ck.meta("arch").with_context(|| bad("model name"))?;
         let mut arch = Arch::parse(model, Shortcut::B)?;
-        ensure!(arch.imagenet && classes.len() >= 2, "{}", bad("model"));
+        ensure!(arch.imagenet, "{}: {model} is not an ImageNet ResNet", source.display());
+        ensure!(
+            classes.len() >= 2,
+            "{}: its metadata names {} classes; a classifier has two or more",
+            source.display(),
+            classes.len()
+        );
         arch.classes = classes.len();
         arch.image = transform.crop as usize;
         Ok(Some(Self { arch, classes, transform }))

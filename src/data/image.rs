@@ -189,13 +189,6 @@ pub struct EvalTransform {
     pub std: [f32; 3],
 }
 
-impl EvalTransform {
-    /// [`preprocess`] with these settings.
-    pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
-        preprocess(img, self.resize, self.crop, self.mean, self.std)
-    }
-}
-
 /// torchvision's eval transform, `Resize(resize)`, `CenterCrop(crop)`, `ToTensor()`,
 /// `Normalize(mean, std)`, on `img`: a CHW tensor `[3, crop, crop]` of
 /// `(pixel / 255 - mean[c]) / std[c]`, computed in f32 in that order as torch does.

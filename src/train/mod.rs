@@ -160,11 +160,12 @@ impl Evaluator {
                 if skipped.contains(&i) {
                     continue;
                 }
-                ensure!(
-                    row.iter().all(|x| x.is_finite()),
-                    "the logits of evaluation image {} are not finite: the model overflows",
-                    start + i
-                );
+                // Overflowing logits: wrong, and a NaN loss (weights that are not finite stop the
+                // run at its next checkpoint, naming the tensor).
+                if !row.iter().all(|x| x.is_finite()) {
+                    (eval.images, eval.loss) = (eval.images + 1, f64::NAN);
+                    continue;
+                }
                 let label = label as usize;
                 let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
                 let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
