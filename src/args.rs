@@ -20,6 +20,11 @@ pub fn side(s: &str) -> Result<u32, String> {
     whole_in(s, 1..=4096)
 }
 
+/// The side of a network's input images: 32 to 1024 pixels (the ImageNet ResNets divide it by 32).
+pub fn input_size(s: &str) -> Result<u32, String> {
+    whole_in(s, 32..=1024)
+}
+
 fn finite(s: &str) -> Result<f32, String> {
     let x: f32 = s.trim().parse().map_err(|_| format!("expected a number, got {s:?}"))?;
     if x.is_finite() { Ok(x) } else { Err(format!("must be finite, got {s:?}")) }

@@ -87,8 +87,8 @@ struct Planner<'a> {
     gpu: &'a Gpu,
     model: &'a ResNet,
     statistics: Statistics,
-    /// A backward follows the forward: it saves what the backward reads.
-    backward: bool,
+    /// The backward goes through every layer (not only the fc): the forward saves what it reads.
+    full_backward: bool,
     dispatches: Vec<Dispatch>,
     /// Buffers of released (dead) tensors. A later tensor takes the smallest one that fits: the
     /// dispatches of a step run in order, so once the last reader of a tensor is planned, any later
@@ -97,8 +97,8 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(gpu: &'a Gpu, model: &'a ResNet, statistics: Statistics, backward: bool) -> Self {
-        Self { gpu, model, statistics, backward, dispatches: Vec::new(), free: Vec::new() }
+    fn new(gpu: &'a Gpu, model: &'a ResNet, statistics: Statistics, full_backward: bool) -> Self {
+        Self { gpu, model, statistics, full_backward, dispatches: Vec::new(), free: Vec::new() }
     }
 
     /// A tensor for the plan: the smallest released buffer that fits, else a new zeroed one. A
@@ -203,7 +203,7 @@ impl<'a> Planner<'a> {
             ),
         };
         self.push(bn, dispatch)?;
-        let mask = if self.backward && relu {
+        let mask = if self.full_backward && relu {
             let mask = self.tensor(&format!("{bn} relu mask"), &[elementwise::mask_words(out.len())])?;
             self.push(bn, elementwise::relu_mask(gpu, &mask, &out))?;
             Some(mask)
@@ -347,13 +347,17 @@ impl<'a> Planner<'a> {
         Ok(Forward { input, stem, maxpool, blocks, last: x, pooled, logits })
     }
 
-    /// The forward's calls in reverse: every parameter gradient from the logits' gradient.
+    /// The forward's calls in reverse: every parameter gradient from the logits' gradient (only
+    /// the fc's without a full backward).
     fn backward(&mut self, fwd: &Forward, dlogits: &Tensor) -> Result<()> {
         let (gpu, p, g) = (self.gpu, &self.model.params, &self.model.grads);
         self.push(
             "fc",
             linear::linear_backward_weight(gpu, g.get("fc.weight"), g.get("fc.bias"), dlogits, &fwd.pooled),
         )?;
+        if !self.full_backward {
+            return Ok(());
+        }
         // The last block's gradient first, so that it can take the buffer of the last block's output.
         let mut dx = self.tensor("d last block", &fwd.last.shape)?;
         let dpooled = self.tensor("d avgpool", &fwd.pooled.shape)?;
@@ -477,26 +481,14 @@ impl TrainStep {
         let (loss, correct) = (gpu.zeros("loss", &[1])?, gpu.zeros("correct", &[1])?);
         let dlogits = plan.tensor("d logits", &fwd.logits.shape)?;
         plan.push("loss", linear::softmax_cross_entropy(gpu, &dlogits, &loss, &correct, &fwd.logits, &labels))?;
-        let [params, velocity, grads] = match trained.fc_only {
-            false => {
-                plan.backward(&fwd, &dlogits)?;
-                [&model.params, &model.velocity, &model.grads].map(|arena| arena.all.clone())
-            }
-            true => {
-                let (p, g) = (&model.params, &model.grads);
-                plan.push(
-                    "fc",
-                    linear::linear_backward_weight(gpu, g.get("fc.weight"), g.get("fc.bias"), &dlogits, &fwd.pooled),
-                )?;
-                // fc.weight and fc.bias end the arenas: SGD walks from fc.weight to the end.
-                let start = p.get("fc.weight").offset;
-                [p, &model.velocity, g].map(|arena| Tensor {
-                    buffer: Arc::clone(&arena.all.buffer),
-                    offset: start,
-                    shape: vec![arena.all.len() - (start / 4) as usize],
-                })
-            }
-        };
+        plan.backward(&fwd, &dlogits)?;
+        // SGD walks the whole arenas, or from fc.weight to their end (fc.weight and fc.bias end them).
+        let from = if trained.fc_only { model.params.get("fc.weight").offset } else { 0 };
+        let [params, velocity, grads] = [&model.params, &model.velocity, &model.grads].map(|arena| Tensor {
+            buffer: Arc::clone(&arena.all.buffer),
+            offset: from,
+            shape: vec![arena.all.len() - (from / 4) as usize],
+        });
         plan.push("sgd", sgd::sgd(gpu, &params, &velocity, &grads, sgd))?;
         let history = gpu.zeros("loss history", &[HISTORY, 2])?;
         let memory = PlanMemory { saved: forward - spare, spare, backward: gpu.allocated_bytes() - start - forward };

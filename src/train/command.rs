@@ -129,7 +129,7 @@ pub struct FolderArgs {
     #[arg(long)]
     model: Option<String>,
     /// Images are SIZE x SIZE (32 to 1024)
-    #[arg(long, default_value_t = 224, value_parser = size, conflicts_with = "resume")]
+    #[arg(long, default_value_t = 224, value_parser = args::input_size, conflicts_with = "resume")]
     size: u32,
     /// standard: torchvision's RandomResizedCrop and flip; paper: the paper's scale augmentation
     /// (shorter side in [256, 480]), crop and flip; none: the evaluation transform
@@ -223,12 +223,6 @@ pub struct EvalFolderArgs {
     json: bool,
     #[command(flatten)]
     adapter: AdapterChoice,
-}
-
-/// `--size`: 32 to 1024 pixels (the network divides it by 32).
-fn size(s: &str) -> Result<u32, String> {
-    let n = args::side(s)?;
-    if (32..=1024).contains(&n) { Ok(n) } else { Err("must be in 32..=1024".into()) }
 }
 
 pub fn train(command: TrainCommand) -> Result<()> {
