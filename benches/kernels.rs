@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use resnet_wgpu::bench::{Kind, Timer, peak_fma};
-use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor};
+use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tensor, Tuning};
 use resnet_wgpu::kernels::{Dispatch, Kernel};
 use resnet_wgpu::ops::conv::select::ConvPath;
 use resnet_wgpu::ops::conv::{self, ConvParams};
@@ -269,13 +269,13 @@ fn main() -> Result<()> {
         if timestamps { "GPU timestamp queries at compute pass boundaries" } else { "wall clock around submit + poll" }
     );
     println!("GB/s counts every tensor a kernel reads or writes once, even where it reads one more than once");
-    // Every conv path the adapter can run, its default first.
-    let paths = ConvPath::available(&gpu);
-    let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
-    println!("conv paths: {} (the first is this adapter's default; RESNET_WGPU_CONV picks one)", names.join(", "));
-    let conv_gpus: Vec<Gpu> = paths.iter().map(|path| path.pin(&gpu)).collect();
-    for (conv_gpu, path) in conv_gpus.iter().zip(&paths) {
-        resnet_wgpu::bench::self_check(conv_gpu).with_context(|| format!("self-check ({} conv path)", path.name()))?;
+    // Every conv path family the adapter can run, its default first (the tiled path with the
+    // tile it picks untimed for each shape).
+    let families = ConvPath::families(&gpu);
+    println!("conv paths: {} (the first is this adapter's default; RESNET_WGPU_CONV picks one)", families.join(", "));
+    let conv_gpus: Vec<Gpu> = families.iter().map(|family| gpu.with_tuning(Tuning::Pinned(family))).collect();
+    for (conv_gpu, family) in conv_gpus.iter().zip(&families) {
+        resnet_wgpu::bench::self_check(conv_gpu).with_context(|| format!("self-check ({family} conv path)"))?;
     }
     println!("self-check: conv, BN and a ResNet-8 step, every conv path, match their CPU twins (bench::self_check)");
     println!();

@@ -2,10 +2,10 @@
 //   over the (p,q) with p*stride+r-pad = h and q*stride+s-pad = w.
 // Shapes: dout [N,K,P,Q], weight [K,C,R,S], dinp [N,C,H,W]. Overwrites dinp, or with ACCUMULATE adds
 // to it (`+=`: a projection shortcut's gradient joins the branch's); fixed summation order.
-// Implicit GEMM, no col2im buffer: rows m = c (C of them), columns j = (n,h,w) (N*H*W), reduction
-// e = (k,r,s) (K*R*S); each output gathers its terms, so no atomics are needed. Tiling as in
-// conv2d_forward: WG_M x WG_N invocations, (WG_M*TM) x (WG_N*TN) outputs, BK-deep slices.
-// CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (WG_N*TN)), ceil(C / (WG_M*TM)), 1).
+// The direct path (CPU adapters; GPUs run conv2d_tiled TRANSPOSED): implicit GEMM, no col2im
+// buffer: rows m = c (C of them), columns j = (n,h,w) (N*H*W), reduction e = (k,r,s) (K*R*S); each
+// output gathers its terms, so no atomics are needed. WG_M x WG_N invocations of DM x DN outputs.
+// CPU twin: reference::conv2d_backward_input. Dispatch: (ceil(N*H*W / (WG_N*DN)), ceil(C / (WG_M*DM)), 1).
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
@@ -13,34 +13,6 @@
 @group(0) @binding(3) var<uniform> params: Params;
 
 override ACCUMULATE: bool = false;
-
-// A[m, e] = weight[k, c, r, s] with m = c, e = (k, r, s)
-fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
-    let rs = params.r * params.s;
-    if (m >= params.c || e >= e_end) { return 0.0; }
-    return weight[((e / rs) * params.c + m) * rs + e % rs];
-}
-
-// B[e, j] = dout[n, k, p, q] where h = p*stride+r-pad and w = q*stride+s-pad, else zero
-fn load_b(e: u32, j: u32, e_end: u32) -> f32 {
-    let rs = params.r * params.s;
-    let hw = params.h * params.w;
-    if (e >= e_end || j >= params.n * hw) { return 0.0; }
-    let k = e / rs;
-    let r = (e % rs) / params.s;
-    let s = e % params.s;
-    let n = j / hw;
-    let h = (j % hw) / params.w;
-    let w = j % params.w;
-    let ph = i32(h + params.pad) - i32(r);
-    let qw = i32(w + params.pad) - i32(s);
-    let st = i32(params.stride);
-    if (ph < 0 || qw < 0 || ph % st != 0 || qw % st != 0) { return 0.0; }
-    let p = u32(ph / st);
-    let q = u32(qw / st);
-    if (p >= params.p || q >= params.q) { return 0.0; }
-    return dout[((n * params.k + k) * params.p + p) * params.q + q];
-}
 
 fn store(m: u32, j: u32, v: f32) {
     let hw = params.h * params.w;
@@ -98,5 +70,5 @@ fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, DM * DN> {
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    gemm(lid, wid, params.k * params.r * params.s);
+    gemm(lid, wid);
 }

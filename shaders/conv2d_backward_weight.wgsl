@@ -1,12 +1,7 @@
 // conv2d_backward_weight: dweight[k,c,r,s] = sum_{n,p,q} dout[n,k,p,q] * inp[n,c,p*stride+r-pad,q*stride+s-pad]
 // Shapes: inp [N,C,H,W], dout [N,K,P,Q], dweight [K,C,R,S]. Overwrites dweight; fixed summation order.
-// Implicit GEMM: rows m = k (K of them), columns j = (c,r,s) (C*R*S), reduction e = (n,p,q)
-// (N*P*Q). Tiling as in conv2d_forward: WG_M x WG_N invocations, (WG_M*TM) x (WG_N*TN) outputs,
-// BK-deep slices; workgroup z takes slice z of SPLITS of the reduction and writes
-// dweight[z, k, c, r, s] (sum_slices adds the slices when SPLITS > 1).
-// The direct path (CPU adapters) splits the work differently, see `direct`.
-// CPU twin: reference::conv2d_backward_weight. Dispatch: shared (ceil(C*R*S / (WG_N*TN)),
-// ceil(K / (WG_M*TM)), SPLITS); direct (ceil(C / (WG_N*DN)), ceil(K / (WG_M*DM)), R*S*SPLITS/WG_S).
+// The direct path (CPU adapters; GPUs run conv2d_backward_weight_tiled), see `direct`.
+// CPU twin: reference::conv2d_backward_weight. Dispatch: (ceil(C / (WG_N*DN)), ceil(K / (WG_M*DM)), R*S*SPLITS/WG_S).
 
 @group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
@@ -21,38 +16,7 @@ override WG_X: u32 = 16;
 override WG_Y: u32 = 16;
 override WG_Z: u32 = 1;
 
-// A[m, e] = dout[n, k, p, q] with m = k, e = (n, p, q) < e_end
-fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
-    let pq = params.p * params.q;
-    if (m >= params.k || e >= e_end) { return 0.0; }
-    return dout[((e / pq) * params.k + m) * pq + e % pq];
-}
-
-// B[e, j] = inp[n, c, p*stride+r-pad, q*stride+s-pad] with j = (c, r, s) and e < e_end, zero in
-// the padding
-fn load_b(e: u32, j: u32, e_end: u32) -> f32 {
-    let rs = params.r * params.s;
-    let pq = params.p * params.q;
-    if (e >= e_end || j >= params.c * rs) { return 0.0; }
-    let n = e / pq;
-    let p = (e % pq) / params.q;
-    let q = e % params.q;
-    let c = j / rs;
-    let r = (j % rs) / params.s;
-    let s = j % params.s;
-    let h = i32(p * params.stride + r) - i32(params.pad);
-    let w = i32(q * params.stride + s) - i32(params.pad);
-    if (h < 0 || w < 0 || h >= i32(params.h) || w >= i32(params.w)) { return 0.0; }
-    return inp[((n * params.c + c) * params.h + u32(h)) * params.w + u32(w)];
-}
-
-fn store(slice: u32, m: u32, j: u32, v: f32) {
-    let crs = params.c * params.r * params.s;
-    if (m >= params.k || j >= crs) { return; }
-    dweight[(slice * params.k + m) * crs + j] = v;
-}
-
-// Direct path: no workgroup memory and no barriers. Workgroup z picks one tap (r, s) and one
+// No workgroup memory and no barriers. Workgroup z picks one tap (r, s) and one
 // group of WG_S reduction slices; each invocation has a slice, a column block and a row block.
 // CPU adapters vectorise along x, so x walks columns where a layer has 8 column blocks, else
 // slices (SLICE_LANES). Each invocation owns
@@ -116,17 +80,5 @@ fn direct(lid: vec3<u32>, wid: vec3<u32>) {
 
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    if (SHARED) {
-        let m0 = wid.y * WG_M * TM;
-        let j0 = wid.x * WG_N * TN;
-        // Slice wid.z of SPLITS of the reduction.
-        let total = params.n * params.p * params.q;
-        let chunk = (total + params.splits - 1u) / params.splits;
-        let acc = tiled(lid, m0, j0, wid.z * chunk, min(total, (wid.z + 1u) * chunk));
-        for (var i = 0u; i < TM; i++) {
-            for (var j = 0u; j < TN; j++) { store(wid.z, m0 + lid.y + i * WG_M, j0 + lid.x + j * WG_N, acc[i * TN + j]); }
-        }
-    } else {
-        direct(lid, wid);
-    }
+    direct(lid, wid);
 }

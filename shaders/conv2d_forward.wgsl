@@ -5,11 +5,10 @@
 // (all three off, bias and residual bound to a placeholder).
 // Shapes: inp [N,C,H,W], weight [K,C,R,S], bias [K], residual and out [N,K,P,Q]. Overwrites out;
 // fixed summation order.
-// Implicit GEMM, no im2col buffer: rows m = k (K of them), columns j = (n,p,q) (N*P*Q), reduction
-// e = (c,r,s) (C*R*S). A workgroup of WG_M x WG_N invocations computes a tile of
-// (WG_M*TM) x (WG_N*TN) outputs, staging BK-deep slices of both operands in workgroup memory; each
-// invocation keeps TM x TN accumulators in registers (`tiled`, prelude tile).
-// CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*Q / (WG_N*TN)), ceil(K / (WG_M*TM)), 1).
+// The direct path (CPU adapters; GPUs run conv2d_tiled): implicit GEMM, no im2col buffer: rows
+// m = k (K of them), columns j = (n,p,q) (N*P*Q), reduction e = (c,r,s) (C*R*S); a workgroup of
+// WG_M x WG_N invocations computes (WG_M*DM) x (WG_N*DN) outputs.
+// CPU twin: reference::conv2d_forward. Dispatch: (ceil(N*P*Q / (WG_N*DN)), ceil(K / (WG_M*DM)), 1).
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
@@ -17,30 +16,6 @@
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
-
-// A[m, e] = weight[k, c, r, s]
-fn load_a(m: u32, e: u32, e_end: u32) -> f32 {
-    let crs = params.c * params.r * params.s;
-    if (m >= params.k || e >= e_end) { return 0.0; }
-    return weight[m * crs + e];
-}
-
-// B[e, j] = inp[n, c, p*stride+r-pad, q*stride+s-pad], zero in the padding
-fn load_b(e: u32, j: u32, e_end: u32) -> f32 {
-    let rs = params.r * params.s;
-    let pq = params.p * params.q;
-    if (e >= e_end || j >= params.n * pq) { return 0.0; }
-    let c = e / rs;
-    let r = (e % rs) / params.s;
-    let s = e % params.s;
-    let n = j / pq;
-    let p = (j % pq) / params.q;
-    let q = j % params.q;
-    let h = i32(p * params.stride + r) - i32(params.pad);
-    let w = i32(q * params.stride + s) - i32(params.pad);
-    if (h < 0 || w < 0 || h >= i32(params.h) || w >= i32(params.w)) { return 0.0; }
-    return inp[((n * params.c + c) * params.h + u32(h)) * params.w + u32(w)];
-}
 
 fn store(m: u32, j: u32, acc: f32) {
     let pq = params.p * params.q;
@@ -96,5 +71,5 @@ fn direct(lid: vec3<u32>, m0: u32, j0: u32) -> array<f32, DM * DN> {
 
 @compute @workgroup_size(WG_N, WG_M)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    gemm(lid, wid, params.c * params.r * params.s);
+    gemm(lid, wid);
 }

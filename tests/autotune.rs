@@ -9,7 +9,8 @@ use common::gpus;
 use resnet_wgpu::bench;
 use resnet_wgpu::gpu::Gpu;
 use resnet_wgpu::kernels::Kernel;
-use resnet_wgpu::ops::conv::{self, select::ConvPath};
+use resnet_wgpu::ops::conv::select::{ConvPath, TILES};
+use resnet_wgpu::ops::conv::{self};
 use serde_json::{Value, json};
 
 fn temp_file(name: &str, backend: &Gpu) -> PathBuf {
@@ -31,9 +32,9 @@ fn table(adapter: &str, path: &str) -> Value {
     })
 }
 
-/// The kernel that runs the forward of a 3x3 conv [2,4,8,8] -> [2,4,8,8] on `gpu`, with its
-/// `SHARED` override.
-fn forward_kernel(gpu: &Gpu) -> (Kernel, bool) {
+/// The kernel that runs the forward of a 3x3 conv [2,4,8,8] -> [2,4,8,8] on `gpu`, with its `BM`
+/// override (0 where it has none).
+fn forward_kernel(gpu: &Gpu) -> (Kernel, u32) {
     let (inp, out, weight) = (
         gpu.zeros("inp", &[2, 4, 8, 8]).unwrap(),
         gpu.zeros("out", &[2, 4, 8, 8]).unwrap(),
@@ -42,7 +43,8 @@ fn forward_kernel(gpu: &Gpu) -> (Kernel, bool) {
     let params = conv::ConvParams::new(&inp.shape, &weight.shape, 1, 1).unwrap();
     let panel = conv::panel_for(gpu, &params, &weight, false).unwrap().map(|(panel, _)| panel);
     let dispatch = conv::conv2d_forward(gpu, &out, &inp, &weight, panel.as_ref(), 1, 1).unwrap();
-    (dispatch.kernel, dispatch.flag("SHARED"))
+    let bm = dispatch.overrides.iter().find(|(name, _)| name == "BM").map_or(0, |(_, v)| *v as u32);
+    (dispatch.kernel, bm)
 }
 
 #[test]
@@ -53,7 +55,8 @@ fn each_pass_is_timed_once_and_plans_that_mix_the_paths_match_the_cpu() {
         bench::self_check(&gpu.with_tune_cache(file.clone())).unwrap();
         let timed = read(&file);
         assert_eq!(timed["adapter"], gpu.describe());
-        let names: Vec<&str> = ConvPath::available(gpu).iter().map(|p| p.name()).collect();
+        let tiles = TILES.iter().map(|t| t.name);
+        let names: Vec<&str> = ["direct", "lanes"].into_iter().chain(tiles).collect();
         let paths = timed["choices"].as_object().unwrap();
         for pass in ["forward N", "input gradient N", "weight gradient N"] {
             assert!(paths.keys().any(|k| k.starts_with(pass)), "no {pass}... entry in {timed}");
@@ -62,8 +65,13 @@ fn each_pass_is_timed_once_and_plans_that_mix_the_paths_match_the_cpu() {
 
         // Every path in turn, entry by entry: the layers of one plan run on different paths.
         let mut mixed = timed.clone();
+        let paths: Vec<&str> = ConvPath::families(gpu)
+            .into_iter()
+            .filter(|f| *f != "tiled")
+            .chain(["tiled 32x32x16 4x4", "tiled 64x64x8 8x8"])
+            .collect();
         for (i, path) in mixed["choices"].as_object_mut().unwrap().values_mut().enumerate() {
-            *path = names[i % names.len()].into();
+            *path = paths[i % paths.len()].into();
         }
         std::fs::write(&file, serde_json::to_vec(&mixed).unwrap()).unwrap();
         bench::self_check(&gpu.with_tune_cache(file.clone())).unwrap();
@@ -75,7 +83,8 @@ fn each_pass_is_timed_once_and_plans_that_mix_the_paths_match_the_cpu() {
 fn a_kept_choice_decides_the_kernel() {
     for gpu in gpus() {
         let file = temp_file("kept", gpu);
-        for (path, want) in [("direct", (Kernel::Conv2dForward, false)), ("shared", (Kernel::Conv2dForward, true))] {
+        for (path, want) in [("direct", (Kernel::Conv2dForward, 0)), ("tiled 32x32x16 4x4", (Kernel::Conv2dTiled, 32))]
+        {
             std::fs::write(&file, table(&gpu.describe(), path).to_string()).unwrap();
             assert_eq!(forward_kernel(&gpu.with_tune_cache(file.clone())), want, "{path} kept");
         }

@@ -7,7 +7,7 @@ use common::{assert_close, bn_variants, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
 use resnet_wgpu::kernels::{self, Kernel};
 use resnet_wgpu::ops::batchnorm::{self, BatchnormParams};
-use resnet_wgpu::ops::conv::select::{ConvPass, ConvPath};
+use resnet_wgpu::ops::conv::select::{ConvPass, ConvPath, TILES};
 use resnet_wgpu::ops::conv::{self, ConvParams};
 use resnet_wgpu::ops::elementwise::{self, ShortcutParams};
 use resnet_wgpu::ops::linear::{self, LinearParams};
@@ -129,68 +129,102 @@ const LANES_ROUTES: [[Kernel; 4]; 21] = {
 #[test]
 fn conv2d_forward_and_backward_match_cpu() {
     for gpu in conv_variants() {
-        for (case, &[n, c, h, w, k, r, s, stride, pad]) in CONV_CASES.iter().enumerate() {
-            let mut rng = Rng::new(case as u64);
-            let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
-            let out_shape = params.out_shape();
-            let inp_v = rng.vec(n * c * h * w);
-            let weight_v = rng.vec(k * c * r * s);
-            let dout_v = rng.vec(out_shape.iter().product());
-            let (inp, weight, dout) = (
-                upload(gpu, &[n, c, h, w], &inp_v),
-                upload(gpu, &[k, c, r, s], &weight_v),
-                upload(gpu, &out_shape, &dout_v),
-            );
-            let (out, dweight) = (zeros(gpu, &out_shape), zeros(gpu, &[k, c, r, s]));
-            // Without ACCUMULATE the input gradient replaces every value, those no tap reaches too.
-            let dinp = upload(gpu, &[n, c, h, w], &rng.vec(n * c * h * w));
-            // 3x3s with pad 1 read the weight as panels on the lanes path: laid out first.
-            let (panel, layout) = conv::panel_for(gpu, &params, &weight, false).unwrap().unzip();
-            let (panel_t, layout_t) = conv::panel_for(gpu, &params, &weight, true).unwrap().unzip();
-            let (panel, panel_t) = (panel.as_ref(), panel_t.as_ref());
-            let forward = conv::conv2d_forward(gpu, &out, &inp, &weight, panel, stride, pad).unwrap();
-            let backward_input =
-                conv::conv2d_backward_input(gpu, &dinp, &dout, &weight, panel_t, stride, pad, false).unwrap();
-            // With ACCUMULATE the gradient is added to what the tensor holds.
-            let prior_v = rng.vec(n * c * h * w);
-            let dinp_sum = upload(gpu, &[n, c, h, w], &prior_v);
-            let backward_input_sum =
-                conv::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, panel_t, stride, pad, true).unwrap();
-            let backward_weight = conv::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
-            let reached = [&forward, &backward_input, &backward_input_sum, &backward_weight[0]].map(|d| d.kernel);
-            let want = match conv::tune::path(gpu, &params, ConvPass::Forward).unwrap() {
+        for (case, &shape) in CONV_CASES.iter().enumerate() {
+            let params = ConvParams::new(&shape[..4], &[shape[4], shape[1], shape[5], shape[6]], shape[7], shape[8]);
+            let want = match conv::tune::path(gpu, &params.unwrap(), ConvPass::Forward).unwrap() {
                 ConvPath::Lanes => LANES_ROUTES[case],
-                _ => [
+                ConvPath::Tiled(_) => {
+                    use Kernel::{Conv2dBackwardWeightTiled, Conv2dTiled};
+                    [Conv2dTiled, Conv2dTiled, Conv2dTiled, Conv2dBackwardWeightTiled]
+                }
+                ConvPath::Direct => [
                     Kernel::Conv2dForward,
                     Kernel::Conv2dBackwardInput,
                     Kernel::Conv2dBackwardInput,
                     Kernel::Conv2dBackwardWeight,
                 ],
             };
-            assert_eq!(reached, want, "case {case} {:?} on {}", [n, c, h, w, k, r, s, stride, pad], gpu.info.name);
-            let mut dispatches: Vec<_> = layout.iter().chain(&layout_t).collect();
-            dispatches.extend([&forward, &backward_input, &backward_input_sum]);
-            dispatches.extend(&backward_weight);
-            gpu.run(&dispatches).unwrap();
-
-            let (inp_c, weight_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&dout_v));
-            let mut out_c = vec![0.0; out.len()];
-            let mut dinp_c = vec![0.0; dinp.len()];
-            let mut dweight_c = vec![0.0; dweight.len()];
-            cpu::conv2d_forward(&mut out_c, &inp_c, &weight_c, &params);
-            cpu::conv2d_backward_input(&mut dinp_c, &dout_c, &weight_c, &params);
-            cpu::conv2d_backward_weight(&mut dweight_c, &dout_c, &inp_c, &params);
-            // f32 sums of up to C*R*S (or N*P*Q) products of values in [-1, 1].
-            let what = |name: &str| {
-                format!("{name} {:?} case {case} on {}", [n, c, h, w, k, r, s, stride, pad], gpu.info.name)
-            };
-            assert_close(&what("conv2d_forward"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
-            assert_close(&what("conv2d_backward_input"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-4);
-            let sum_c: Vec<f64> = dinp_c.iter().zip(&prior_v).map(|(d, p)| d + *p as f64).collect();
-            assert_close(&what("conv2d_backward_input, accumulating"), &read(gpu, &dinp_sum), &sum_c, 1e-4, 1e-4);
-            assert_close(&what("conv2d_backward_weight"), &read(gpu, &dweight), &dweight_c, 2e-4, 1e-4);
+            let reached = conv_matches_cpu(gpu, case as u64, shape);
+            assert_eq!(reached, want, "case {case} {shape:?} on {}", gpu.info.name);
         }
     }
+}
+
+/// Every tile of the tiled path on awkward shapes: channels that leave a step of BK part empty,
+/// rows and columns over one tile (33 and 130 output channels), 1x1 stride 2, 3x3 stride 2, the
+/// 7x7 stem, and a weight gradient split into slices.
+#[test]
+fn every_tile_matches_cpu() {
+    const CASES: [[usize; 9]; 5] = [
+        [2, 5, 9, 7, 10, 3, 3, 1, 1],
+        [3, 17, 8, 9, 33, 3, 3, 2, 1],
+        [2, 6, 9, 7, 130, 1, 1, 2, 0],
+        [1, 3, 12, 10, 9, 7, 7, 2, 3],
+        [4, 4, 16, 16, 6, 3, 3, 1, 1],
+    ];
+    for gpu in gpus() {
+        for tile in TILES {
+            tile.check().unwrap();
+            let pinned = ConvPath::Tiled(tile).pin(gpu);
+            for (case, shape) in CASES.into_iter().enumerate() {
+                let reached = conv_matches_cpu(&pinned, 100 + case as u64, shape);
+                assert_eq!(reached[0], Kernel::Conv2dTiled, "{} case {case}", tile.name);
+            }
+        }
+    }
+}
+
+/// Runs the forward, the input gradient written and added, and the weight gradient of the conv
+/// `[N, C, H, W, K, R, S, stride, pad]` on random operands against their CPU twins; returns the
+/// kernels that ran them.
+fn conv_matches_cpu(gpu: &Gpu, seed: u64, shape: [usize; 9]) -> [Kernel; 4] {
+    let [n, c, h, w, k, r, s, stride, pad] = shape;
+    let mut rng = Rng::new(seed);
+    let params = ConvParams::new(&[n, c, h, w], &[k, c, r, s], stride, pad).unwrap();
+    let out_shape = params.out_shape();
+    let inp_v = rng.vec(n * c * h * w);
+    let weight_v = rng.vec(k * c * r * s);
+    let dout_v = rng.vec(out_shape.iter().product());
+    let (inp, weight, dout) =
+        (upload(gpu, &[n, c, h, w], &inp_v), upload(gpu, &[k, c, r, s], &weight_v), upload(gpu, &out_shape, &dout_v));
+    let (out, dweight) = (zeros(gpu, &out_shape), zeros(gpu, &[k, c, r, s]));
+    // Without ACCUMULATE the input gradient replaces every value, those no tap reaches too.
+    let dinp = upload(gpu, &[n, c, h, w], &rng.vec(n * c * h * w));
+    // 3x3s with pad 1 read the weight as panels on the lanes path: laid out first.
+    let (panel, layout) = conv::panel_for(gpu, &params, &weight, false).unwrap().unzip();
+    let (panel_t, layout_t) = conv::panel_for(gpu, &params, &weight, true).unwrap().unzip();
+    let (panel, panel_t) = (panel.as_ref(), panel_t.as_ref());
+    let forward = conv::conv2d_forward(gpu, &out, &inp, &weight, panel, stride, pad).unwrap();
+    let backward_input = conv::conv2d_backward_input(gpu, &dinp, &dout, &weight, panel_t, stride, pad, false).unwrap();
+    // With ACCUMULATE the gradient is added to what the tensor holds.
+    let prior_v = rng.vec(n * c * h * w);
+    let dinp_sum = upload(gpu, &[n, c, h, w], &prior_v);
+    let backward_input_sum =
+        conv::conv2d_backward_input(gpu, &dinp_sum, &dout, &weight, panel_t, stride, pad, true).unwrap();
+    let backward_weight = conv::conv2d_backward_weight(gpu, &dweight, &dout, &inp, None, stride, pad).unwrap();
+    let reached = [&forward, &backward_input, &backward_input_sum, &backward_weight[0]].map(|d| d.kernel);
+    let mut dispatches: Vec<_> = layout.iter().chain(&layout_t).collect();
+    dispatches.extend([&forward, &backward_input, &backward_input_sum]);
+    dispatches.extend(&backward_weight);
+    gpu.run(&dispatches).unwrap();
+
+    let (inp_c, weight_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&dout_v));
+    let mut out_c = vec![0.0; out.len()];
+    let mut dinp_c = vec![0.0; dinp.len()];
+    let mut dweight_c = vec![0.0; dweight.len()];
+    cpu::conv2d_forward(&mut out_c, &inp_c, &weight_c, &params);
+    cpu::conv2d_backward_input(&mut dinp_c, &dout_c, &weight_c, &params);
+    cpu::conv2d_backward_weight(&mut dweight_c, &dout_c, &inp_c, &params);
+    // f32 sums of up to C*R*S (or N*P*Q) products of values in [-1, 1].
+    let what = |name: &str| {
+        format!("{name} {shape:?} seed {seed} on {} ({})", gpu.info.name, conv::tune::choice(gpu).unwrap())
+    };
+    assert_close(&what("conv2d_forward"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
+    assert_close(&what("conv2d_backward_input"), &read(gpu, &dinp), &dinp_c, 1e-4, 1e-4);
+    let sum_c: Vec<f64> = dinp_c.iter().zip(&prior_v).map(|(d, p)| d + *p as f64).collect();
+    assert_close(&what("conv2d_backward_input, accumulating"), &read(gpu, &dinp_sum), &sum_c, 1e-4, 1e-4);
+    assert_close(&what("conv2d_backward_weight"), &read(gpu, &dweight), &dweight_c, 2e-4, 1e-4);
+    reached
 }
 
 /// Weight gradients over reductions long enough that one invocation walking them whole would run

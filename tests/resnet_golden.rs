@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::gpus;
+use common::conv_variants;
 use resnet_wgpu::model::{Arch, BlockKind, ResNet, Shortcut};
 use resnet_wgpu::ops::sgd::Sgd;
 use resnet_wgpu::plan::{TrainStep, Trained};
@@ -77,7 +77,7 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
     let subset = |prefix: &str| -> HashMap<String, Vec<f32>> {
         golden.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone()))).collect()
     };
-    for gpu in gpus() {
+    for gpu in conv_variants() {
         let model = ResNet::new(gpu, arch.clone()).unwrap();
         let names = arch.parameters();
         assert_eq!(names.len(), subset("param.").len(), "the fixture and the model list the same parameters");
@@ -89,7 +89,9 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
         gpu.write(&step.labels, &golden["labels"].iter().map(|&l| l as u32).collect::<Vec<u32>>());
         step.run(gpu, 0, 0.1).unwrap();
 
-        let on = format!("{} ({:?}) on {} ({:?})", arch.name, arch.shortcut, gpu.info.name, gpu.info.backend);
+        let conv = resnet_wgpu::ops::conv::tune::choice(gpu).unwrap();
+        let on =
+            format!("{} ({:?}) on {} ({:?}, {conv} convs)", arch.name, arch.shortcut, gpu.info.name, gpu.info.backend);
         compare(&format!("logits {on}"), &gpu.read(&step.logits).unwrap(), &golden["logits"], 1e-5);
         compare(&format!("loss {on}"), &gpu.read(&step.loss).unwrap(), &golden["loss"], 1e-5);
         let mut worst = 0.0f32;

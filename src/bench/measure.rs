@@ -65,7 +65,7 @@ pub fn bench_adapter(gpu: &Gpu, configs: &[Config], options: &Timing) -> Result<
         adapter: AdapterJson::new(&gpu.info),
         peak,
         timer: options.timer,
-        conv: conv::tune::choice(gpu)?.into(),
+        conv: conv::tune::choice(gpu)?,
         warmup: options.warmup,
         iters: options.iters,
         results,

@@ -109,7 +109,10 @@ pub enum Kind {
 impl Kind {
     pub fn of(dispatch: &Dispatch) -> Self {
         match dispatch.kernel {
-            Kernel::Conv2dRowsLanes | Kernel::Conv2dPointwiseLanes | Kernel::Conv2dPointwiseChannelsLanes
+            Kernel::Conv2dTiled
+            | Kernel::Conv2dRowsLanes
+            | Kernel::Conv2dPointwiseLanes
+            | Kernel::Conv2dPointwiseChannelsLanes
                 if dispatch.flag("TRANSPOSED") =>
             {
                 Kind::ConvBackwardInput
@@ -124,6 +127,7 @@ impl Kind {
         use Kernel::*;
         match kernel {
             Conv2dForward
+            | Conv2dTiled
             | Conv2dForwardLanes
             | Conv2dRowsLanes
             | Conv2dStridedLanes
@@ -131,6 +135,7 @@ impl Kind {
             | Conv2dPointwiseChannelsLanes => Kind::ConvForward,
             Conv2dBackwardInput | Conv2dBackwardInputLanes | Conv2dBackwardInputStridedLanes => Kind::ConvBackwardInput,
             Conv2dBackwardWeight
+            | Conv2dBackwardWeightTiled
             | Conv2dBackwardWeightLanes
             | Conv2dBackwardWeightRowsLanes
             | Conv2dBackwardWeightRowsVec4Lanes

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +34,31 @@ struct Table {
     choices: BTreeMap<String, String>,
 }
 
+impl Tuning {
+    /// Seconds this process has spent timing variants (0 where nothing is timed).
+    pub fn seconds(&self) -> f64 {
+        match self {
+            Tuning::Timed(cache) => cache.spent.lock().unwrap().as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
 pub struct TuneCache {
     file: PathBuf,
     table: Mutex<Table>,
+    /// Time spent timing in this process, and how much it may spend: past the budget, new
+    /// problems take their default untimed, and are timed by a later run.
+    spent: Mutex<Duration>,
+    budget: Duration,
+    over_budget: AtomicBool,
+}
+
+/// The timing budget of a process, `RESNET_WGPU_TUNE_BUDGET` seconds or 60: tuning every shape of
+/// a ResNet-50 training step on a GPU fits in it.
+fn budget() -> Duration {
+    let seconds = std::env::var("RESNET_WGPU_TUNE_BUDGET").ok().and_then(|s| s.parse::<f64>().ok());
+    Duration::from_secs_f64(seconds.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(60.0))
 }
 
 impl TuneCache {
@@ -63,20 +87,39 @@ impl TuneCache {
                 }
             }
         };
-        Self { file, table: Mutex::new(table) }
+        Self {
+            file,
+            table: Mutex::new(table),
+            spent: Mutex::default(),
+            budget: budget(),
+            over_budget: AtomicBool::new(false),
+        }
     }
 
-    /// The choice kept for `key` if it is one of `candidates`, else `pick()`'s, kept in the file.
-    /// Choices are made one at a time.
+    /// The choice kept for `key` if it is one of `candidates`, else `pick()`'s, kept in the file;
+    /// past the budget the first candidate, kept nowhere. Choices are made one at a time.
     pub fn choose(&self, key: &str, candidates: &[&'static str], pick: impl FnOnce() -> &'static str) -> &'static str {
         let mut table = self.table.lock().unwrap();
         if let Some(&kept) = table.choices.get(key).and_then(|name| candidates.iter().find(|c| *c == name)) {
             return kept;
         }
+        let mut spent = self.spent.lock().unwrap();
+        if *spent >= self.budget {
+            if !self.over_budget.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "autotune: the {:.0} s budget is spent (RESNET_WGPU_TUNE_BUDGET); problems not yet timed run \
+                     their default variant and are timed by a later run",
+                    self.budget.as_secs_f64()
+                );
+            }
+            return candidates[0];
+        }
         if table.choices.is_empty() {
             eprintln!("autotune: timing the variants of each new problem, kept in {}", self.file.display());
         }
+        let start = Instant::now();
         let choice = pick();
+        *spent += start.elapsed();
         table.choices.insert(key.into(), choice.into());
         let written = serde_json::to_vec_pretty(&*table).map_err(anyhow::Error::from);
         if let Err(e) = written.and_then(|bytes| crate::paths::write_atomic(&self.file, &bytes)) {

@@ -55,9 +55,9 @@ macro_rules! kernels {
 // Each kernel's source: its prelude parts (shaders/prelude/), in order, then its own file.
 //   conv_params  the `params` uniform of every conv kernel
 //   bn_params    the `params` uniform of every batch norm kernel
-//   tile         the implicit-GEMM convs' paths, workgroup and shared-path tile loop (conv2d_forward
-//                and its two gradients)
-//   gemm         the entry of those whose paths both end in a block of outputs (all but the weight gradient)
+//   direct       the direct path's workgroup and block of outputs (conv2d_forward and its two gradients)
+//   gemm         the entry of those whose direct path ends in a block of outputs (all but the weight gradient)
+//   tiled        the tiled path's overrides, staging and double-buffered step loop (the `_tiled` kernels)
 //   lanes        the subgroup broadcasts of the `_lanes` kernels and their 16-row multiply-adds
 //   step4        a tap's reduction 4 channels a step (conv2d_forward_lanes, conv2d_backward_input_lanes)
 //   weight_rows  where the two row-walking weight gradients write their columns
@@ -65,16 +65,18 @@ macro_rules! kernels {
 //   channels     batch norm's per-channel walk and workgroup sum
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
-    Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "gemm", "f32", "epilogue"],
+    Conv2dForward => "conv2d_forward" after ["conv_params", "direct", "gemm", "f32", "epilogue"],
     Conv2dForwardLanes => "conv2d_forward_lanes" after ["conv_params", "lanes", "step4", "f32", "epilogue"],
-    Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "tile", "gemm"],
+    Conv2dBackwardInput => "conv2d_backward_input" after ["conv_params", "direct", "gemm"],
     Conv2dBackwardInputLanes => "conv2d_backward_input_lanes" after ["conv_params", "lanes", "step4"],
     Conv2dBackwardInputStridedLanes => "conv2d_backward_input_strided_lanes" after ["conv_params", "lanes"],
-    Conv2dBackwardWeight => "conv2d_backward_weight" after ["conv_params", "tile"],
+    Conv2dBackwardWeight => "conv2d_backward_weight" after ["conv_params", "direct"],
     Conv2dBackwardWeightLanes => "conv2d_backward_weight_lanes" after ["conv_params", "lanes"],
     Conv2dRowsLanes => "conv2d_rows_lanes" after ["conv_params", "lanes"],
     Conv2dStridedLanes => "conv2d_strided_lanes" after ["conv_params", "lanes"],
     Conv2dWeightPanel => "conv2d_weight_panel" after ["conv_params"],
+    Conv2dTiled => "conv2d_tiled" after ["conv_params", "tiled", "f32", "epilogue"],
+    Conv2dBackwardWeightTiled => "conv2d_backward_weight_tiled" after ["conv_params", "tiled"],
     Conv2dPointwiseLanes => "conv2d_pointwise_lanes" after ["conv_params", "lanes", "vec4", "epilogue"],
     Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
     Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes", "weight_rows"],

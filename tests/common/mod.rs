@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use resnet_wgpu::data::cifar::Cifar10;
-use resnet_wgpu::gpu::{AdapterChoice, Gpu};
+use resnet_wgpu::gpu::{AdapterChoice, Gpu, Tuning};
 use resnet_wgpu::ops::conv::select::ConvPath;
 
 /// The backends every GPU test runs on: both adapters of the CI machine (lavapipe through Vulkan,
@@ -35,7 +35,10 @@ pub fn gpus() -> &'static [Gpu] {
 pub fn conv_variants() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
-        gpus().iter().flat_map(|g| ConvPath::available(g).into_iter().map(|path| path.pin(g))).collect()
+        gpus()
+            .iter()
+            .flat_map(|g| ConvPath::families(g).into_iter().map(|family| g.with_tuning(Tuning::Pinned(family))))
+            .collect()
     })
 }
 

@@ -1,6 +1,6 @@
-//! Convolutions as implicit GEMMs in three paths (`select::ConvPath`): the forward (with the
-//! inference path's fused epilogues), the input gradient (`=` or `+=`), the weight gradient
-//! (`weight_grad`), and the weight laid out as a panel for the lanes kernels that read one.
+//! Convolutions as implicit GEMMs in three paths (`select::ConvPath`: tiled, direct, lanes): the
+//! forward (with the inference path's fused epilogues), the input gradient (`=` or `+=`), the
+//! weight gradient (`weight_grad`), and the weight laid out as a panel for the kernels that read one.
 
 pub mod select;
 pub mod tune;
@@ -70,10 +70,7 @@ impl ConvParams {
     }
 }
 
-/// Outputs per invocation (rows and columns) of the conv kernels' shared and direct paths: their
-/// `TM x TN` and `DM x DN` constants.
-const SHARED_BLOCK: usize = 4;
-
+/// Outputs per invocation (rows and columns) of the conv kernels' direct path: their `DM x DN`.
 const DIRECT_BLOCK: usize = 8;
 
 /// Outputs per invocation (rows, columns) of the lanes path: its kernels' `DM x DN`. Every
@@ -82,60 +79,61 @@ const DIRECT_BLOCK: usize = 8;
 /// the registers (BENCHMARKS.md).
 const LANES_BLOCK: [usize; 2] = [16, 4];
 
-/// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the conv `path`: `lanes`
-/// is the kernel's `_lanes` twin or the lanes kernel of the layer's shape class
-/// (`select::lanes_kernel`). Shared workgroups have 256 invocations of 4x4
-/// outputs; direct ones 64 invocations of 8x8 (a CPU adapter runs a workgroup on one core, so
-/// smaller ones spread better). Workgroups are shaped WG_M x WG_N to fit the rows (a CIFAR layer's
-/// 16 output channels get 4 x 64 invocations, not 16 x 16 with three quarters idle).
+/// Dispatches a conv kernel over a `rows` x `columns` output matrix, on the conv `path`: the
+/// tiled path runs `conv2d_tiled` (the forward, or with `TRANSPOSED` among the `overrides` the input
+/// gradient), the lanes path `lanes` (the kernel's `_lanes` twin or the lanes kernel of the layer's
+/// shape class, `select::lanes_kernel`), the direct path `kernel`. Direct workgroups have 64
+/// invocations of 8x8 outputs (a CPU adapter runs a workgroup on one core, so small ones spread
+/// better), shaped WG_M x WG_N to fit the rows (a CIFAR layer's 16 output channels get 2 x 32
+/// invocations, not 8 x 8 with three quarters idle).
 #[allow(clippy::too_many_arguments)]
 fn conv_dispatch(
     gpu: &Gpu,
     path: ConvPath,
     kernel: Kernel,
     lanes: Kernel,
-    epilogue: &[(&str, f64)],
+    overrides: &[(&str, f64)],
     tensors: &[&Tensor],
     params: &ConvParams,
     rows: usize,
     columns: usize,
 ) -> Result<Dispatch> {
-    let fits = |x: usize, y: usize| workgroups(gpu, kernel, [x, y, params.splits as usize]);
-    if path == ConvPath::Lanes {
-        // 64 invocations share 16 rows and own 4 columns each.
-        let [dm, dn] = LANES_BLOCK;
-        let workgroups = fits(columns.div_ceil(64 * dn), rows.div_ceil(dm))?;
-        return gpu.dispatch(lanes, epilogue, tensors, params, workgroups);
+    let fits = |kernel: Kernel, x: usize, y: usize| workgroups(gpu, kernel, [x, y, params.splits as usize]);
+    match path {
+        ConvPath::Tiled(tile) => {
+            let kernel = Kernel::Conv2dTiled;
+            let workgroups = fits(kernel, columns.div_ceil(tile.bn as usize), rows.div_ceil(tile.bm as usize))?;
+            gpu.dispatch(kernel, &[&tile.overrides()[..], overrides].concat(), tensors, params, workgroups)
+        }
+        ConvPath::Lanes => {
+            // 64 invocations share 16 rows and own 4 columns each.
+            let [dm, dn] = LANES_BLOCK;
+            let workgroups = fits(lanes, columns.div_ceil(64 * dn), rows.div_ceil(dm))?;
+            gpu.dispatch(lanes, overrides, tensors, params, workgroups)
+        }
+        ConvPath::Direct => {
+            // CPU adapters vectorise along x: WG_N >= 8.
+            let wg_m = rows.div_ceil(DIRECT_BLOCK).next_power_of_two().clamp(1, 8);
+            let wg_n = 64 / wg_m;
+            let workgroups = fits(kernel, columns.div_ceil(DIRECT_BLOCK * wg_n), rows.div_ceil(DIRECT_BLOCK * wg_m))?;
+            let shape = [("WG_M", wg_m as f64), ("WG_N", wg_n as f64)];
+            gpu.dispatch(kernel, &[&shape[..], overrides].concat(), tensors, params, workgroups)
+        }
     }
-    let shared = path == ConvPath::Shared;
-    let (block, threads) = if shared { (SHARED_BLOCK, 256) } else { (DIRECT_BLOCK, 64) };
-    // CPU adapters vectorise along x: the direct path keeps WG_N >= 8.
-    let wg_m = rows.div_ceil(block).next_power_of_two().clamp(1, if shared { 16 } else { 8 });
-    let wg_n = threads / wg_m;
-    let workgroups = fits(columns.div_ceil(block * wg_n), rows.div_ceil(block * wg_m))?;
-    // The shared path's two tiles hold BK x 4*(WG_M + WG_N) values: keep them within 8 KiB.
-    let bk = 1 << (2048 / (4 * (wg_m + wg_n))).clamp(1, 16).ilog2();
-    let mut overrides =
-        vec![("WG_M", wg_m as f64), ("WG_N", wg_n as f64), ("BK", bk as f64), ("SHARED", shared as u8 as f64)];
-    if kernel == Kernel::Conv2dBackwardWeight {
-        // Its workgroup size names the axes, not the roles (see conv2d_backward_weight).
-        overrides.extend([("WG_X", wg_n as f64), ("WG_Y", wg_m as f64)]);
-    }
-    overrides.extend_from_slice(epilogue);
-    gpu.dispatch(kernel, &overrides, tensors, params, workgroups)
 }
 
 /// Whether the kernel of this layer's forward (or `transposed` its input gradient) reads the
-/// weight as a panel: on the lanes path 3x3s with pad 1 at stride 1 and 2 (the strided forwards on
-/// rows of an even number of columns), and the 7x7 stem on such rows.
+/// weight as a panel: on the tiled path every conv, on the lanes path 3x3s with pad 1 at stride 1
+/// and 2 (the strided forwards on rows of an even number of columns), and the 7x7 stem on such rows.
 pub fn reads_panel(gpu: &Gpu, params: &ConvParams, transposed: bool) -> Result<bool> {
     // Only the strided 1x1s' input gradients depend on `accumulate`, and they read no panel.
     let (pass, role) = match transposed {
         true => (ConvPass::InputGradient, Role::InputGradient { accumulate: true }),
         false => (ConvPass::Forward, Role::Forward),
     };
-    let (kernel, ..) = select::lanes_kernel(tune::path(gpu, params, pass)?, params, role);
-    Ok(PANEL_KERNELS.contains(&kernel))
+    let path = tune::path(gpu, params, pass)?;
+    let (kernel, ..) = select::lanes_kernel(path, params, role);
+    Ok(matches!(path, ConvPath::Tiled(_)) || PANEL_KERNELS.contains(&kernel))
 }
 
 /// The shape of a conv weight [K,C,R,S] as a panel: [K4,R,S,C4] for the forward, [C4,R,S,K4]
@@ -161,20 +159,24 @@ pub fn conv2d_weight_panel(gpu: &Gpu, panel: &Tensor, weight: &Tensor, transpose
     gpu.dispatch(Kernel::Conv2dWeightPanel, &overrides, &[panel, weight], &params, workgroups)
 }
 
-/// The weight a conv's lanes kernel binds: its panel for the kernels that read one, else `weight`.
+/// The weight a conv's kernel binds: its panel for the kernels that read one (the tiled path's,
+/// and the lanes kernels of `PANEL_KERNELS`), else `weight`.
 fn bound_weight<'a>(
     weight: &'a Tensor,
     panel: Option<&'a Tensor>,
+    path: ConvPath,
     lanes: Kernel,
     transposed: bool,
 ) -> Result<&'a Tensor> {
-    if !PANEL_KERNELS.contains(&lanes) {
-        return Ok(weight);
-    }
+    let reader = match path {
+        ConvPath::Tiled(_) => Kernel::Conv2dTiled,
+        _ if PANEL_KERNELS.contains(&lanes) => lanes,
+        _ => return Ok(weight),
+    };
     let panel = panel.ok_or_else(|| {
         anyhow!(
             "{} reads the conv weight {:?} as a panel (conv::conv2d_weight_panel); none was given",
-            lanes.name(),
+            reader.name(),
             weight.shape
         )
     })?;
@@ -240,7 +242,7 @@ pub fn conv2d_forward_fused(
     let (bias, residual) = (bias.unwrap_or(&gpu.placeholder), residual.unwrap_or(&gpu.placeholder));
     let path = tune::path(gpu, &params, ConvPass::Forward)?;
     let (lanes, rows, columns) = select::lanes_kernel(path, &params, Role::Forward);
-    let tensors = [out, inp, bound_weight(weight, panel, lanes, false)?, bias, residual];
+    let tensors = [out, inp, bound_weight(weight, panel, path, lanes, false)?, bias, residual];
     let taps = [("TAPS", params.r as f64)];
     let overrides =
         if lanes == Kernel::Conv2dStridedLanes { [&epilogue[..], &taps].concat() } else { epilogue.to_vec() };
@@ -264,8 +266,9 @@ pub fn conv2d_backward_input(
     check("conv2d output gradient", dout, &params.out_shape())?;
     let path = tune::path(gpu, &params, ConvPass::InputGradient)?;
     let (lanes, rows, columns) = select::lanes_kernel(path, &params, Role::InputGradient { accumulate });
-    let weight = bound_weight(weight, panel, lanes, true)?;
-    let own = [Kernel::Conv2dBackwardInputLanes, Kernel::Conv2dBackwardInputStridedLanes].contains(&lanes);
+    let weight = bound_weight(weight, panel, path, lanes, true)?;
+    let own = !matches!(path, ConvPath::Tiled(_))
+        && [Kernel::Conv2dBackwardInputLanes, Kernel::Conv2dBackwardInputStridedLanes].contains(&lanes);
     let kernel = Kernel::Conv2dBackwardInput;
     if !own {
         let overrides = [("TRANSPOSED", 1.0), ("ACCUMULATE", flag(accumulate))];

@@ -28,12 +28,22 @@ impl ConvPass {
     }
 }
 
-/// The conv kernels come in three variants that compute the same thing in different ways; which
-/// is fastest depends on the adapter.
+/// Reduction positions (n, p, q) in one slice of a weight gradient, at most, on the tiled path
+/// (a long reduction spread over workgroups: split-K) and on adapters with a loop limit, where
+/// the kernels run at most 2 loop iterations per position of their slice (the tiled path one
+/// step per BK >= 8 positions): a slice stays within 32768 of llvmpipe's 65535
+/// (`Gpu::loop_limit`). Before this cap, lavapipe's tiled path added up only the first 32768
+/// positions of a [64,16,32,32] layer's gradient, and the lanes path the first part of
+/// ResNet-50's 56x56 3x3s at batch 128.
+pub const SLICE_POSITIONS: usize = 4096;
+
+/// The conv kernels come in three paths that compute the same thing in different ways; which is
+/// fastest depends on the adapter, and on the tiled path also on the layer's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPath {
-    /// Operand tiles staged in workgroup memory between barriers: the GPU default.
-    Shared,
+    /// The `_tiled` kernels: workgroup tiles staged in workgroup memory, double-buffered through
+    /// registers, in a configuration of `TILES`. The GPU default.
+    Tiled(Tile),
     /// Every invocation loads its operands from storage, no barriers: CPU adapters without
     /// subgroups (llvmpipe through GL), where a barrier costs more than the loads it saves.
     Direct,
@@ -42,33 +52,156 @@ pub enum ConvPath {
     Lanes,
 }
 
-impl ConvPath {
-    pub const ALL: [ConvPath; 3] = [ConvPath::Shared, ConvPath::Direct, ConvPath::Lanes];
+/// A configuration of the tiled path: a workgroup computes BM x BN outputs, BK reduction steps
+/// staged at a time, each invocation TM x TN of them (the `tiled` prelude's overrides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    pub name: &'static str,
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
 
+const fn tile(name: &'static str, [bm, bn, bk, tm, tn]: [u32; 5]) -> Tile {
+    Tile { name, bm, bn, bk, tm, tn }
+}
+
+/// The tiled path's configurations, largest tiles first: what the autotune times on GPUs, and
+/// every one of them runs the kernel tests. 8 x 8 outputs an invocation load 16 values of
+/// workgroup memory for 64 multiply-adds; the small tiles are for layers with few outputs
+/// (CIFAR's 16 channels, ResNet-50's 7x7 planes), where big ones leave most of a GPU idle.
+pub const TILES: [Tile; 11] = [
+    tile("tiled 128x128x8 8x8", [128, 128, 8, 8, 8]),
+    tile("tiled 128x64x8 8x8", [128, 64, 8, 8, 8]),
+    tile("tiled 64x128x8 8x8", [64, 128, 8, 8, 8]),
+    tile("tiled 128x32x16 8x4", [128, 32, 16, 8, 4]),
+    tile("tiled 32x128x16 4x8", [32, 128, 16, 4, 8]),
+    tile("tiled 64x64x8 8x8", [64, 64, 8, 8, 8]),
+    tile("tiled 64x64x16 4x4", [64, 64, 16, 4, 4]),
+    tile("tiled 64x32x16 4x4", [64, 32, 16, 4, 4]),
+    tile("tiled 32x64x16 4x4", [32, 64, 16, 4, 4]),
+    tile("tiled 32x32x16 4x4", [32, 32, 16, 4, 4]),
+    tile("tiled 16x64x16 4x4", [16, 64, 16, 4, 4]),
+];
+
+impl Tile {
+    pub fn invocations(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+
+    /// Bytes of workgroup memory: the two staged slices, rows padded as the `tiled` prelude pads them.
+    pub fn workgroup_bytes(&self) -> u32 {
+        let pad = (32 / self.bk).max(1);
+        4 * self.bk * (self.bm + self.bn + 2 * pad)
+    }
+
+    /// Ok if the `tiled` prelude's loops cover the tile exactly and its registers hold it, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        let Tile { bm, bn, bk, tm, tn, .. } = *self;
+        let threads = self.invocations();
+        let ok = [4, 8].contains(&tm)
+            && [4, 8].contains(&tn)
+            && bk.is_power_of_two()
+            && (8..=32).contains(&bk)
+            && bm.is_multiple_of(tm * tn)
+            && (bm * bk).is_multiple_of(4 * threads)
+            && (bn * bk).is_multiple_of(threads)
+            && threads.is_multiple_of(bk)
+            && threads.is_multiple_of(bn)
+            && bm * bk / threads <= 16
+            && bn * bk / threads <= 16;
+        if ok { Ok(()) } else { Err(format!("{} does not fit the tiled kernels' loops", self.name)) }
+    }
+
+    /// Ok if the adapter can run a workgroup of this tile, else why not.
+    pub fn fits(&self, limits: &wgpu::Limits) -> Result<(), String> {
+        let (x, y) = (self.bn / self.tn, self.bm / self.tm);
+        if self.invocations() > limits.max_compute_invocations_per_workgroup
+            || x > limits.max_compute_workgroup_size_x
+            || y > limits.max_compute_workgroup_size_y
+        {
+            return Err(format!("{}: {x} x {y} invocations, over the adapter's limits", self.name));
+        }
+        if self.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
+            return Err(format!(
+                "{}: {} bytes of workgroup memory, over the adapter's limit",
+                self.name,
+                self.workgroup_bytes()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `tiled` prelude's overrides.
+    pub fn overrides(&self) -> [(&'static str, f64); 5] {
+        [("BM", self.bm), ("BN", self.bn), ("BK", self.bk), ("TM", self.tm), ("TN", self.tn)]
+            .map(|(k, v)| (k, v as f64))
+    }
+
+    /// The tiles the adapter can run.
+    pub fn available(limits: &wgpu::Limits) -> impl Iterator<Item = Tile> + '_ {
+        TILES.into_iter().filter(|t| t.fits(limits).is_ok())
+    }
+
+    /// The tile for an output of `rows` x `columns` in `depth` independent GEMMs (taps or slices
+    /// of a weight gradient) where nothing was timed: the largest whose tiles reach into the
+    /// rows and columns and that gives at least 264 workgroups (two for each of a large GPU's
+    /// 132 multiprocessors), else the one of most workgroups.
+    pub fn default_for(limits: &wgpu::Limits, rows: usize, columns: usize, depth: usize) -> Tile {
+        let count = |t: &Tile| rows.div_ceil(t.bm as usize) * columns.div_ceil(t.bn as usize) * depth;
+        let reach =
+            |t: &Tile| t.bm as usize <= rows.next_power_of_two() && t.bn as usize <= columns.next_power_of_two();
+        let tiles: Vec<Tile> = Self::available(limits).collect();
+        let fallback = || *tiles.iter().max_by_key(|t| count(t)).expect("the smallest tile fits every adapter");
+        tiles.iter().copied().find(|t| reach(t) && count(t) >= 264).unwrap_or_else(fallback)
+    }
+}
+
+impl ConvPath {
     pub fn name(self) -> &'static str {
         match self {
-            ConvPath::Shared => "shared",
+            ConvPath::Tiled(tile) => tile.name,
             ConvPath::Direct => "direct",
             ConvPath::Lanes => "lanes",
         }
     }
 
-    /// The adapter's default: `Shared` on GPUs, `Lanes` on CPU adapters with subgroups of 8 or
-    /// more, else `Direct`.
-    pub fn default_for(gpu: &Gpu) -> Self {
-        if !crate::gpu::is_software(&gpu.info) {
-            ConvPath::Shared
-        } else if has_lanes(gpu) {
-            ConvPath::Lanes
-        } else {
-            ConvPath::Direct
+    /// The family of the path: tiled, direct or lanes.
+    pub fn family(self) -> &'static str {
+        match self {
+            ConvPath::Tiled(_) => "tiled",
+            path => path.name(),
         }
     }
 
-    /// The paths this adapter can run, its default first.
-    pub fn available(gpu: &Gpu) -> Vec<ConvPath> {
-        let mut paths = vec![Self::default_for(gpu)];
-        for path in Self::ALL {
+    /// The families this adapter can run, its default first: `tiled` on GPUs, `lanes` on CPU
+    /// adapters with subgroups of 8 or more, else `direct`.
+    pub fn families(gpu: &Gpu) -> Vec<&'static str> {
+        let default = if !crate::gpu::is_software(&gpu.info) {
+            "tiled"
+        } else if has_lanes(gpu) {
+            "lanes"
+        } else {
+            "direct"
+        };
+        let mut families = vec![default];
+        for family in ["tiled", "direct", "lanes"] {
+            if !families.contains(&family) && (family != "lanes" || has_lanes(gpu)) {
+                families.push(family);
+            }
+        }
+        families
+    }
+
+    /// The paths this adapter can run for an output of `rows` x `columns` in `depth` GEMMs, its
+    /// default first: every tile the adapter fits, the direct and the lanes path.
+    pub fn candidates(gpu: &Gpu, rows: usize, columns: usize, depth: usize) -> Vec<ConvPath> {
+        let default = Self::family_path(gpu, Self::families(gpu)[0], rows, columns, depth);
+        let mut paths = vec![default];
+        let others = Tile::available(&gpu.limits).map(ConvPath::Tiled).chain([ConvPath::Direct, ConvPath::Lanes]);
+        for path in others {
             if !paths.contains(&path) && (path != ConvPath::Lanes || has_lanes(gpu)) {
                 paths.push(path);
             }
@@ -76,14 +209,30 @@ impl ConvPath {
         paths
     }
 
-    /// The path of this name, if the adapter can run it; `what` names the setting in the error.
-    pub(super) fn named(gpu: &Gpu, name: &str, what: &str) -> Result<Self> {
-        match Self::available(gpu).into_iter().find(|p| p.name() == name) {
-            Some(path) => Ok(path),
+    /// The path of a family: the tiled one with the tile `Tile::default_for` picks.
+    fn family_path(gpu: &Gpu, family: &str, rows: usize, columns: usize, depth: usize) -> ConvPath {
+        match family {
+            "tiled" => ConvPath::Tiled(Tile::default_for(&gpu.limits, rows, columns, depth)),
+            "lanes" => ConvPath::Lanes,
+            _ => ConvPath::Direct,
+        }
+    }
+
+    /// The path of this name (a family, or a tile's full name) for an output of `rows` x `columns`
+    /// in `depth` GEMMs, if the adapter can run it; `what` names the setting in the error.
+    pub(super) fn named(gpu: &Gpu, name: &str, what: &str, [rows, columns, depth]: [usize; 3]) -> Result<Self> {
+        if let Some(tile) = TILES.iter().find(|t| t.name == name) {
+            tile.fits(&gpu.limits).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+            return Ok(ConvPath::Tiled(*tile));
+        }
+        match Self::families(gpu).into_iter().find(|f| *f == name) {
+            Some(family) => Ok(Self::family_path(gpu, family, rows, columns, depth)),
             None if name == "lanes" => {
                 bail!("{what}: lanes needs subgroups of 8 or more, which adapter {} lacks", gpu.info.name)
             }
-            None => bail!("{what}: expected shared, direct or lanes"),
+            None => {
+                bail!("{what}: expected tiled, direct, lanes or a tile of the tiled path such as \"{}\"", TILES[0].name)
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! Which conv path runs each pass of each layer shape: a pin, else the autotune's choice where it
-//! is on, else the adapter's default. The autotune times every path the adapter can run the
-//! first time a plan asks for a pass of a shape, and keeps the fastest in the adapter's
-//! `TuneCache`.
+//! is on, else the adapter's default. The autotune times every path the adapter can run (on the
+//! tiled path every tile of `select::TILES` it fits) the first time a plan asks for a pass of a
+//! shape, and keeps the fastest in the adapter's `TuneCache`.
 //!
 //! One kernel shape is not best everywhere: on lavapipe a barrier costs more than the loads it
 //! saves, on GPUs workgroup tiles are what makes a conv fast, and which one wins a given layer
@@ -11,46 +11,59 @@
 use anyhow::{Result, bail};
 
 use super::ConvParams;
-use super::select::{ConvPass, ConvPath};
+use super::select::{ConvPass, ConvPath, SLICE_POSITIONS};
 use crate::gpu::timing::submit;
 use crate::gpu::{Gpu, Tensor, Tuning};
 use crate::kernels::Dispatch;
 use crate::rng::Rng;
 
-/// The path every conv runs on by `RESNET_WGPU_CONV=shared|direct|lanes`, if set.
-fn pinned_by_env(gpu: &Gpu) -> Result<Option<ConvPath>> {
-    match std::env::var("RESNET_WGPU_CONV") {
-        Ok(name) if !name.is_empty() => Ok(Some(ConvPath::named(gpu, &name, &format!("RESNET_WGPU_CONV={name}"))?)),
-        _ => Ok(None),
+/// The path family (or tile) every conv runs on by `RESNET_WGPU_CONV`, if set.
+fn pinned_by_env() -> Option<String> {
+    std::env::var("RESNET_WGPU_CONV").ok().filter(|name| !name.is_empty())
+}
+
+/// The output rows, columns and independent GEMMs of `pass` of the conv `params` (a weight
+/// gradient's taps and about as many slices as `weight_grad` splits it into).
+pub fn gemm_shape(params: &ConvParams, pass: ConvPass) -> [usize; 3] {
+    let [n, c, h, w, k, r, s, p, q] =
+        [params.n, params.c, params.h, params.w, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
+    match pass {
+        ConvPass::Forward => [k, n * p * q, 1],
+        ConvPass::InputGradient => [c, n * h * w, 1],
+        ConvPass::WeightGradient => [k, c, r * s * (n * p * q).div_ceil(SLICE_POSITIONS)],
     }
 }
 
 /// The path that runs `pass` of the conv `params`: a pin (`Tuning::Pinned`, else
 /// `RESNET_WGPU_CONV`), else the autotune's choice where it is on, else the adapter's default.
 pub fn path(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> Result<ConvPath> {
+    let shape = gemm_shape(params, pass);
     if let Tuning::Pinned(name) = &gpu.tuning {
-        return ConvPath::named(gpu, name, "pinned conv path");
+        return ConvPath::named(gpu, name, "pinned conv path", shape);
     }
-    if let Some(path) = pinned_by_env(gpu)? {
-        return Ok(path);
+    if let Some(name) = pinned_by_env() {
+        return ConvPath::named(gpu, &name, &format!("RESNET_WGPU_CONV={name}"), shape);
     }
+    let [rows, columns, depth] = shape;
+    let candidates = ConvPath::candidates(gpu, rows, columns, depth);
     match &gpu.tuning {
         Tuning::Timed(cache) => {
-            let names: Vec<&'static str> = ConvPath::available(gpu).iter().map(|p| p.name()).collect();
-            let chosen = cache.choose(&key(params, pass), &names, || fastest(gpu, params, pass).name());
-            ConvPath::named(gpu, chosen, "autotune choice")
+            let names: Vec<&'static str> = candidates.iter().map(|p| p.name()).collect();
+            let chosen = cache.choose(&key(params, pass), &names, || fastest(gpu, params, pass, &candidates).name());
+            Ok(*candidates.iter().find(|p| p.name() == chosen).expect("the cache chooses among the candidates"))
         }
-        _ => Ok(ConvPath::default_for(gpu)),
+        _ => Ok(candidates[0]),
     }
 }
 
-/// `autotune` where the paths are timed per layer shape, else the one path every conv runs on.
-pub fn choice(gpu: &Gpu) -> Result<&'static str> {
-    Ok(match (&gpu.tuning, pinned_by_env(gpu)?) {
-        (Tuning::Pinned(name), _) => ConvPath::named(gpu, name, "pinned conv path")?.name(),
-        (_, Some(path)) => path.name(),
-        (Tuning::Timed(_), None) => "autotune",
-        (Tuning::Defaults, None) => ConvPath::default_for(gpu).name(),
+/// `autotune` where the paths are timed per layer shape, else the path family (or tile) every
+/// conv runs on.
+pub fn choice(gpu: &Gpu) -> Result<String> {
+    Ok(match (&gpu.tuning, pinned_by_env()) {
+        (Tuning::Pinned(name), _) => name.to_string(),
+        (_, Some(name)) => name,
+        (Tuning::Timed(_), None) => "autotune".into(),
+        (Tuning::Defaults, None) => ConvPath::families(gpu)[0].into(),
     })
 }
 
@@ -61,15 +74,15 @@ fn key(params: &ConvParams, pass: ConvPass) -> String {
     format!("{} N{n} C{c} H{h} W{w} K{k} R{r} S{s} s{stride} p{pad}", pass.name())
 }
 
-/// The fastest path for `pass` of the conv `params`: each runs once to compile and warm up, once
-/// more to size a batch of runs lasting about 5 ms, then three such batches; the median counts.
-/// A path that fails to plan the pass, whose result differs from the default path's (the first
-/// of `ConvPath::available`) by more than 1e-3 of its largest value, or whose single run takes over twice
-/// the best median so far, drops out. The adapter's default wins if nothing else runs.
-fn fastest(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> ConvPath {
+/// The fastest of the `candidates` for `pass` of the conv `params`: each runs once to compile
+/// and warm up, once more to size a batch of runs lasting about 2 ms, then three such batches;
+/// the median counts. A path that fails to plan the pass, whose result differs from the default
+/// path's (the first candidate) by more than 1e-3 of its largest value, or whose single run takes
+/// over twice the best median so far, drops out. The default wins if nothing else runs.
+fn fastest(gpu: &Gpu, params: &ConvParams, pass: ConvPass, candidates: &[ConvPath]) -> ConvPath {
     let mut best: Option<(f64, ConvPath)> = None;
     let mut default: Option<Vec<f32>> = None;
-    for path in ConvPath::available(gpu) {
+    for &path in candidates {
         let timed = (|| -> Result<Option<f64>> {
             let gpu = gpu.detached(Tuning::Pinned(path.name()));
             let (dispatches, result) = prepare(&gpu, params, pass)?;
@@ -83,7 +96,7 @@ fn fastest(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> ConvPath {
             if best.is_some_and(|(fastest, _)| once > 2.0 * fastest) {
                 return Ok(None);
             }
-            let runs = ((0.005 / once).ceil() as usize).clamp(1, 64);
+            let runs = ((0.002 / once).ceil() as usize).clamp(1, 64);
             let mut times =
                 (0..3).map(|_| Ok(seconds(&gpu, &dispatches, runs)? / runs as f64)).collect::<Result<Vec<f64>>>()?;
             times.sort_by(f64::total_cmp);
@@ -95,7 +108,7 @@ fn fastest(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> ConvPath {
             Err(e) => eprintln!("autotune: the {} path is not used for {}: {e:#}", path.name(), key(params, pass)),
         }
     }
-    best.map_or(ConvPath::default_for(gpu), |(_, path)| path)
+    best.map_or(candidates[0], |(_, path)| path)
 }
 
 /// Ok if `got` is within 1e-3 of the largest |value| of `want` everywhere (the paths sum in

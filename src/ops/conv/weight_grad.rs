@@ -4,21 +4,18 @@
 use anyhow::{Result, ensure};
 use bytemuck::{Pod, Zeroable};
 
-use super::select::{self, ConvPass, ConvPath};
+use super::select::{self, ConvPass, ConvPath, SLICE_POSITIONS};
 use super::tune;
-use super::{ConvParams, DIRECT_BLOCK, LANES_BLOCK, conv_dispatch};
+use super::{ConvParams, DIRECT_BLOCK, LANES_BLOCK};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::{Dispatch, Kernel, grid};
 use crate::ops::{WG, check, workgroups};
 
-/// Reduction positions (n, p, q) in one slice of a weight gradient, at most, on the shared path
-/// (a long reduction spread over workgroups: split-K) and on adapters with a loop limit, where
-/// the kernels run at most 2 loop iterations per position of their slice (the shared path about
-/// 8 per step of BK positions, so 8 per position at worst): a slice stays within 32768 of
-/// llvmpipe's 65535 (`Gpu::loop_limit`). Before this cap, lavapipe's
-/// shared path added up only the first 32768 positions of a [64,16,32,32] layer's gradient, and
-/// the lanes path the first part of ResNet-50's 56x56 3x3s at batch 128.
-const SLICE_POSITIONS: usize = 4096;
+/// Workgroups a tiled weight gradient splits its reduction to reach, where its slices keep at
+/// least `MIN_SLICE` positions: two for each of a large GPU's 132 multiprocessors, and more.
+const TILED_WORKGROUPS: usize = 512;
+
+const MIN_SLICE: usize = 256;
 
 /// dweight = the weight gradient. Layers with few output blocks (on the direct and lanes paths,
 /// CPU adapters) and long reductions (`SLICE_POSITIONS`) split the reduction into slices written
@@ -36,7 +33,7 @@ pub fn conv2d_backward_weight(
 ) -> Result<Vec<Dispatch>> {
     let mut params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
-    let (path, blocks) = weight_gradient_blocks(gpu, &mut params)?;
+    let (_, blocks) = weight_gradient_blocks(gpu, &mut params)?;
     let own;
     let out = match weight_gradient_slices(&params, &dweight.shape) {
         None => dweight,
@@ -52,16 +49,8 @@ pub fn conv2d_backward_weight(
         },
     };
     let tensors = [out, dout, inp];
-    let dispatch = match blocks {
-        None => {
-            let [c, k, rs] = [params.c, params.k, params.r * params.s].map(|x| x as usize);
-            let kernel = Kernel::Conv2dBackwardWeight;
-            conv_dispatch(gpu, path, kernel, kernel, &[], &tensors, &params, k, c * rs)?
-        }
-        Some((kernel, overrides, counts)) => {
-            gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups(gpu, kernel, counts)?)?
-        }
-    };
+    let (kernel, overrides, counts) = blocks;
+    let dispatch = gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups(gpu, kernel, counts)?)?;
     if params.splits == 1 {
         return Ok(vec![dispatch]);
     }
@@ -88,21 +77,23 @@ fn weight_gradient_slices(params: &ConvParams, weight: &[usize]) -> Option<Vec<u
 }
 
 /// The path of a conv's weight gradient with `params.splits` set, and the kernel, overrides
-/// and workgroups that run it (none on the shared path, which `conv_dispatch` sizes).
+/// and workgroups that run it.
 #[allow(clippy::type_complexity)]
 fn weight_gradient_blocks(
     gpu: &Gpu,
     params: &mut ConvParams,
-) -> Result<(ConvPath, Option<(Kernel, Vec<(&'static str, f64)>, [usize; 3])>)> {
+) -> Result<(ConvPath, (Kernel, Vec<(&'static str, f64)>, [usize; 3]))> {
     let [n, c, k, r, s, p, q] =
         [params.n, params.c, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
     let path = tune::path(gpu, params, ConvPass::WeightGradient)?;
     let long = (n * p * q).div_ceil(SLICE_POSITIONS);
     let looped = if gpu.loop_limit.is_some() { long } else { 1 };
     let blocks = match path {
-        ConvPath::Shared => {
-            params.splits = long as u32;
-            None
+        ConvPath::Tiled(tile) => {
+            let (x, y) = (c.div_ceil(tile.bn as usize), k.div_ceil(tile.bm as usize));
+            let fill = TILED_WORKGROUPS.div_ceil(x * y * r * s).min(n * p * q / MIN_SLICE);
+            params.splits = fill.max(long).max(1) as u32;
+            (Kernel::Conv2dBackwardWeightTiled, tile.overrides().to_vec(), [x, y, r * s * params.splits as usize])
         }
         ConvPath::Lanes => {
             // One subgroup of 8 invocations per workgroup, 32 x 4 outputs each, 32 x 3 (3x3) and
@@ -129,11 +120,11 @@ fn weight_gradient_blocks(
             let splits = 32usize.div_ceil(x * y).max(looped).min(n * p).max(1);
             params.splits = splits as u32;
             let overrides = if pointwise || pointwise_rows { vec![("POINTWISE", 1.0)] } else { vec![] };
-            Some((kernel, overrides, [x, y, splits]))
+            (kernel, overrides, [x, y, splits])
         }
         ConvPath::Direct => {
             let (overrides, workgroups) = direct_weight_blocks(params, n, c, k, r * s, p, looped);
-            Some((Kernel::Conv2dBackwardWeight, overrides, workgroups))
+            (Kernel::Conv2dBackwardWeight, overrides, workgroups)
         }
     };
     Ok((path, blocks))
@@ -169,7 +160,6 @@ fn direct_weight_blocks(
         ("WG_Y", wg_y as f64),
         ("WG_Z", wg_z as f64),
         ("SLICE_LANES", slice_lanes as u8 as f64),
-        ("SHARED", 0.0),
     ];
     (overrides, [x, y, rs * groups_z])
 }
