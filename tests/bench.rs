@@ -269,6 +269,7 @@ fn assert_schema(doc: &Value) {
                 ("pct_bandwidth", positive),
                 ("memory_bytes", |v| v.as_u64().is_some_and(|b| b > 0)),
                 ("encode_ms", positive),
+                ("tuning_s", |v| v.as_f64().is_some_and(|x| x >= 0.0 && x.is_finite())),
                 ("layers", Value::is_array),
             ],
         );
@@ -281,6 +282,7 @@ fn assert_schema(doc: &Value) {
                     ("kind", |v| v.as_str().is_some_and(|k| KINDS.contains(&k))),
                     ("ms", number),
                     ("bytes", count),
+                    ("kernels", |v| v.as_array().is_some_and(|k| !k.is_empty() && k.iter().all(Value::is_string))),
                 ],
             );
         }
@@ -338,6 +340,10 @@ fn per_layer_times_sum_to_about_the_whole_step() {
         );
         assert_eq!(count(Kind::Optimizer), 1);
         assert!(m.layers.iter().any(|l| l.name == "layer2.0.conv1"));
+        // Each pass names the kernels that ran it, with their constants.
+        for l in m.layers.iter().filter(|l| l.kind == Kind::ConvBackwardWeight) {
+            assert!(l.kernels[0].starts_with("conv2d_backward_weight"), "{l:?}");
+        }
     }
 }
 

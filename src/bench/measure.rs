@@ -128,7 +128,12 @@ impl Step {
 pub fn measure(gpu: &Gpu, config: &Config, options: &Timing, peak: &Peak) -> Result<Measurement> {
     ensure!(options.iters > 0, "at least one timed step is needed");
     let arch = Arch::parse(&config.model, config.shortcut)?;
+    let tuned = gpu.tuning.seconds();
     let (plan, memory_bytes) = Step::new(gpu, &arch, config.mode, config.batch)?;
+    let tuning_s = gpu.tuning.seconds() - tuned;
+    if tuning_s > 0.0 {
+        eprintln!("{} {} batch {}: the autotune took {tuning_s:.1} s", config.model, config.mode.name(), config.batch);
+    }
     if let Step::Train { step, .. } = &plan {
         let (m, mib) = (step.memory, |bytes: u64| bytes as f64 / (1 << 20) as f64);
         eprintln!(
@@ -179,6 +184,7 @@ pub fn measure(gpu: &Gpu, config: &Config, options: &Timing, peak: &Peak) -> Res
         pct_bandwidth: 100.0 * gbs / peak.bandwidth_gbs,
         memory_bytes,
         encode_ms: percentile(&encodes, 0.5),
+        tuning_s,
         layers,
     })
 }
@@ -220,6 +226,7 @@ fn time_layers(gpu: &Gpu, dispatches: &[Dispatch], iters: usize) -> Result<Vec<L
             kind: Kind::of(&dispatches[range.start]),
             ms: percentile(&ms, 0.5),
             bytes: dispatches[range.clone()].iter().map(|d| d.bytes).sum(),
+            kernels: dispatches[range.clone()].iter().map(Dispatch::describe).collect(),
         })
         .collect())
 }

@@ -20,7 +20,8 @@ use crate::kernels::{Dispatch, Kernel};
 ///            "bandwidth_gbs": 912.3},     buffer-to-buffer copy, bytes read + written per second
 ///   "timer": "timestamps",                or "wall_clock"
 ///   "conv": "autotune",                   conv paths timed per layer shape (the default on GPUs),
-///                                         or the one path every conv ran on: shared | direct | lanes
+///                                         or the one path every conv ran on: tiled | direct | lanes
+///                                         or a tile of the tiled path ("tiled 128x64x8 8x8")
 ///   "warmup": 3, "iters": 20,             untimed and timed steps per result
 ///   "results": [{
 ///     "model": "resnet50", "shortcut": "b",   "a" | "b" | "plain"
@@ -34,8 +35,12 @@ use crate::kernels::{Dispatch, Kernel};
 ///     "memory_bytes": 8123456789,         storage buffers the model and the plan allocated
 ///     "encode_ms": 1.2,                   host time to record, finish and submit the step's
 ///                                         command buffer (median): the CPU's cost of a step
+///     "tuning_s": 21.4,                   seconds the autotune spent timing variants while this
+///                                         configuration was planned (0 where all were kept)
 ///     "layers": [                          with --per-layer and timestamps, else []
-///       {"name": "layer2.0.conv1", "kind": "conv_forward", "ms": 1.25, "bytes": 3211264}
+///       {"name": "layer2.0.conv1", "kind": "conv_forward", "ms": 1.25, "bytes": 3211264,
+///        "kernels": ["conv2d_tiled BM=128 BN=64 BK=8 TM=8 TN=8 BIAS=0 RESIDUAL=0 RELU=0"]}
+///                                         the pass's dispatches: kernel and override constants
 ///     ]                                   one entry per timed pass, in execution order; kind is
 ///   }]                                    conv_forward | conv_backward_input | conv_backward_weight
 /// }                                       | batchnorm | elementwise | optimizer | other
@@ -79,6 +84,9 @@ pub struct Measurement {
     /// Absent from files of earlier versions (read as 0).
     #[serde(default)]
     pub encode_ms: f64,
+    /// Absent from files of earlier versions (read as 0).
+    #[serde(default)]
+    pub tuning_s: f64,
     pub layers: Vec<LayerTime>,
 }
 
@@ -91,6 +99,9 @@ pub struct LayerTime {
     pub ms: f64,
     /// Bytes of the tensors the pass's dispatches bind.
     pub bytes: u64,
+    /// What ran: each dispatch's `Dispatch::describe` (absent from files of earlier versions).
+    #[serde(default)]
+    pub kernels: Vec<String>,
 }
 
 /// Kernel kinds for the per-layer roll-up.

@@ -171,10 +171,18 @@ pub fn layer_tables(report: &Report, m: &Measurement) -> String {
         .iter()
         .take(10)
         .map(|l| {
-            vec![l.name.clone(), l.kind.label().into(), fmt3(l.ms), share(l.ms), fmt3(l.bytes as f64 / l.ms / 1e6)]
+            let kernels = l.kernels.join(" + ");
+            vec![
+                l.name.clone(),
+                l.kind.label().into(),
+                kernels,
+                fmt3(l.ms),
+                share(l.ms),
+                fmt3(l.bytes as f64 / l.ms / 1e6),
+            ]
         })
         .collect();
     text += "\nslowest passes:\n\n";
-    text += &markdown(&["layer", "kind", "ms", "% of layers", "GB/s"], &rows, 2);
+    text += &markdown(&["layer", "kind", "kernels (override constants)", "ms", "% of layers", "GB/s"], &rows, 3);
     text
 }

@@ -29,6 +29,12 @@ impl Dispatch {
         self.overrides.iter().any(|(n, value)| n == name && *value != 0.0)
     }
 
+    /// The kernel and the constants it ran with, e.g. `conv2d_tiled BM=128 BN=64 BK=8 TM=8 TN=8`.
+    pub fn describe(&self) -> String {
+        let constants = self.overrides.iter().map(|(name, value)| format!(" {name}={value}"));
+        std::iter::once(self.kernel.name().to_string()).chain(constants).collect()
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
