@@ -63,6 +63,8 @@ macro_rules! kernels {
 //   weight_rows  where the two row-walking weight gradients write their columns
 //   epilogue     the forward convs' fused bias, residual and ReLU (after f32 or vec4)
 //   channels     batch norm's per-channel walk and workgroup sum
+//   bn_statistics  storing a channel's batch statistics and updating the running ones
+//   bn_grad      the gradient reaching a batch norm's output (RELU) and its 1 / std (FROZEN)
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
     Conv2dForward => "conv2d_forward" after ["conv_params", "tile", "gemm", "f32", "epilogue"],
@@ -79,12 +81,12 @@ kernels! {
     Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
     Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes", "weight_rows"],
     Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after ["conv_params", "lanes", "weight_rows"],
-    BatchnormForwardTrain => "batchnorm_forward_train" after ["bn_params", "f32", "channels"],
-    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["bn_params", "vec4", "channels"],
+    BatchnormForwardTrain => "batchnorm_forward_train" after ["bn_params", "f32", "channels", "bn_statistics"],
+    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["bn_params", "vec4", "channels", "bn_statistics"],
     BatchnormForwardEval => "batchnorm_forward_eval" after ["bn_params", "f32"],
     BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4" from "batchnorm_forward_eval" after ["bn_params", "vec4"],
-    BatchnormBackward => "batchnorm_backward" after ["bn_params", "f32", "channels"],
-    BatchnormBackwardVec4 => "batchnorm_backward_vec4" from "batchnorm_backward" after ["bn_params", "vec4", "channels"],
+    BatchnormBackward => "batchnorm_backward" after ["bn_params", "f32", "channels", "bn_grad"],
+    BatchnormBackwardVec4 => "batchnorm_backward_vec4" from "batchnorm_backward" after ["bn_params", "vec4", "channels", "bn_grad"],
     ReluBackward => "relu_backward" after ["f32"],
     ReluBackwardVec4 => "relu_backward_vec4" from "relu_backward" after ["vec4"],
     ReluMask => "relu_mask" after ["f32"],
