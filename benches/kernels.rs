@@ -230,7 +230,7 @@ fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
     let gpu = b.gpu;
     // Reads inp (three passes, counted once), weight, bias, running_mean, running_var; writes
     // out, mean, rstd, running_mean, running_var.
-    b.run(Kernel::BatchnormForwardTrain, &label, bytes(2 * len + 8 * c), || {
+    b.run_all(Kernel::BatchnormForwardTrain, &label, bytes(2 * len + 8 * c), || {
         batchnorm::batchnorm_forward_train(
             gpu,
             &out,
@@ -242,12 +242,13 @@ fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
             &weight,
             &bias,
             None,
+            None,
             false,
         )
     })?;
     // Reads dout and inp (two passes, counted once), weight, mean, rstd; writes dinp, dweight, dbias.
-    b.run(Kernel::BatchnormBackward, &label, bytes(3 * len + 5 * c), || {
-        batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
+    b.run_all(Kernel::BatchnormBackward, &label, bytes(3 * len + 5 * c), || {
+        batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None, None)
     })?;
     b.run(Kernel::BatchnormForwardEval, &label, bytes(2 * len + 4 * c), || {
         batchnorm::batchnorm_forward_eval(gpu, &out, &inp, &weight, &bias, &running_mean, &running_var, None, false)

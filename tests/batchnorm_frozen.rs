@@ -1,11 +1,11 @@
 //! The backward of batch norm with frozen running statistics (`--bn-eval`): the kernel against its
-//! CPU twin on awkward shapes, plain, after a ReLU and in place, on every test adapter and both
-//! workgroup sizes; the CPU twin against central finite differences of the eval forward; a whole
+//! CPU twin on awkward shapes, plain, after a ReLU and in place, on every test adapter and batch
+//! norm variant (a channel a workgroup, and in chunks); the CPU twin against central finite differences of the eval forward; a whole
 //! frozen training step's gradients against finite differences of its loss.
 
 mod common;
 
-use common::{assert_close, bn_variants, f64s};
+use common::{assert_close, bn_variant, bn_variants, f64s};
 use resnet_wgpu::ops::batchnorm::{self, BatchnormParams};
 use resnet_wgpu::ops::elementwise;
 use resnet_wgpu::reference as cpu;
@@ -31,16 +31,18 @@ fn frozen_batchnorm_backward_matches_cpu() {
             let in_place = up(&shape, &inp_v);
             let mask = gpu.zeros("mask", &[elementwise::mask_words(len)]).unwrap();
             let backward = |dinp, dweight, dbias, inp, mask| {
-                batchnorm::batchnorm_backward_frozen(gpu, dinp, dweight, dbias, &dout, inp, &weight, &mean, &var, mask)
-                    .unwrap()
+                batchnorm::batchnorm_backward_frozen(
+                    gpu, dinp, dweight, dbias, &dout, inp, &weight, &mean, &var, mask, None,
+                )
+                .unwrap()
             };
             let dispatches = [
-                elementwise::relu_mask(gpu, &mask, &after).unwrap(),
+                vec![elementwise::relu_mask(gpu, &mask, &after).unwrap()],
                 backward(&dinp, &dweight, &dbias, &inp, None),
                 backward(&masked, &dweight_m, &dbias_m, &inp, Some(&mask)),
                 backward(&in_place, &dweight_m, &dbias_m, &in_place, Some(&mask)),
             ];
-            gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+            gpu.run(&dispatches.iter().flatten().collect::<Vec<_>>()).unwrap();
 
             let params = BatchnormParams::for_input(&shape).unwrap();
             let (inp_c, weight_c, mean_c, var_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&mean_v), f64s(&var_v));
@@ -65,12 +67,7 @@ fn frozen_batchnorm_backward_matches_cpu() {
                 dout_v.iter().zip(&after_v).map(|(&d, &a)| if a > 0.0 { d as f64 } else { 0.0 }).collect();
             let (dinp_m, dweight_mc, dbias_mc) = expect(&dout_masked);
 
-            let what = |name: &str| {
-                format!(
-                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
-                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
-                )
-            };
+            let what = |name: &str| format!("{name} {shape:?} {}", bn_variant(gpu));
             let read = |t| gpu.read::<f32>(t).unwrap();
             assert_close(&what("frozen dinp"), &read(&dinp), &dinp_c, 1e-5, 1e-5);
             assert_close(&what("frozen dweight"), &read(&dweight), &dweight_c, 1e-4, 1e-4);

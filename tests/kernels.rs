@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, bn_variants, conv_variants, f64s, gpus};
+use common::{assert_close, bn_variant, bn_variants, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
 use resnet_wgpu::kernels::{self, Kernel};
 use resnet_wgpu::ops::batchnorm::{self, BatchnormParams};
@@ -366,15 +366,17 @@ fn batchnorm_matches_cpu() {
                 &weight,
                 &bias,
                 None,
+                None,
                 false,
             )
             .unwrap();
-            let backward =
-                batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
-                    .unwrap();
+            let backward = batchnorm::batchnorm_backward(
+                gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None, None,
+            )
+            .unwrap();
             gpu.run(&[&eval]).unwrap();
             let out_eval_v = read(gpu, &out_eval);
-            gpu.run(&[&train, &backward]).unwrap();
+            gpu.run(&train.iter().chain(&backward).collect::<Vec<_>>()).unwrap();
 
             let params = BatchnormParams::for_input(&[n, c, h, w]).unwrap();
             let (inp_c, weight_c, bias_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
@@ -406,12 +408,7 @@ fn batchnorm_matches_cpu() {
                 &params,
             );
 
-            let what = |name: &str| {
-                format!(
-                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
-                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
-                )
-            };
+            let what = |name: &str| format!("{name} {shape:?} {}", bn_variant(gpu));
             assert_close(&what("batchnorm_forward_eval"), &out_eval_v, &out_eval_c, 1e-5, 1e-5);
             assert_close(&what("batchnorm_forward_train out"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
             assert_close(&what("batchnorm_forward_train mean"), &read(gpu, &mean), &mean_c, 1e-5, 1e-5);
@@ -457,7 +454,8 @@ fn batchnorm_fused_matches_cpu() {
                     &rv,
                     Some(&residual),
                     true,
-                ),
+                )
+                .map(|d| vec![d]),
                 batchnorm::batchnorm_forward_train(
                     gpu,
                     &with_residual,
@@ -469,12 +467,13 @@ fn batchnorm_fused_matches_cpu() {
                     &weight,
                     &bias,
                     Some(&residual),
+                    None,
                     true,
                 ),
                 batchnorm::batchnorm_forward_train(
-                    gpu, &with_relu, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, None, true,
+                    gpu, &with_relu, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, None, None, true,
                 ),
-                elementwise::relu_mask(gpu, &mask, &with_relu),
+                elementwise::relu_mask(gpu, &mask, &with_relu).map(|d| vec![d]),
                 batchnorm::batchnorm_backward(
                     gpu,
                     &dinp,
@@ -486,6 +485,7 @@ fn batchnorm_fused_matches_cpu() {
                     &mean,
                     &rstd,
                     Some(&mask),
+                    None,
                 ),
                 // In place: the gradient overwrites the input it is computed from.
                 batchnorm::batchnorm_backward(
@@ -499,10 +499,11 @@ fn batchnorm_fused_matches_cpu() {
                     &mean,
                     &rstd,
                     Some(&mask),
+                    None,
                 ),
             ]
             .map(Result::unwrap);
-            gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+            gpu.run(&dispatches.iter().flatten().collect::<Vec<_>>()).unwrap();
 
             let params = BatchnormParams::for_input(&shape).unwrap();
             let (inp_c, residual_c, dout_c) = (f64s(&inp_v), f64s(&residual_v), f64s(&dout_v));
@@ -540,12 +541,7 @@ fn batchnorm_fused_matches_cpu() {
                 &params,
             );
 
-            let what = |name: &str| {
-                format!(
-                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
-                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
-                )
-            };
+            let what = |name: &str| format!("{name} {shape:?} {}", bn_variant(gpu));
             assert_close(
                 &what("batchnorm_forward_eval + residual + relu"),
                 &read(gpu, &eval_out),
@@ -916,12 +912,12 @@ fn reductions_give_the_same_bits_every_run() {
             (zeros(gpu, &shape), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]));
         let (bn_weight, bn_bias) = (upload(gpu, &[16], &rng.vec(16)), upload(gpu, &[16], &rng.vec(16)));
         let bn = batchnorm::batchnorm_forward_train(
-            gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias, None, false,
+            gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias, None, None, false,
         )
         .unwrap();
         let runs: Vec<(Vec<u32>, Vec<u32>)> = (0..3)
             .map(|_| {
-                gpu.run(&step.iter().chain([&bn]).collect::<Vec<_>>()).unwrap();
+                gpu.run(&step.iter().chain(&bn).collect::<Vec<_>>()).unwrap();
                 (gpu.read::<u32>(&dweight).unwrap(), gpu.read::<u32>(&out).unwrap())
             })
             .collect();
@@ -930,7 +926,7 @@ fn reductions_give_the_same_bits_every_run() {
 }
 
 /// Every kernel of the table is reached by the shapes the tests above check against the CPU:
-/// the same cases prepared here (not run), on every conv path and batch norm workgroup size.
+/// the same cases prepared here (not run), on every conv path and batch norm variant.
 #[test]
 fn every_kernel_is_reached_by_the_tests() {
     let mut reached = std::collections::HashSet::new();
@@ -957,10 +953,11 @@ fn every_kernel_is_reached_by_the_tests() {
             let (x, y) = (zeros(gpu, &[n, c, h, w]), zeros(gpu, &[n, c, h, w]));
             let ch: Vec<Tensor> = (0..6).map(|_| zeros(gpu, &[c])).collect();
             let [m, r, rm, rv, wt, bs] = [0, 1, 2, 3, 4, 5].map(|i| &ch[i]);
-            let train = batchnorm::batchnorm_forward_train(gpu, &y, m, r, rm, rv, &x, wt, bs, None, false);
+            let train = batchnorm::batchnorm_forward_train(gpu, &y, m, r, rm, rv, &x, wt, bs, None, None, false);
             let eval = batchnorm::batchnorm_forward_eval(gpu, &y, &x, wt, bs, rm, rv, None, false);
-            let backward = batchnorm::batchnorm_backward(gpu, &y, m, r, &x, &x, wt, rm, rv, None);
-            reached.extend([train, eval, backward].map(|d| d.unwrap().kernel));
+            let backward = batchnorm::batchnorm_backward(gpu, &y, m, r, &x, &x, wt, rm, rv, None, None);
+            let dispatches = [train, eval.map(|d| vec![d]), backward].map(Result::unwrap);
+            reached.extend(dispatches.iter().flatten().map(|d| d.kernel));
         }
     }
     let gpu = &gpus()[0];

@@ -74,7 +74,8 @@ fn a_batch_norm_past_the_loop_limit_is_refused() {
         let (inp, out) = (gpu.zeros("inp", &shape).unwrap(), gpu.zeros("out", &shape).unwrap());
         let channel: Vec<_> = (0..6).map(|_| gpu.zeros("channel", &[1]).unwrap()).collect();
         let [mean, rstd, rm, rv, weight, bias] = [0, 1, 2, 3, 4, 5].map(|i| &channel[i]);
-        let result = batchnorm::batchnorm_forward_train(gpu, &out, mean, rstd, rm, rv, &inp, weight, bias, None, false);
+        let result =
+            batchnorm::batchnorm_forward_train(gpu, &out, mean, rstd, rm, rv, &inp, weight, bias, None, None, false);
         match gpu.loop_limit {
             Some(limit) => assert_eq!(
                 message(result),

@@ -1,5 +1,5 @@
-// Prepended to batch norm's backward kernels (batchnorm_backward and its `_vec4` twin), after an
-// element-width part: the gradient
+// Prepended to batch norm's backward kernels (batchnorm_backward, batchnorm_backward_chunks,
+// batchnorm_backward_input and their `_vec4` twins), after an element-width part: the gradient
 // that reaches the BN's output and the channel's 1 / std, as the RELU and FROZEN overrides say.
 // Reads the kernel's dout, mask and rstd bindings.
 

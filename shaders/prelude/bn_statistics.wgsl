@@ -1,5 +1,5 @@
-// Prepended to the kernels that end batch norm's training reductions (batchnorm_forward_train and
-// its `_vec4` twin): storing a channel's batch statistics and moving the running ones.
+// Prepended to the kernels that end batch norm's training reductions, batchnorm_forward_train and
+// batchnorm_forward_combine: storing a channel's batch statistics and moving the running ones.
 
 // mean[c] = mu, rstd[c] = r = 1 / sqrt(variance + eps) for the biased variance of the channel's
 // m values, and PyTorch's update of the running statistics (momentum; the unbiased variance).
