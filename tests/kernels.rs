@@ -925,6 +925,75 @@ fn reductions_give_the_same_bits_every_run() {
     }
 }
 
+/// Batch norm's training reduces a channel in chunks over many workgroups on GPUs, and a channel a
+/// workgroup on CPU adapters (which run that faster): three dispatches each way, or one.
+#[test]
+fn batchnorm_runs_in_two_levels_on_gpus_only() {
+    for gpu in gpus() {
+        let software = resnet_wgpu::gpu::is_software(&gpu.info);
+        assert_eq!(gpu.bn_chunk, (!software).then_some(4096), "{}", gpu.describe());
+        let shape = [2, 3, 5, 7];
+        let (x, y) = (zeros(gpu, &shape), zeros(gpu, &shape));
+        let [m, r, rm, rv, wt, bs, dwt, dbs] = [(); 8].map(|_| zeros(gpu, &[3]));
+        let train = batchnorm::batchnorm_forward_train(gpu, &y, &m, &r, &rm, &rv, &x, &wt, &bs, None, None, false);
+        let backward = batchnorm::batchnorm_backward(gpu, &y, &dwt, &dbs, &x, &x, &wt, &m, &r, None, None);
+        let counts = [train, backward].map(|d| d.unwrap().len());
+        assert_eq!(counts, if software { [1, 1] } else { [3, 3] }, "{}", gpu.describe());
+    }
+}
+
+/// Batch norm's training forward (residual and ReLU fused) and backward (after the ReLU) give the
+/// same bits every run, on every variant, with several chunks a channel even at 4096 values a
+/// chunk: H*W odd, and a multiple of 4.
+#[test]
+fn batchnorm_gives_the_same_bits_every_run() {
+    for gpu in bn_variants() {
+        for (case, shape) in [[5, 3, 37, 41], [3, 4, 36, 40]].into_iter().enumerate() {
+            let (c, len) = (shape[1], shape.iter().product::<usize>());
+            let mut rng = Rng::new(1200 + case as u64);
+            let [inp, residual, dout] = [(); 3].map(|_| upload(gpu, &shape, &rng.vec(len)));
+            let [weight, bias] = [(); 2].map(|_| upload(gpu, &[c], &rng.vec(c)));
+            let (rm_v, rv_v) = (rng.vec(c), rng.vec(c).iter().map(|x| 1.5 + x).collect::<Vec<_>>());
+            let (rm, rv) = (upload(gpu, &[c], &rm_v), upload(gpu, &[c], &rv_v));
+            let [out, dinp] = [(); 2].map(|_| zeros(gpu, &shape));
+            let [mean, rstd, dweight, dbias] = [(); 4].map(|_| zeros(gpu, &[c]));
+            let mask = zeros(gpu, &[elementwise::mask_words(len)]);
+            let (res, relu) = (Some(&residual), true);
+            let mut dispatches = batchnorm::batchnorm_forward_train(
+                gpu, &out, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, res, None, relu,
+            )
+            .unwrap();
+            dispatches.push(elementwise::relu_mask(gpu, &mask, &out).unwrap());
+            let backward = batchnorm::batchnorm_backward(
+                gpu,
+                &dinp,
+                &dweight,
+                &dbias,
+                &dout,
+                &inp,
+                &weight,
+                &mean,
+                &rstd,
+                Some(&mask),
+                None,
+            );
+            dispatches.extend(backward.unwrap());
+            let runs: Vec<Vec<Vec<u32>>> = (0..3)
+                .map(|_| {
+                    // The same running statistics before each run: the forward moves them.
+                    gpu.write(&rm, &rm_v);
+                    gpu.write(&rv, &rv_v);
+                    gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+                    let outputs = [&out, &mean, &rstd, &rm, &rv, &dinp, &dweight, &dbias];
+                    outputs.iter().map(|t| gpu.read::<u32>(t).unwrap()).collect()
+                })
+                .collect();
+            let variant = bn_variant(gpu);
+            assert!(runs.iter().all(|r| *r == runs[0]), "repeated runs of {shape:?} {variant} differ in their bits");
+        }
+    }
+}
+
 /// Every kernel of the table is reached by the shapes the tests above check against the CPU:
 /// the same cases prepared here (not run), on every conv path and batch norm variant.
 #[test]
