@@ -219,7 +219,8 @@ fn conv(
     })
 }
 
-/// The three batch norm kernels on an activation of `shape`.
+/// Batch norm's training forward and backward on an activation of `shape`, each way of reducing a
+/// channel (`Gpu::bn_chunk`) the adapter's default first, and its evaluation forward.
 fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
     let (c, len) = (shape[1], shape.iter().product::<usize>());
     let label = format!("{name}: {shape:?}");
@@ -228,27 +229,36 @@ fn batchnorm(b: &mut Bench, name: &str, shape: [usize; 4]) -> Result<()> {
     let (running_mean, running_var, dweight, dbias) =
         (b.random(&[c])?, b.positive(&[c])?, b.zeros(&[c])?, b.zeros(&[c])?);
     let gpu = b.gpu;
-    // Reads inp (three passes, counted once), weight, bias, running_mean, running_var; writes
-    // out, mean, rstd, running_mean, running_var.
-    b.run(Kernel::BatchnormForwardTrain, &label, bytes(2 * len + 8 * c), || {
-        batchnorm::batchnorm_forward_train(
-            gpu,
-            &out,
-            &mean,
-            &rstd,
-            &running_mean,
-            &running_var,
-            &inp,
-            &weight,
-            &bias,
-            None,
-            false,
-        )
-    })?;
-    // Reads dout and inp (two passes, counted once), weight, mean, rstd; writes dinp, dweight, dbias.
-    b.run(Kernel::BatchnormBackward, &label, bytes(3 * len + 5 * c), || {
-        batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
-    })?;
+    let other = if gpu.bn_chunk.is_some() { None } else { Some(4096) };
+    for bn_gpu in [gpu.bn_chunk, other].map(|chunk| gpu.with_bn_chunk(chunk)) {
+        let gpu = &bn_gpu;
+        let label = match gpu.bn_chunk {
+            None => format!("{label}, a channel a workgroup"),
+            Some(chunk) => format!("{label}, in chunks of {chunk}"),
+        };
+        // Reads inp (three passes, counted once), weight, bias, running_mean, running_var; writes
+        // out, mean, rstd, running_mean, running_var.
+        b.run_all(Kernel::BatchnormForwardTrain, &label, bytes(2 * len + 8 * c), || {
+            batchnorm::batchnorm_forward_train(
+                gpu,
+                &out,
+                &mean,
+                &rstd,
+                &running_mean,
+                &running_var,
+                &inp,
+                &weight,
+                &bias,
+                None,
+                None,
+                false,
+            )
+        })?;
+        // Reads dout and inp (two passes, counted once), weight, mean, rstd; writes dinp, dweight, dbias.
+        b.run_all(Kernel::BatchnormBackward, &label, bytes(3 * len + 5 * c), || {
+            batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None, None)
+        })?;
+    }
     b.run(Kernel::BatchnormForwardEval, &label, bytes(2 * len + 4 * c), || {
         batchnorm::batchnorm_forward_eval(gpu, &out, &inp, &weight, &bias, &running_mean, &running_var, None, false)
     })

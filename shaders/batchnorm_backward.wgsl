@@ -30,20 +30,12 @@
 @group(0) @binding(8) var<storage, read> mask: array<u32>;
 @group(0) @binding(9) var<uniform> params: Params;
 
-override RELU: bool = false;
 override IN_PLACE: bool = false;
-override FROZEN: bool = false;
 
 // The BN input at element j.
 fn x(j: u32) -> elem {
     if (IN_PLACE) { return dinp[j]; }
     return inp[j];
-}
-
-// The gradient of the BN output at element j.
-fn grad(j: u32) -> elem {
-    if (RELU) { return select(elem(0.0), dout[j], mask_test(mask[j / MASK_ELEMS], j)); }
-    return dout[j];
 }
 
 @compute @workgroup_size(WG)
@@ -53,8 +45,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     if (c >= params.c) { return; }
     let m = params.n * params.hw;
     let mu = mean[c];
-    var r = rstd[c];
-    if (FROZEN) { r = inverseSqrt(r + params.eps); }
+    let r = channel_rstd(c);
     let hw = params.hw / WIDTH; // a row of the channel, in elements
     let l = row_lanes(hw);
     var sd = elem(0.0);

@@ -6,7 +6,11 @@
 // prelude vec4, for H*W a multiple of 4) reads and writes inp, out and residual as vec4s: one
 // invocation per 4 values of a channel, so a quarter of the loads of the channel's statistics and
 // of the integer divisions that find the channel (which CPU adapters run one lane at a time).
-// CPU twin: reference::batchnorm_forward_eval (then add, relu_forward).
+// With BATCH, the last step of the training forward on GPUs (after batchnorm_forward_chunks and
+// batchnorm_forward_combine): running_mean and running_var bind the batch's mean and rstd =
+// 1 / sqrt(var + eps), and out = relu?((inp - mean[c]) * rstd[c] * weight[c] + bias[c] + residual?).
+// CPU twin: reference::batchnorm_forward_eval (then add, relu_forward); with BATCH,
+// reference::batchnorm_forward_train (of the three steps together).
 // Dispatch: grid(ceil(N*C*H*W / WG)), _vec4 grid(ceil(N*C*H*W / 4 / WG)).
 
 @group(0) @binding(0) var<storage, read_write> out: array<elem>;
@@ -21,6 +25,7 @@
 override WG: u32 = 256;
 override RESIDUAL: bool = false;
 override RELU: bool = false;
+override BATCH: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -28,7 +33,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let hw = params.hw / WIDTH; // a plane, in elements
     if (i >= params.n * params.c * hw) { return; }
     let c = (i / hw) % params.c;
-    let scale = inverseSqrt(running_var[c] + params.eps) * weight[c];
+    var r = running_var[c];
+    if (!BATCH) { r = inverseSqrt(r + params.eps); }
+    let scale = r * weight[c];
     var v = (inp[i] - running_mean[c]) * scale + bias[c];
     if (RESIDUAL) { v += residual[i]; }
     if (RELU) { v = max(v, elem(0.0)); }

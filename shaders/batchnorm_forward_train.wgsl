@@ -59,11 +59,5 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
             out[j] = v;
         }
     }
-    if (t == 0u) {
-        mean[c] = mu;
-        rstd[c] = r;
-        let unbiased = variance * f32(m) / f32(max(m, 2u) - 1u);
-        running_mean[c] = (1.0 - params.momentum) * running_mean[c] + params.momentum * mu;
-        running_var[c] = (1.0 - params.momentum) * running_var[c] + params.momentum * unbiased;
-    }
+    if (t == 0u) { store_statistics(c, m, mu, variance, r); }
 }

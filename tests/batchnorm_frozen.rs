@@ -1,11 +1,11 @@
 //! The backward of batch norm with frozen running statistics (`--bn-eval`): the kernel against its
-//! CPU twin on awkward shapes, plain, after a ReLU and in place, on every test adapter and both
-//! workgroup sizes; the CPU twin against central finite differences of the eval forward; a whole
+//! CPU twin on awkward shapes, plain, after a ReLU and in place, on every test adapter and batch
+//! norm variant (a channel a workgroup, and in chunks); the CPU twin against central finite differences of the eval forward; a whole
 //! frozen training step's gradients against finite differences of its loss.
 
 mod common;
 
-use common::{assert_close, bn_variants, f64s};
+use common::{assert_close, bn_variant, bn_variants, f64s};
 use resnet_wgpu::ops::batchnorm::{self, BatchnormParams};
 use resnet_wgpu::ops::elementwise;
 use resnet_wgpu::reference as cpu;
@@ -31,16 +31,18 @@ fn frozen_batchnorm_backward_matches_cpu() {
             let in_place = up(&shape, &inp_v);
             let mask = gpu.zeros("mask", &[elementwise::mask_words(len)]).unwrap();
             let backward = |dinp, dweight, dbias, inp, mask| {
-                batchnorm::batchnorm_backward_frozen(gpu, dinp, dweight, dbias, &dout, inp, &weight, &mean, &var, mask)
-                    .unwrap()
+                batchnorm::batchnorm_backward_frozen(
+                    gpu, dinp, dweight, dbias, &dout, inp, &weight, &mean, &var, mask, None,
+                )
+                .unwrap()
             };
             let dispatches = [
-                elementwise::relu_mask(gpu, &mask, &after).unwrap(),
+                vec![elementwise::relu_mask(gpu, &mask, &after).unwrap()],
                 backward(&dinp, &dweight, &dbias, &inp, None),
                 backward(&masked, &dweight_m, &dbias_m, &inp, Some(&mask)),
                 backward(&in_place, &dweight_m, &dbias_m, &in_place, Some(&mask)),
             ];
-            gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+            gpu.run(&dispatches.iter().flatten().collect::<Vec<_>>()).unwrap();
 
             let params = BatchnormParams::for_input(&shape).unwrap();
             let (inp_c, weight_c, mean_c, var_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&mean_v), f64s(&var_v));
@@ -65,12 +67,7 @@ fn frozen_batchnorm_backward_matches_cpu() {
                 dout_v.iter().zip(&after_v).map(|(&d, &a)| if a > 0.0 { d as f64 } else { 0.0 }).collect();
             let (dinp_m, dweight_mc, dbias_mc) = expect(&dout_masked);
 
-            let what = |name: &str| {
-                format!(
-                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
-                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
-                )
-            };
+            let what = |name: &str| format!("{name} {shape:?} {}", bn_variant(gpu));
             let read = |t| gpu.read::<f32>(t).unwrap();
             assert_close(&what("frozen dinp"), &read(&dinp), &dinp_c, 1e-5, 1e-5);
             assert_close(&what("frozen dweight"), &read(&dweight), &dweight_c, 1e-4, 1e-4);
@@ -133,61 +130,65 @@ fn a_frozen_training_step_agrees_with_finite_differences_of_its_loss() {
     use resnet_wgpu::ops::sgd::Sgd;
     use resnet_wgpu::plan::{EvalStep, Statistics, TrainStep, Trained};
 
-    let gpu = &common::gpus()[0];
-    let model = ResNet::new(gpu, Arch::parse("resnet8", Shortcut::B).unwrap()).unwrap();
-    model.init(gpu, 4);
-    for (name, t) in model.buffers.names.iter().zip(&model.buffers.tensors) {
-        let v: f32 = if name.ends_with("running_var") { 2.0 } else { 0.01 };
-        gpu.write(t, &vec![v; t.len()]);
-    }
-    let (input, labels) = (Rng::new(9).vec(2 * 3 * 32 * 32), [3u32, 7]);
-    let frozen = Trained { fc_only: false, statistics: Statistics::Running };
-    // lr 0: the step leaves the gradients and keeps the weights.
-    let mut step = TrainStep::new(gpu, &model, 2, Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 }, frozen).unwrap();
-    gpu.write(&step.input, &input);
-    gpu.write(&step.labels, &labels);
-    step.run(gpu, 0, 0.0).unwrap();
+    // Batch norm a channel a workgroup, and in chunks (GPUs' way).
+    for chunk in [None, Some(44)] {
+        let gpu = &common::gpus()[0].with_bn_chunk(chunk);
+        let model = ResNet::new(gpu, Arch::parse("resnet8", Shortcut::B).unwrap()).unwrap();
+        model.init(gpu, 4);
+        for (name, t) in model.buffers.names.iter().zip(&model.buffers.tensors) {
+            let v: f32 = if name.ends_with("running_var") { 2.0 } else { 0.01 };
+            gpu.write(t, &vec![v; t.len()]);
+        }
+        let (input, labels) = (Rng::new(9).vec(2 * 3 * 32 * 32), [3u32, 7]);
+        let frozen = Trained { fc_only: false, statistics: Statistics::Running };
+        // lr 0: the step leaves the gradients and keeps the weights.
+        let mut step =
+            TrainStep::new(gpu, &model, 2, Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 }, frozen).unwrap();
+        gpu.write(&step.input, &input);
+        gpu.write(&step.labels, &labels);
+        step.run(gpu, 0, 0.0).unwrap();
 
-    let eval = EvalStep::new(gpu, &model, 2).unwrap();
-    gpu.write(&eval.input, &input);
-    let loss = || {
-        eval.run(gpu).unwrap();
-        let logits: Vec<f32> = gpu.read(&eval.logits).unwrap();
-        let per = |row: &[f32], label: u32| {
-            let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-            max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() - row[label as usize] as f64
+        let eval = EvalStep::new(gpu, &model, 2).unwrap();
+        gpu.write(&eval.input, &input);
+        let loss = || {
+            eval.run(gpu).unwrap();
+            let logits: Vec<f32> = gpu.read(&eval.logits).unwrap();
+            let per = |row: &[f32], label: u32| {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+                max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() - row[label as usize] as f64
+            };
+            logits.chunks(10).zip(labels).map(|(row, label)| per(row, label)).sum::<f64>() / 2.0
         };
-        logits.chunks(10).zip(labels).map(|(row, label)| per(row, label)).sum::<f64>() / 2.0
-    };
-    // Single weights: a bias shifts a whole channel across many ReLU kinks, which central
-    // differences in f32 resolve poorly (the BN biases' gradients are checked kernel by kernel).
-    let checks = [
-        ("bn1.weight", 5),
-        ("conv1.weight", 7),
-        ("layer1.0.conv2.weight", 40),
-        ("layer1.0.bn2.weight", 3),
-        ("layer2.0.conv1.weight", 11),
-        ("layer2.0.downsample.0.weight", 4),
-        ("layer2.0.downsample.1.weight", 2),
-        ("layer3.0.bn1.weight", 1),
-        ("fc.weight", 30),
-    ];
-    let h = 2.5e-3f32;
-    for (name, i) in checks {
-        let tensor = model.params.get(name);
-        let analytic = gpu.read::<f32>(model.grads.get(name)).unwrap()[i] as f64;
-        let values: Vec<f32> = gpu.read(tensor).unwrap();
-        let at = |d: f32| {
-            let mut v = values.clone();
-            v[i] += d;
-            gpu.write(tensor, &v);
-            loss()
-        };
-        let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
-        gpu.write(tensor, &values);
-        assert!(
-            (numeric - analytic).abs() <= 0.05 * analytic.abs() + 2e-5,
-            "{name}[{i}]: finite differences give {numeric}, the frozen step {analytic}"
-        );
+        // Single weights: a bias shifts a whole channel across many ReLU kinks, which central
+        // differences in f32 resolve poorly (the BN biases' gradients are checked kernel by kernel).
+        let checks = [
+            ("bn1.weight", 5),
+            ("conv1.weight", 7),
+            ("layer1.0.conv2.weight", 40),
+            ("layer1.0.bn2.weight", 3),
+            ("layer2.0.conv1.weight", 11),
+            ("layer2.0.downsample.0.weight", 4),
+            ("layer2.0.downsample.1.weight", 2),
+            ("layer3.0.bn1.weight", 1),
+            ("fc.weight", 30),
+        ];
+        let h = 2.5e-3f32;
+        for (name, i) in checks {
+            let tensor = model.params.get(name);
+            let analytic = gpu.read::<f32>(model.grads.get(name)).unwrap()[i] as f64;
+            let values: Vec<f32> = gpu.read(tensor).unwrap();
+            let at = |d: f32| {
+                let mut v = values.clone();
+                v[i] += d;
+                gpu.write(tensor, &v);
+                loss()
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
+            gpu.write(tensor, &values);
+            assert!(
+                (numeric - analytic).abs() <= 0.05 * analytic.abs() + 2e-5,
+                "{name}[{i}]: finite differences give {numeric}, the frozen step {analytic} (batch norm chunks {chunk:?})"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, bn_variants, conv_variants, f64s, gpus};
+use common::{assert_close, bn_variant, bn_variants, conv_variants, f64s, gpus};
 use resnet_wgpu::gpu::{Gpu, Tensor};
 use resnet_wgpu::kernels::{self, Kernel};
 use resnet_wgpu::ops::batchnorm::{self, BatchnormParams};
@@ -400,15 +400,17 @@ fn batchnorm_matches_cpu() {
                 &weight,
                 &bias,
                 None,
+                None,
                 false,
             )
             .unwrap();
-            let backward =
-                batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None)
-                    .unwrap();
+            let backward = batchnorm::batchnorm_backward(
+                gpu, &dinp, &dweight, &dbias, &dout, &inp, &weight, &mean, &rstd, None, None,
+            )
+            .unwrap();
             gpu.run(&[&eval]).unwrap();
             let out_eval_v = read(gpu, &out_eval);
-            gpu.run(&[&train, &backward]).unwrap();
+            gpu.run(&train.iter().chain(&backward).collect::<Vec<_>>()).unwrap();
 
             let params = BatchnormParams::for_input(&[n, c, h, w]).unwrap();
             let (inp_c, weight_c, bias_c, dout_c) = (f64s(&inp_v), f64s(&weight_v), f64s(&bias_v), f64s(&dout_v));
@@ -440,12 +442,7 @@ fn batchnorm_matches_cpu() {
                 &params,
             );
 
-            let what = |name: &str| {
-                format!(
-                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
-                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
-                )
-            };
+            let what = |name: &str| format!("{name} {shape:?} {}", bn_variant(gpu));
             assert_close(&what("batchnorm_forward_eval"), &out_eval_v, &out_eval_c, 1e-5, 1e-5);
             assert_close(&what("batchnorm_forward_train out"), &read(gpu, &out), &out_c, 1e-4, 1e-4);
             assert_close(&what("batchnorm_forward_train mean"), &read(gpu, &mean), &mean_c, 1e-5, 1e-5);
@@ -491,7 +488,8 @@ fn batchnorm_fused_matches_cpu() {
                     &rv,
                     Some(&residual),
                     true,
-                ),
+                )
+                .map(|d| vec![d]),
                 batchnorm::batchnorm_forward_train(
                     gpu,
                     &with_residual,
@@ -503,12 +501,13 @@ fn batchnorm_fused_matches_cpu() {
                     &weight,
                     &bias,
                     Some(&residual),
+                    None,
                     true,
                 ),
                 batchnorm::batchnorm_forward_train(
-                    gpu, &with_relu, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, None, true,
+                    gpu, &with_relu, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, None, None, true,
                 ),
-                elementwise::relu_mask(gpu, &mask, &with_relu),
+                elementwise::relu_mask(gpu, &mask, &with_relu).map(|d| vec![d]),
                 batchnorm::batchnorm_backward(
                     gpu,
                     &dinp,
@@ -520,6 +519,7 @@ fn batchnorm_fused_matches_cpu() {
                     &mean,
                     &rstd,
                     Some(&mask),
+                    None,
                 ),
                 // In place: the gradient overwrites the input it is computed from.
                 batchnorm::batchnorm_backward(
@@ -533,10 +533,11 @@ fn batchnorm_fused_matches_cpu() {
                     &mean,
                     &rstd,
                     Some(&mask),
+                    None,
                 ),
             ]
             .map(Result::unwrap);
-            gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+            gpu.run(&dispatches.iter().flatten().collect::<Vec<_>>()).unwrap();
 
             let params = BatchnormParams::for_input(&shape).unwrap();
             let (inp_c, residual_c, dout_c) = (f64s(&inp_v), f64s(&residual_v), f64s(&dout_v));
@@ -574,12 +575,7 @@ fn batchnorm_fused_matches_cpu() {
                 &params,
             );
 
-            let what = |name: &str| {
-                format!(
-                    "{name} {shape:?} on {} ({:?}, {} a workgroup)",
-                    gpu.info.name, gpu.info.backend, gpu.bn_workgroup
-                )
-            };
+            let what = |name: &str| format!("{name} {shape:?} {}", bn_variant(gpu));
             assert_close(
                 &what("batchnorm_forward_eval + residual + relu"),
                 &read(gpu, &eval_out),
@@ -950,12 +946,12 @@ fn reductions_give_the_same_bits_every_run() {
             (zeros(gpu, &shape), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]), zeros(gpu, &[16]));
         let (bn_weight, bn_bias) = (upload(gpu, &[16], &rng.vec(16)), upload(gpu, &[16], &rng.vec(16)));
         let bn = batchnorm::batchnorm_forward_train(
-            gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias, None, false,
+            gpu, &out, &mean, &rstd, &rm, &rv, &inp, &bn_weight, &bn_bias, None, None, false,
         )
         .unwrap();
         let runs: Vec<(Vec<u32>, Vec<u32>)> = (0..3)
             .map(|_| {
-                gpu.run(&step.iter().chain([&bn]).collect::<Vec<_>>()).unwrap();
+                gpu.run(&step.iter().chain(&bn).collect::<Vec<_>>()).unwrap();
                 (gpu.read::<u32>(&dweight).unwrap(), gpu.read::<u32>(&out).unwrap())
             })
             .collect();
@@ -963,8 +959,77 @@ fn reductions_give_the_same_bits_every_run() {
     }
 }
 
+/// Batch norm's training reduces a channel in chunks over many workgroups on GPUs, and a channel a
+/// workgroup on CPU adapters (which run that faster): three dispatches each way, or one.
+#[test]
+fn batchnorm_runs_in_two_levels_on_gpus_only() {
+    for gpu in gpus() {
+        let software = resnet_wgpu::gpu::is_software(&gpu.info);
+        assert_eq!(gpu.bn_chunk, (!software).then_some(4096), "{}", gpu.describe());
+        let shape = [2, 3, 5, 7];
+        let (x, y) = (zeros(gpu, &shape), zeros(gpu, &shape));
+        let [m, r, rm, rv, wt, bs, dwt, dbs] = [(); 8].map(|_| zeros(gpu, &[3]));
+        let train = batchnorm::batchnorm_forward_train(gpu, &y, &m, &r, &rm, &rv, &x, &wt, &bs, None, None, false);
+        let backward = batchnorm::batchnorm_backward(gpu, &y, &dwt, &dbs, &x, &x, &wt, &m, &r, None, None);
+        let counts = [train, backward].map(|d| d.unwrap().len());
+        assert_eq!(counts, if software { [1, 1] } else { [3, 3] }, "{}", gpu.describe());
+    }
+}
+
+/// Batch norm's training forward (residual and ReLU fused) and backward (after the ReLU) give the
+/// same bits every run, on every variant, with several chunks a channel even at 4096 values a
+/// chunk: H*W odd, and a multiple of 4.
+#[test]
+fn batchnorm_gives_the_same_bits_every_run() {
+    for gpu in bn_variants() {
+        for (case, shape) in [[5, 3, 37, 41], [3, 4, 36, 40]].into_iter().enumerate() {
+            let (c, len) = (shape[1], shape.iter().product::<usize>());
+            let mut rng = Rng::new(1200 + case as u64);
+            let [inp, residual, dout] = [(); 3].map(|_| upload(gpu, &shape, &rng.vec(len)));
+            let [weight, bias] = [(); 2].map(|_| upload(gpu, &[c], &rng.vec(c)));
+            let (rm_v, rv_v) = (rng.vec(c), rng.vec(c).iter().map(|x| 1.5 + x).collect::<Vec<_>>());
+            let (rm, rv) = (upload(gpu, &[c], &rm_v), upload(gpu, &[c], &rv_v));
+            let [out, dinp] = [(); 2].map(|_| zeros(gpu, &shape));
+            let [mean, rstd, dweight, dbias] = [(); 4].map(|_| zeros(gpu, &[c]));
+            let mask = zeros(gpu, &[elementwise::mask_words(len)]);
+            let (res, relu) = (Some(&residual), true);
+            let mut dispatches = batchnorm::batchnorm_forward_train(
+                gpu, &out, &mean, &rstd, &rm, &rv, &inp, &weight, &bias, res, None, relu,
+            )
+            .unwrap();
+            dispatches.push(elementwise::relu_mask(gpu, &mask, &out).unwrap());
+            let backward = batchnorm::batchnorm_backward(
+                gpu,
+                &dinp,
+                &dweight,
+                &dbias,
+                &dout,
+                &inp,
+                &weight,
+                &mean,
+                &rstd,
+                Some(&mask),
+                None,
+            );
+            dispatches.extend(backward.unwrap());
+            let runs: Vec<Vec<Vec<u32>>> = (0..3)
+                .map(|_| {
+                    // The same running statistics before each run: the forward moves them.
+                    gpu.write(&rm, &rm_v);
+                    gpu.write(&rv, &rv_v);
+                    gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+                    let outputs = [&out, &mean, &rstd, &rm, &rv, &dinp, &dweight, &dbias];
+                    outputs.iter().map(|t| gpu.read::<u32>(t).unwrap()).collect()
+                })
+                .collect();
+            let variant = bn_variant(gpu);
+            assert!(runs.iter().all(|r| *r == runs[0]), "repeated runs of {shape:?} {variant} differ in their bits");
+        }
+    }
+}
+
 /// Every kernel of the table is reached by the shapes the tests above check against the CPU:
-/// the same cases prepared here (not run), on every conv path and batch norm workgroup size.
+/// the same cases prepared here (not run), on every conv path and batch norm variant.
 #[test]
 fn every_kernel_is_reached_by_the_tests() {
     let mut reached = std::collections::HashSet::new();
@@ -991,10 +1056,11 @@ fn every_kernel_is_reached_by_the_tests() {
             let (x, y) = (zeros(gpu, &[n, c, h, w]), zeros(gpu, &[n, c, h, w]));
             let ch: Vec<Tensor> = (0..6).map(|_| zeros(gpu, &[c])).collect();
             let [m, r, rm, rv, wt, bs] = [0, 1, 2, 3, 4, 5].map(|i| &ch[i]);
-            let train = batchnorm::batchnorm_forward_train(gpu, &y, m, r, rm, rv, &x, wt, bs, None, false);
+            let train = batchnorm::batchnorm_forward_train(gpu, &y, m, r, rm, rv, &x, wt, bs, None, None, false);
             let eval = batchnorm::batchnorm_forward_eval(gpu, &y, &x, wt, bs, rm, rv, None, false);
-            let backward = batchnorm::batchnorm_backward(gpu, &y, m, r, &x, &x, wt, rm, rv, None);
-            reached.extend([train, eval, backward].map(|d| d.unwrap().kernel));
+            let backward = batchnorm::batchnorm_backward(gpu, &y, m, r, &x, &x, wt, rm, rv, None, None);
+            let dispatches = [train, eval.map(|d| vec![d]), backward].map(Result::unwrap);
+            reached.extend(dispatches.iter().flatten().map(|d| d.kernel));
         }
     }
     let gpu = &gpus()[0];

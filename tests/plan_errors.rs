@@ -3,6 +3,8 @@
 mod common;
 
 use common::gpus;
+use resnet_wgpu::gpu::Gpu;
+use resnet_wgpu::kernels::Dispatch;
 use resnet_wgpu::model::{Arch, ResNet, Shortcut};
 use resnet_wgpu::ops::conv::{self, select::ConvPath};
 use resnet_wgpu::ops::sgd::Sgd;
@@ -65,22 +67,49 @@ fn unknown_models_are_refused() {
     assert!(Arch::parse("resnet50", Shortcut::A).unwrap().imagenet);
 }
 
+/// The training forward of a batch norm of 700,000 x 1 channel of 2x2 values.
+fn long_batchnorm_forward_train(gpu: &Gpu) -> anyhow::Result<Vec<Dispatch>> {
+    let shape = [700_000, 1, 2, 2];
+    let (inp, out) = (gpu.zeros("inp", &shape).unwrap(), gpu.zeros("out", &shape).unwrap());
+    let channel: Vec<_> = (0..6).map(|_| gpu.zeros("channel", &[1]).unwrap()).collect();
+    let [mean, rstd, rm, rv, weight, bias] = [0, 1, 2, 3, 4, 5].map(|i| &channel[i]);
+    batchnorm::batchnorm_forward_train(gpu, &out, mean, rstd, rm, rv, &inp, weight, bias, None, None, false)
+}
+
 /// Where even 256 invocations a channel would walk it in more loop iterations than the adapter
 /// runs before cutting loops short (`Gpu::loop_limit`), batch norm refuses at plan time.
 #[test]
 fn a_batch_norm_past_the_loop_limit_is_refused() {
     for gpu in gpus() {
-        let shape = [700_000, 1, 2, 2];
-        let (inp, out) = (gpu.zeros("inp", &shape).unwrap(), gpu.zeros("out", &shape).unwrap());
-        let channel: Vec<_> = (0..6).map(|_| gpu.zeros("channel", &[1]).unwrap()).collect();
-        let [mean, rstd, rm, rv, weight, bias] = [0, 1, 2, 3, 4, 5].map(|i| &channel[i]);
-        let result = batchnorm::batchnorm_forward_train(gpu, &out, mean, rstd, rm, rv, &inp, weight, bias, None, false);
+        let result = long_batchnorm_forward_train(gpu);
         match gpu.loop_limit {
             Some(limit) => assert_eq!(
                 message(result),
                 format!(
                     "batch norm of [700000, 1, 4 values a plane] needs 32814 loop iterations per invocation, over half \
                      of the {limit} after which {} cuts loops short; use a smaller batch",
+                    gpu.info.name
+                )
+            ),
+            None => assert!(result.is_ok()),
+        }
+    }
+}
+
+/// Batch norm in chunks (`Gpu::bn_chunk`) refuses at plan time where walking a chunk would take an
+/// invocation past half the adapter's loop limit.
+#[test]
+fn a_batch_norm_chunk_past_the_loop_limit_is_refused() {
+    for gpu in gpus() {
+        let gpu = &gpu.with_bn_workgroup(8).with_bn_chunk(Some(1 << 20));
+        let result = long_batchnorm_forward_train(gpu);
+        match gpu.loop_limit {
+            Some(limit) => assert_eq!(
+                message(result),
+                format!(
+                    "batch norm of [700000, 1, 4 values a plane] in chunks of 1048576 values needs 262144 loop \
+                     iterations per invocation, over half of the {limit} after which {} cuts loops short; use a \
+                     smaller batch or chunk",
                     gpu.info.name
                 )
             ),

@@ -77,7 +77,10 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
     let subset = |prefix: &str| -> HashMap<String, Vec<f32>> {
         golden.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone()))).collect()
     };
-    for gpu in conv_variants() {
+    // Every conv path, with batch norm a channel a workgroup and in chunks (GPUs' way; small
+    // ones, so that every layer has several a channel).
+    for gpu in conv_variants().iter().flat_map(|g| [None, Some(44)].map(|chunk| g.with_bn_chunk(chunk))) {
+        let gpu = &gpu;
         let model = ResNet::new(gpu, arch.clone()).unwrap();
         let names = arch.parameters();
         assert_eq!(names.len(), subset("param.").len(), "the fixture and the model list the same parameters");
@@ -90,8 +93,10 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
         step.run(gpu, 0, 0.1).unwrap();
 
         let conv = resnet_wgpu::ops::conv::tune::choice(gpu).unwrap();
-        let on =
-            format!("{} ({:?}) on {} ({:?}, {conv} convs)", arch.name, arch.shortcut, gpu.info.name, gpu.info.backend);
+        let on = format!(
+            "{} ({:?}) on {} ({:?}, {conv} convs, batch norm chunks {:?})",
+            arch.name, arch.shortcut, gpu.info.name, gpu.info.backend, gpu.bn_chunk
+        );
         compare(&format!("logits {on}"), &gpu.read(&step.logits).unwrap(), &golden["logits"], 1e-5);
         compare(&format!("loss {on}"), &gpu.read(&step.loss).unwrap(), &golden["loss"], 1e-5);
         let mut worst = 0.0f32;

@@ -1,5 +1,7 @@
-// Prepended to the batch norm kernels that reduce over a channel (batchnorm_forward_train,
-// batchnorm_backward and their `_vec4` twins), one workgroup of WG invocations per channel.
+// Prepended to the batch norm kernels that reduce a channel in one workgroup of WG invocations
+// (batchnorm_forward_train, batchnorm_backward and their `_vec4` twins), and to the two-level
+// kernels (prelude chunks), which reduce a chunk or a channel's chunks a workgroup: the workgroup
+// size and sum, and the walk of a channel.
 
 // The workgroup size, a power of two.
 override WG: u32 = 256;

@@ -153,10 +153,18 @@ impl Kind {
             | SumSlices => Kind::ConvBackwardWeight,
             BatchnormForwardTrain
             | BatchnormForwardTrainVec4
+            | BatchnormForwardChunks
+            | BatchnormForwardChunksVec4
+            | BatchnormForwardCombine
             | BatchnormForwardEval
             | BatchnormForwardEvalVec4
             | BatchnormBackward
-            | BatchnormBackwardVec4 => Kind::Batchnorm,
+            | BatchnormBackwardVec4
+            | BatchnormBackwardChunks
+            | BatchnormBackwardChunksVec4
+            | BatchnormBackwardCombine
+            | BatchnormBackwardInput
+            | BatchnormBackwardInputVec4 => Kind::Batchnorm,
             ReluBackward | ReluBackwardVec4 | ReluMask | ReluMaskVec4 | Add | AddVec4 | ShortcutAForward
             | ShortcutABackward => Kind::Elementwise,
             Sgd => Kind::Optimizer,

@@ -93,10 +93,11 @@ fn check_batchnorm(gpu: &Gpu, rng: &mut Rng, shape: [usize; 4]) -> Result<()> {
     let (rm_t, rv_t) = (up("rm", &[c], &running_mean)?, up("rv", &[c], &running_var)?);
     let (out, mean, rstd) = (gpu.zeros("out", &shape)?, gpu.zeros("mean", &[c])?, gpu.zeros("rstd", &[c])?);
     let (dinp, dweight, dbias) = (gpu.zeros("dinp", &shape)?, gpu.zeros("dweight", &[c])?, gpu.zeros("dbias", &[c])?);
-    gpu.run(&[
-        &batchnorm::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm_t, &rv_t, &x_t, &w_t, &b_t, None, false)?,
-        &batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dy_t, &x_t, &w_t, &mean, &rstd, None)?,
-    ])?;
+    let forward =
+        batchnorm::batchnorm_forward_train(gpu, &out, &mean, &rstd, &rm_t, &rv_t, &x_t, &w_t, &b_t, None, None, false)?;
+    let backward =
+        batchnorm::batchnorm_backward(gpu, &dinp, &dweight, &dbias, &dy_t, &x_t, &w_t, &mean, &rstd, None, None)?;
+    gpu.run(&forward.iter().chain(&backward).collect::<Vec<_>>())?;
     let (x, dy, weight, bias) = (f64s(&x), f64s(&dy), f64s(&weight), f64s(&bias));
     let (mut rm, mut rv) = (f64s(&running_mean), f64s(&running_var));
     let (mut want_out, mut want_mean, mut want_rstd) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);

@@ -57,10 +57,16 @@ pub struct Gpu {
     /// How ops with several variants choose one: timed on GPUs, the ops' defaults on CPU
     /// adapters (`RESNET_WGPU_AUTOTUNE=on|off` overrides).
     pub tuning: Tuning,
-    /// Invocations per workgroup of the batch norm kernels that take one channel a workgroup: 8
-    /// on CPU adapters, where such a workgroup is one SIMD thread and a wider one pays for every
-    /// barrier of its tree reductions (BENCHMARKS.md); 256 on GPUs.
+    /// Invocations per workgroup of the batch norm kernels that reduce a channel (or a chunk of
+    /// one, `bn_chunk`) a workgroup: 8 on CPU adapters, where such a workgroup is one SIMD thread
+    /// and a wider one pays for every barrier of its tree reductions (BENCHMARKS.md); 256 on GPUs.
     pub bn_workgroup: u32,
+    /// Values of a channel that one workgroup of batch norm's two-level training kernels reduces
+    /// (one chunk; a plane's rows need not end at its edges), or `None`: one workgroup per channel.
+    /// 4096 on GPUs, where a channel per workgroup leaves most of the chip idle at 16-64 channels
+    /// and ResNet-50 at batch 64 has thousands of chunks; `None` on CPU adapters, which run a
+    /// channel per workgroup faster (no second pass over the data).
+    pub bn_chunk: Option<u32>,
     /// Loop iterations one invocation may run before the driver silently cuts its loops short:
     /// Mesa's llvmpipe (lavapipe, and llvmpipe through GL) stops every loop once an invocation
     /// has run 65535 iterations, summed over all its loops, nested or one after the other
@@ -288,6 +294,7 @@ impl Gpu {
             shape: vec![4],
         };
         let bn_workgroup = if is_software(&info) { 8 } else { 256 };
+        let bn_chunk = (!is_software(&info)).then_some(4096);
         let llvmpipe = [&info.name, &info.driver].iter().any(|s| s.to_lowercase().contains("llvmpipe"));
         let loop_limit = llvmpipe.then_some(65535);
         // On CPU adapters the ops' defaults won every ResNet layer shape measured (BENCHMARKS.md),
@@ -312,6 +319,7 @@ impl Gpu {
             placeholder,
             tuning,
             bn_workgroup,
+            bn_chunk,
             loop_limit,
             allocated: Arc::default(),
         })
@@ -340,6 +348,13 @@ impl Gpu {
         Self { bn_workgroup, ..self.sibling() }
     }
 
+    /// The same device with batch norm's training reduced in chunks of `bn_chunk` values, or
+    /// with `None` a channel per workgroup (tests check both on every adapter).
+    pub fn with_bn_chunk(&self, bn_chunk: Option<u32>) -> Self {
+        assert!(bn_chunk != Some(0), "a batch norm chunk holds at least one value");
+        Self { bn_chunk, ..self.sibling() }
+    }
+
     /// The same device and settings.
     fn sibling(&self) -> Self {
         Self {
@@ -352,6 +367,7 @@ impl Gpu {
             placeholder: self.placeholder.clone(),
             tuning: self.tuning.clone(),
             bn_workgroup: self.bn_workgroup,
+            bn_chunk: self.bn_chunk,
             loop_limit: self.loop_limit,
             allocated: self.allocated.clone(),
         }

@@ -62,7 +62,10 @@ macro_rules! kernels {
 //   step4        a tap's reduction 4 channels a step (conv2d_forward_lanes, conv2d_backward_input_lanes)
 //   weight_rows  where the two row-walking weight gradients write their columns
 //   epilogue     the forward convs' fused bias, residual and ReLU (after f32 or vec4)
-//   channels     batch norm's per-channel walk and workgroup sum
+//   channels     batch norm's walk of a channel a workgroup and workgroup sum
+//   chunks       how batch norm's two-level kernels cut a channel into chunks
+//   bn_statistics  storing a channel's batch statistics and updating the running ones
+//   bn_grad      the gradient reaching a batch norm's output (RELU) and its 1 / std (FROZEN)
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
     Conv2dForward => "conv2d_forward" after ["conv_params", "direct", "gemm", "f32", "epilogue"],
@@ -81,12 +84,20 @@ kernels! {
     Conv2dPointwiseChannelsLanes => "conv2d_pointwise_channels_lanes" after ["conv_params", "lanes", "f32", "epilogue"],
     Conv2dBackwardWeightRowsLanes => "conv2d_backward_weight_rows_lanes" after ["conv_params", "lanes", "weight_rows"],
     Conv2dBackwardWeightRowsVec4Lanes => "conv2d_backward_weight_rows_vec4_lanes" after ["conv_params", "lanes", "weight_rows"],
-    BatchnormForwardTrain => "batchnorm_forward_train" after ["bn_params", "f32", "channels"],
-    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["bn_params", "vec4", "channels"],
+    BatchnormForwardTrain => "batchnorm_forward_train" after ["bn_params", "f32", "channels", "bn_statistics"],
+    BatchnormForwardTrainVec4 => "batchnorm_forward_train_vec4" from "batchnorm_forward_train" after ["bn_params", "vec4", "channels", "bn_statistics"],
+    BatchnormForwardChunks => "batchnorm_forward_chunks" after ["bn_params", "f32", "channels", "chunks"],
+    BatchnormForwardChunksVec4 => "batchnorm_forward_chunks_vec4" from "batchnorm_forward_chunks" after ["bn_params", "vec4", "channels", "chunks"],
+    BatchnormForwardCombine => "batchnorm_forward_combine" after ["bn_params", "f32", "channels", "chunks", "bn_statistics"],
     BatchnormForwardEval => "batchnorm_forward_eval" after ["bn_params", "f32"],
     BatchnormForwardEvalVec4 => "batchnorm_forward_eval_vec4" from "batchnorm_forward_eval" after ["bn_params", "vec4"],
-    BatchnormBackward => "batchnorm_backward" after ["bn_params", "f32", "channels"],
-    BatchnormBackwardVec4 => "batchnorm_backward_vec4" from "batchnorm_backward" after ["bn_params", "vec4", "channels"],
+    BatchnormBackward => "batchnorm_backward" after ["bn_params", "f32", "channels", "bn_grad"],
+    BatchnormBackwardVec4 => "batchnorm_backward_vec4" from "batchnorm_backward" after ["bn_params", "vec4", "channels", "bn_grad"],
+    BatchnormBackwardChunks => "batchnorm_backward_chunks" after ["bn_params", "f32", "channels", "chunks", "bn_grad"],
+    BatchnormBackwardChunksVec4 => "batchnorm_backward_chunks_vec4" from "batchnorm_backward_chunks" after ["bn_params", "vec4", "channels", "chunks", "bn_grad"],
+    BatchnormBackwardCombine => "batchnorm_backward_combine" after ["bn_params", "f32", "channels", "chunks"],
+    BatchnormBackwardInput => "batchnorm_backward_input" after ["bn_params", "f32", "bn_grad"],
+    BatchnormBackwardInputVec4 => "batchnorm_backward_input_vec4" from "batchnorm_backward_input" after ["bn_params", "vec4", "bn_grad"],
     ReluBackward => "relu_backward" after ["f32"],
     ReluBackwardVec4 => "relu_backward_vec4" from "relu_backward" after ["vec4"],
     ReluMask => "relu_mask" after ["f32"],

@@ -1,5 +1,13 @@
 //! Batch norm with PyTorch's semantics: training (batch statistics, running statistics
 //! updated), evaluation (running statistics) and the backward, each with fused epilogues.
+//!
+//! Training reduces each channel's N*H*W values, in one of two ways (`Gpu::bn_chunk`): a
+//! workgroup per channel walks it (`batchnorm_forward_train`, `batchnorm_backward`: one
+//! dispatch, CPU adapters), or two levels (GPUs, where a workgroup per channel leaves most of
+//! the chip idle): a workgroup per chunk of a channel writes partial results to a scratch tensor
+//! [C,CHUNKS,2] (`*_chunks`), a workgroup per channel combines them in a fixed order
+//! (`*_combine`), and an invocation per element writes the output (`batchnorm_forward_eval` with
+//! `BATCH`, `batchnorm_backward_input`): three dispatches.
 
 use std::sync::Arc;
 
@@ -22,10 +30,12 @@ pub struct BatchnormParams {
     pub n: u32,
     pub c: u32,
     pub hw: u32,
-    pub _unused: u32,
+    /// Values of a chunk, a multiple of 4, and chunks of a channel: the two-level kernels' cut.
+    pub chunk: u32,
     pub momentum: f32,
     pub eps: f32,
-    pub _unused2: [u32; 2],
+    pub chunks: u32,
+    pub _unused: u32,
 }
 
 impl BatchnormParams {
@@ -80,6 +90,68 @@ fn bn_workgroup(gpu: &Gpu, params: &BatchnormParams, vec4: bool, passes: u64) ->
     Ok(wg as u32)
 }
 
+/// The two-level kernels' cut of a batch norm of `params` on `gpu` (`Gpu::bn_chunk`): `params`
+/// with `chunk` and `chunks` set, or `None` where a workgroup per channel reduces it.
+fn chunked(gpu: &Gpu, params: &BatchnormParams) -> Result<Option<BatchnormParams>> {
+    let Some(chunk) = gpu.bn_chunk else { return Ok(None) };
+    // A multiple of 4 values, so that no vec4 straddles two chunks.
+    let chunk = chunk.next_multiple_of(4);
+    let chunks = (params.n as u64 * params.hw as u64).div_ceil(chunk as u64).max(1);
+    if let Some(limit) = gpu.loop_limit {
+        // Two passes over a chunk, and over a channel's chunks, stepping by the workgroup size.
+        let wg = gpu.bn_workgroup as u64;
+        let iterations = 2 * (chunk as u64).div_ceil(wg).max(chunks.div_ceil(wg));
+        ensure!(
+            iterations <= limit / 2,
+            "batch norm of [{}, {}, {} values a plane] in chunks of {chunk} values needs {iterations} loop \
+             iterations per invocation, over half of the {limit} after which {} cuts loops short; use a smaller \
+             batch or chunk",
+            params.n,
+            params.c,
+            params.hw,
+            gpu.info.name
+        );
+    }
+    Ok(Some(BatchnormParams { chunk, chunks: chunks as u32, ..*params }))
+}
+
+/// The shape of the scratch tensor in which the two-level kernels of a batch norm of `inp` write
+/// a partial result per chunk, [C,CHUNKS,2], where `gpu` runs them (`Gpu::bn_chunk`). Plans
+/// allocate it and hand it to the training forward and the backward, so that the batch norms of
+/// all layers share buffers.
+pub fn chunks_shape(gpu: &Gpu, inp: &[usize]) -> Result<Option<Vec<usize>>> {
+    let params = BatchnormParams::for_input(inp)?;
+    Ok(chunked(gpu, &params)?.map(|cut| vec![cut.c as usize, cut.chunks as usize, 2]))
+}
+
+/// The scratch tensor of the two-level kernels: `chunks` if given (of `chunks_shape`), else a new
+/// one kept in `own`.
+fn chunks_tensor<'a>(
+    gpu: &Gpu,
+    chunks: Option<&'a Tensor>,
+    cut: &BatchnormParams,
+    own: &'a mut Option<Tensor>,
+) -> Result<&'a Tensor> {
+    let shape = [cut.c as usize, cut.chunks as usize, 2];
+    match chunks {
+        Some(chunks) => {
+            check("batch norm chunks", chunks, &shape)?;
+            Ok(chunks)
+        }
+        None => Ok(own.insert(gpu.zeros("batch norm chunks", &shape)?)),
+    }
+}
+
+/// The one-invocation-per-element kernel of a batch norm (`scalar`, or `vec4` for H*W a multiple
+/// of 4), and its workgroups.
+fn per_element(params: &BatchnormParams, scalar: Kernel, vec4: Kernel) -> (Kernel, [u32; 3]) {
+    let len = (params.n * params.c * params.hw) as usize;
+    match params.hw.is_multiple_of(4) {
+        true => (vec4, grid((len / 4).div_ceil(WG))),
+        false => (scalar, grid(len.div_ceil(WG))),
+    }
+}
+
 /// The epilogue switches of the BN forward kernels: a residual to add, then a ReLU. Binds the
 /// placeholder where there is no residual.
 fn bn_epilogue<'a>(
@@ -95,7 +167,8 @@ fn bn_epilogue<'a>(
 }
 
 /// out = relu?(bn(inp) + residual?) with the batch's statistics: batch norm with a block's
-/// residual add and ReLU fused in.
+/// residual add and ReLU fused in. On the two-level kernels, `chunks` is their scratch (of
+/// `chunks_shape`), or where none is given a tensor of its own; elsewhere it is not used.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_train(
     gpu: &Gpu,
@@ -108,8 +181,9 @@ pub fn batchnorm_forward_train(
     weight: &Tensor,
     bias: &Tensor,
     residual: Option<&Tensor>,
+    chunks: Option<&Tensor>,
     relu: bool,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let channels = [
         ("mean", mean),
         ("rstd", rstd),
@@ -120,13 +194,27 @@ pub fn batchnorm_forward_train(
     ];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm output", out, &inp.shape)?;
-    let (overrides, residual) = bn_epilogue(gpu, out, residual, relu)?;
-    let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias, residual];
-    let kernel =
-        if params.hw.is_multiple_of(4) { Kernel::BatchnormForwardTrainVec4 } else { Kernel::BatchnormForwardTrain };
-    let wg = bn_workgroup(gpu, &params, kernel == Kernel::BatchnormForwardTrainVec4, 3)?;
-    let overrides = [&overrides[..], &[("WG", wg as f64)]].concat();
-    gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
+    let (epilogue, residual) = bn_epilogue(gpu, out, residual, relu)?;
+    let vec4 = params.hw.is_multiple_of(4);
+    let Some(cut) = chunked(gpu, &params)? else {
+        let tensors = [out, mean, rstd, running_mean, running_var, inp, weight, bias, residual];
+        let kernel = if vec4 { Kernel::BatchnormForwardTrainVec4 } else { Kernel::BatchnormForwardTrain };
+        let wg = bn_workgroup(gpu, &params, vec4, 3)?;
+        let overrides = [&epilogue[..], &[("WG", wg as f64)]].concat();
+        return Ok(vec![gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))?]);
+    };
+    let own = &mut None;
+    let chunks = chunks_tensor(gpu, chunks, &cut, own)?;
+    let wg = [("WG", gpu.bn_workgroup as f64)];
+    let partial = if vec4 { Kernel::BatchnormForwardChunksVec4 } else { Kernel::BatchnormForwardChunks };
+    let (apply, elements) = per_element(&params, Kernel::BatchnormForwardEval, Kernel::BatchnormForwardEvalVec4);
+    let statistics = [mean, rstd, running_mean, running_var, chunks];
+    let batch = [&epilogue[..], &[("BATCH", 1.0)]].concat();
+    Ok(vec![
+        gpu.dispatch(partial, &wg, &[chunks, inp], &cut, grid(cut.c as usize * cut.chunks as usize))?,
+        gpu.dispatch(Kernel::BatchnormForwardCombine, &wg, &statistics, &cut, grid(cut.c as usize))?,
+        gpu.dispatch(apply, &batch, &[out, inp, weight, bias, mean, rstd, residual], &cut, elements)?,
+    ])
 }
 
 /// out = relu?(bn(inp) + residual?) with the running statistics.
@@ -147,18 +235,14 @@ pub fn batchnorm_forward_eval(
     check("batch norm output", out, &inp.shape)?;
     let (overrides, residual) = bn_epilogue(gpu, out, residual, relu)?;
     let tensors = [out, inp, weight, bias, running_mean, running_var, residual];
-    let (kernel, invocations) = if params.hw.is_multiple_of(4) {
-        (Kernel::BatchnormForwardEvalVec4, inp.len() / 4)
-    } else {
-        (Kernel::BatchnormForwardEval, inp.len())
-    };
-    gpu.dispatch(kernel, &overrides, &tensors, &params, grid(invocations.div_ceil(WG)))
+    let (kernel, workgroups) = per_element(&params, Kernel::BatchnormForwardEval, Kernel::BatchnormForwardEvalVec4);
+    gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups)
 }
 
 /// The backward of `batchnorm_forward_train` (a fused residual does not change it): with
 /// `relu_mask` (relu_mask of the forward's output, where a ReLU followed the BN with no residual
 /// in between), dout first goes through the ReLU's backward. `dinp` may be `inp` itself: the
-/// gradient then overwrites the input it is computed from.
+/// gradient then overwrites the input it is computed from. `chunks` as the forward's.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,
@@ -171,13 +255,14 @@ pub fn batchnorm_backward(
     mean: &Tensor,
     rstd: &Tensor,
     relu_mask: Option<&Tensor>,
-) -> Result<Dispatch> {
-    backward(gpu, [dinp, dweight, dbias, dout, inp, weight, mean, rstd], relu_mask, false)
+    chunks: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    backward(gpu, [dinp, dweight, dbias, dout, inp, weight, mean, rstd], relu_mask, chunks, false)
 }
 
 /// The backward of batch norm with frozen running statistics (`batchnorm_forward_eval` in a
 /// training step, `--bn-eval`): the statistics are constants, so `dinp = weight * dout / sqrt(var
-/// + eps)`; dweight and dbias as [`batchnorm_backward`]'s. `relu_mask` and `dinp` as there.
+/// + eps)`; dweight and dbias as [`batchnorm_backward`]'s. `relu_mask`, `dinp` and `chunks` as there.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward_frozen(
     gpu: &Gpu,
@@ -190,17 +275,20 @@ pub fn batchnorm_backward_frozen(
     running_mean: &Tensor,
     running_var: &Tensor,
     relu_mask: Option<&Tensor>,
-) -> Result<Dispatch> {
-    backward(gpu, [dinp, dweight, dbias, dout, inp, weight, running_mean, running_var], relu_mask, true)
+    chunks: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    backward(gpu, [dinp, dweight, dbias, dout, inp, weight, running_mean, running_var], relu_mask, chunks, true)
 }
 
-/// `batchnorm_backward.wgsl`, with `FROZEN` where `statistics` are the running mean and variance.
+/// `batchnorm_backward.wgsl` or the two-level kernels, with `FROZEN` where `statistic` is the
+/// running variance (and `mean` the running mean), else rstd.
 fn backward(
     gpu: &Gpu,
     [dinp, dweight, dbias, dout, inp, weight, mean, statistic]: [&Tensor; 8],
     relu_mask: Option<&Tensor>,
+    chunks: Option<&Tensor>,
     frozen: bool,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let channels = [("dweight", dweight), ("dbias", dbias), ("weight", weight), ("mean", mean), ("rstd", statistic)];
     let params = BatchnormParams::new(inp, &channels)?;
     check("batch norm input gradient", dinp, &inp.shape)?;
@@ -209,11 +297,29 @@ fn backward(
         check("batch norm ReLU mask", mask, &[mask_words(inp.len())])?;
     }
     let in_place = Arc::ptr_eq(&dinp.buffer, &inp.buffer) && dinp.offset == inp.offset;
-    let overrides = [("RELU", flag(relu_mask.is_some())), ("IN_PLACE", flag(in_place)), ("FROZEN", flag(frozen))];
-    let inp = if in_place { &gpu.placeholder } else { inp };
-    let tensors = [dinp, dweight, dbias, dout, inp, weight, mean, statistic, relu_mask.unwrap_or(&gpu.placeholder)];
-    let kernel = if params.hw.is_multiple_of(4) { Kernel::BatchnormBackwardVec4 } else { Kernel::BatchnormBackward };
-    let wg = bn_workgroup(gpu, &params, kernel == Kernel::BatchnormBackwardVec4, 2)?;
-    let overrides = [&overrides[..], &[("WG", wg as f64)]].concat();
-    gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))
+    let [relu, in_place_flag, frozen] =
+        [("RELU", relu_mask.is_some()), ("IN_PLACE", in_place), ("FROZEN", frozen)].map(|(n, on)| (n, flag(on)));
+    let mask = relu_mask.unwrap_or(&gpu.placeholder);
+    // What the kernels that write dinp bind as their input: nothing of their own where dinp holds it.
+    let x = if in_place { &gpu.placeholder } else { inp };
+    let vec4 = params.hw.is_multiple_of(4);
+    let Some(cut) = chunked(gpu, &params)? else {
+        let tensors = [dinp, dweight, dbias, dout, x, weight, mean, statistic, mask];
+        let kernel = if vec4 { Kernel::BatchnormBackwardVec4 } else { Kernel::BatchnormBackward };
+        let wg = ("WG", bn_workgroup(gpu, &params, vec4, 2)? as f64);
+        let overrides = [relu, in_place_flag, frozen, wg];
+        return Ok(vec![gpu.dispatch(kernel, &overrides, &tensors, &params, grid(params.c as usize))?]);
+    };
+    let own = &mut None;
+    let chunks = chunks_tensor(gpu, chunks, &cut, own)?;
+    let wg = ("WG", gpu.bn_workgroup as f64);
+    let partial = if vec4 { Kernel::BatchnormBackwardChunksVec4 } else { Kernel::BatchnormBackwardChunks };
+    let (apply, elements) = per_element(&params, Kernel::BatchnormBackwardInput, Kernel::BatchnormBackwardInputVec4);
+    let partial_tensors = [chunks, dout, inp, mean, statistic, mask];
+    let apply_tensors = [dinp, dout, x, weight, mean, statistic, dweight, dbias, mask];
+    Ok(vec![
+        gpu.dispatch(partial, &[relu, frozen, wg], &partial_tensors, &cut, grid(cut.c as usize * cut.chunks as usize))?,
+        gpu.dispatch(Kernel::BatchnormBackwardCombine, &[wg], &[dweight, dbias, chunks], &cut, grid(cut.c as usize))?,
+        gpu.dispatch(apply, &[relu, in_place_flag, frozen], &apply_tensors, &cut, elements)?,
+    ])
 }

@@ -131,6 +131,13 @@ impl<'a> Planner<'a> {
         self.push_all(label, dispatch.map(|d| vec![d]))
     }
 
+    /// The scratch of the two-level kernels of the batch norm `bn` of `inp`, where they run it
+    /// (`batchnorm::chunks_shape`), in a tensor the caller releases once the batch norm is planned.
+    fn bn_chunks(&mut self, bn: &str, inp: &[usize]) -> Result<Option<Tensor>> {
+        let shape = batchnorm::chunks_shape(self.gpu, inp)?;
+        shape.map(|shape| self.tensor(&format!("{bn} chunks"), &shape)).transpose()
+    }
+
     /// Where the conv `reads_panel`, its weight laid out as a panel (`transposed` for the input
     /// gradient) by a dispatch planned here, in a tensor the caller releases once the conv is
     /// planned (the panels of all layers share a few buffers).
@@ -176,7 +183,11 @@ impl<'a> Planner<'a> {
             Statistics::Batch => (self.tensor(&format!("{bn} mean"), &[k])?, self.tensor(&format!("{bn} rstd"), &[k])?),
             Statistics::Running => (running_mean.clone(), running_var.clone()),
         };
-        let dispatch = match self.statistics {
+        let chunks = match self.statistics {
+            Statistics::Batch => self.bn_chunks(bn, &shape)?,
+            Statistics::Running => None,
+        };
+        let dispatches = match self.statistics {
             Statistics::Batch => batchnorm::batchnorm_forward_train(
                 gpu,
                 &out,
@@ -188,6 +199,7 @@ impl<'a> Planner<'a> {
                 bn_weight,
                 bn_bias,
                 residual,
+                chunks.as_ref(),
                 relu,
             ),
             Statistics::Running => batchnorm::batchnorm_forward_eval(
@@ -200,9 +212,11 @@ impl<'a> Planner<'a> {
                 running_var,
                 residual,
                 relu,
-            ),
+            )
+            .map(|dispatch| vec![dispatch]),
         };
-        self.push(bn, dispatch)?;
+        self.push_all(bn, dispatches)?;
+        self.release(&chunks.iter().collect::<Vec<_>>());
         let mask = if self.full_backward && relu {
             let mask = self.tensor(&format!("{bn} relu mask"), &[elementwise::mask_words(out.len())])?;
             self.push(bn, elementwise::relu_mask(gpu, &mask, &out))?;
@@ -229,7 +243,11 @@ impl<'a> Planner<'a> {
             Statistics::Running => batchnorm::batchnorm_backward_frozen,
         };
         let (inp, mean, rstd) = (&saved.conv_out, &saved.mean, &saved.rstd);
-        self.push(bn, backward(gpu, &dconv_out, dweight, dbias, dout, inp, bn_weight, mean, rstd, relu_mask))?;
+        let chunks = self.bn_chunks(bn, &inp.shape)?;
+        let dispatches =
+            backward(gpu, &dconv_out, dweight, dbias, dout, inp, bn_weight, mean, rstd, relu_mask, chunks.as_ref());
+        self.push_all(bn, dispatches)?;
+        self.release(&chunks.iter().collect::<Vec<_>>());
         if self.statistics == Statistics::Batch {
             self.release(&[mean, rstd]);
         }

@@ -42,11 +42,25 @@ pub fn conv_variants() -> &'static [Gpu] {
     })
 }
 
-/// Every test adapter with batch norm workgroups of 8 (CPU adapters' default) and of 256 (GPUs'),
-/// so that both are checked wherever the tests run.
+/// Every test adapter with batch norm's training a channel per workgroup, of 8 invocations (CPU
+/// adapters' default) and of 256, and in two levels (`Gpu::bn_chunk`): chunks of 4096 values with
+/// 256 invocations (GPUs' default), and chunks of 44 values with 8, so that small shapes have
+/// several chunks a channel, cut in the middle of rows. All are checked wherever the tests run.
 pub fn bn_variants() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
-    GPUS.get_or_init(|| gpus().iter().flat_map(|g| [8, 256].map(|n| g.with_bn_workgroup(n))).collect())
+    GPUS.get_or_init(|| {
+        let settings = [(8, None), (256, None), (256, Some(4096)), (8, Some(44))];
+        gpus().iter().flat_map(|g| settings.map(|(wg, chunk)| g.with_bn_workgroup(wg).with_bn_chunk(chunk))).collect()
+    })
+}
+
+/// The adapter and batch norm setting of a `bn_variants` entry, for messages.
+pub fn bn_variant(gpu: &Gpu) -> String {
+    let cut = match gpu.bn_chunk {
+        None => "a channel".to_string(),
+        Some(chunk) => format!("a chunk of {chunk} values"),
+    };
+    format!("on {} ({:?}; workgroups of {} reduce {cut})", gpu.info.name, gpu.info.backend, gpu.bn_workgroup)
 }
 
 pub fn f64s(v: &[f32]) -> Vec<f64> {
