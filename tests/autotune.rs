@@ -4,10 +4,12 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::gpus;
 use resnet_wgpu::bench;
-use resnet_wgpu::gpu::Gpu;
+use resnet_wgpu::gpu::{Gpu, TuneCache, Tuning};
 use resnet_wgpu::kernels::Kernel;
 use resnet_wgpu::ops::conv::select::{ConvPath, TILES};
 use resnet_wgpu::ops::conv::{self};
@@ -102,5 +104,19 @@ fn an_unreadable_or_foreign_file_is_timed_again_and_replaced() {
             assert_eq!(timed["adapter"], gpu.describe(), "{contents} was not replaced");
             assert!(timed["choices"]["forward N2 C4 H8 W8 K4 R3 S3 s1 p1"].is_string(), "{timed}");
         }
+    }
+}
+
+#[test]
+fn past_the_budget_new_problems_run_their_default_untimed() {
+    for gpu in gpus() {
+        let file = temp_file("budget", gpu);
+        let _ = std::fs::remove_file(&file);
+        let spent = TuneCache::load(&gpu.info, file.clone()).budgeted(Duration::ZERO);
+        let untimed = gpu.with_tuning(Tuning::Timed(Arc::new(spent)));
+        let default = forward_kernel(&gpu.with_tuning(Tuning::Defaults));
+        assert_eq!(forward_kernel(&untimed), default, "the default ran on {}", gpu.info.name);
+        assert_eq!(untimed.tuning.seconds(), 0.0, "nothing was timed");
+        assert!(!file.exists(), "nothing was kept: a later run times it");
     }
 }

@@ -96,6 +96,11 @@ impl TuneCache {
         }
     }
 
+    /// The same choices with another timing budget than `RESNET_WGPU_TUNE_BUDGET`'s.
+    pub fn budgeted(self, budget: Duration) -> Self {
+        Self { budget, ..self }
+    }
+
     /// The choice kept for `key` if it is one of `candidates`, else `pick()`'s, kept in the file;
     /// past the budget the first candidate, kept nowhere. Choices are made one at a time.
     pub fn choose(&self, key: &str, candidates: &[&'static str], pick: impl FnOnce() -> &'static str) -> &'static str {
