@@ -10,19 +10,25 @@
 // positions (n, y, x), reduction e = (tap, channel): the steps walk the taps (r, s) outermost and
 // BK channels at a time within a tap (zeros past the last channel), so a step decomposes its index
 // once and each invocation's column (image, position) is decomposed once per tile: no division
-// per value. A 1x1 conv is one tap, a plain GEMM over its (subsampled) positions.
+// per value. A 1x1 conv is one tap, a plain GEMM over its (subsampled) positions; with stride 1
+// (POINTWISE) its columns are read as vec4s.
 // CPU twins: reference::conv2d_forward, reference::conv2d_backward_input.
 // Dispatch: (ceil(columns / BN), ceil(M / BM), 1).
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<storage, read> panel: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> residual: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> inp4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> panel: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
 
 override TRANSPOSED: bool = false;
 override ACCUMULATE: bool = false;
+// A 1x1 conv with stride 1 and pad 0 on planes of a multiple of 4 values: B[e, j] is `inp` itself,
+// each row contiguous, so an invocation loads 4 neighbouring columns as one vec4 (`inp4`, the
+// same tensor as `inp`) and no padding test runs at all.
+override POINTWISE: bool = false;
 
 // Invocation t's column of b_tile (t % BN), decomposed once: the offset of its image in `inp`, and
 // forward the top-left input position of its window, TRANSPOSED its position plus the padding.
@@ -62,6 +68,10 @@ fn fetch(t: u32, step: u32) {
         next_a[4u * i + 2u] = v.z;
         next_a[4u * i + 3u] = v.w;
     }
+    if (POINTWISE) {
+        fetch_pointwise(t, e0);
+        return;
+    }
     // B: where the tap puts this invocation's column in `inp`, then a value per channel.
     var y: i32;
     var x: i32;
@@ -89,12 +99,34 @@ fn fetch(t: u32, step: u32) {
     }
 }
 
+// B on POINTWISE convs: invocation t's quad of columns (t % (BN/4)) at the rows of its share.
+fn fetch_pointwise(t: u32, e0: u32) {
+    let quads = BN / 4u;
+    for (var i = 0u; i < B_LOADS / 4u; i++) {
+        let e = e0 + t / quads + i * (THREADS / quads);
+        var v = vec4<f32>(0.0);
+        if (col_ok && e < channels()) { v = inp4[(col_image + e * inp_plane() + u32(col_x)) / 4u]; }
+        next_b[4u * i] = v.x;
+        next_b[4u * i + 1u] = v.y;
+        next_b[4u * i + 2u] = v.z;
+        next_b[4u * i + 3u] = v.w;
+    }
+}
+
 fn stash(t: u32) {
     for (var i = 0u; i < A_LOADS / 4u; i++) {
         let u = t + i * THREADS;
         let m = u / (BK / 4u);
         let e = 4u * (u % (BK / 4u));
         for (var v = 0u; v < 4u; v++) { a_tile[(e + v) * (BM + PAD) + m] = next_a[4u * i + v]; }
+    }
+    if (POINTWISE) {
+        let quads = BN / 4u;
+        for (var i = 0u; i < B_LOADS / 4u; i++) {
+            let at = (t / quads + i * (THREADS / quads)) * (BN + PAD) + 4u * (t % quads);
+            for (var v = 0u; v < 4u; v++) { b_tile[at + v] = next_b[4u * i + v]; }
+        }
+        return;
     }
     for (var i = 0u; i < B_LOADS; i++) {
         b_tile[(t / BN + i * (THREADS / BN)) * (BN + PAD) + t % BN] = next_b[i];
@@ -107,12 +139,15 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let j0 = wid.x * BN;
     let columns = params.n * out_plane();
     let t = lid.y * WG_N + lid.x;
-    let col = j0 + t % BN;
+    // POINTWISE: the first of a quad of columns, in one image (planes hold a multiple of 4).
+    let col = j0 + select(t % BN, 4u * (t % (BN / 4u)), POINTWISE);
     col_ok = col < columns;
     let n = col / out_plane();
     let yx = col % out_plane();
     col_image = n * channels() * inp_plane();
-    if (TRANSPOSED) {
+    if (POINTWISE) {
+        col_x = i32(yx);
+    } else if (TRANSPOSED) {
         col_y = i32(yx / out_width() + params.pad);
         col_x = i32(yx % out_width() + params.pad);
     } else {

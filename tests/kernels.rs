@@ -152,15 +152,18 @@ fn conv2d_forward_and_backward_match_cpu() {
 
 /// Every tile of the tiled path on awkward shapes: channels that leave a step of BK part empty,
 /// rows and columns over one tile (33 and 130 output channels), 1x1 stride 2, 3x3 stride 2, the
-/// 7x7 stem, and a weight gradient split into slices.
+/// 7x7 stem, a weight gradient split into slices, and 1x1s with stride 1 on planes of 20 values
+/// (POINTWISE: vec4 columns) and of 9.
 #[test]
 fn every_tile_matches_cpu() {
-    const CASES: [[usize; 9]; 5] = [
+    const CASES: [[usize; 9]; 7] = [
         [2, 5, 9, 7, 10, 3, 3, 1, 1],
         [3, 17, 8, 9, 33, 3, 3, 2, 1],
         [2, 6, 9, 7, 130, 1, 1, 2, 0],
         [1, 3, 12, 10, 9, 7, 7, 2, 3],
         [4, 4, 16, 16, 6, 3, 3, 1, 1],
+        [3, 6, 4, 5, 10, 1, 1, 1, 0],
+        [2, 5, 3, 3, 7, 1, 1, 1, 0],
     ];
     for gpu in gpus() {
         for tile in TILES {
@@ -170,6 +173,12 @@ fn every_tile_matches_cpu() {
                 let reached = conv_matches_cpu(&pinned, 100 + case as u64, shape);
                 assert_eq!(reached[0], Kernel::Conv2dTiled, "{} case {case}", tile.name);
             }
+            let (inp, weight, out) =
+                (zeros(gpu, &[3, 6, 4, 5]), zeros(gpu, &[10, 6, 1, 1]), zeros(gpu, &[3, 10, 4, 5]));
+            let params = ConvParams::new(&inp.shape, &weight.shape, 1, 0).unwrap();
+            let (panel, _) = conv::panel_for(&pinned, &params, &weight, false).unwrap().unwrap();
+            let forward = conv::conv2d_forward(&pinned, &out, &inp, &weight, Some(&panel), 1, 0).unwrap();
+            assert!(forward.flag("POINTWISE"), "a 1x1 with stride 1 on planes of 20 reads vec4 columns");
         }
     }
 }

@@ -103,7 +103,13 @@ fn conv_dispatch(
         ConvPath::Tiled(tile) => {
             let kernel = Kernel::Conv2dTiled;
             let workgroups = fits(kernel, columns.div_ceil(tile.bn as usize), rows.div_ceil(tile.bm as usize))?;
-            gpu.dispatch(kernel, &[&tile.overrides()[..], overrides].concat(), tensors, params, workgroups)
+            let pointwise = [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
+                && (params.h * params.w).is_multiple_of(4);
+            let pointwise = [("POINTWISE", flag(pointwise))];
+            let overrides = [&tile.overrides()[..], &pointwise, overrides].concat();
+            // The input twice: as f32s, and as vec4s for POINTWISE.
+            let tensors = [&tensors[..2], &tensors[1..]].concat();
+            gpu.dispatch(kernel, &overrides, &tensors, params, workgroups)
         }
         ConvPath::Lanes => {
             // 64 invocations share 16 rows and own 4 columns each.

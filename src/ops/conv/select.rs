@@ -107,7 +107,7 @@ impl Tile {
             && (8..=32).contains(&bk)
             && bm.is_multiple_of(tm * tn)
             && (bm * bk).is_multiple_of(4 * threads)
-            && (bn * bk).is_multiple_of(threads)
+            && (bn * bk).is_multiple_of(4 * threads)
             && threads.is_multiple_of(bk)
             && threads.is_multiple_of(bn)
             && bm * bk / threads <= 16
