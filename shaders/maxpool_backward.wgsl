@@ -47,14 +47,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let plane = row / params.h;
     let at = row * params.w;
     for (var w = first; w < last; w++) { dinp[at + w] = 0.0; }
-    // The maxima of these columns have indices in [h*W + first, h*W + last).
-    let lo = h * params.w;
+    // The windows q0 <= q < q1 cover these columns; their maxima have indices in [lo, hi).
     let q0 = first_window(first);
+    let q1 = min(params.q, (last - 1u + params.pad) / params.stride + 1u);
+    let lo = h * params.w + first;
+    let hi = h * params.w + last;
+    let base = plane * params.h * params.w;
     for (var p = first_window(h); p < params.p && p * params.stride <= h + params.pad; p++) {
-        for (var q = q0; q < params.q && q * params.stride <= last - 1u + params.pad; q++) {
+        for (var q = q0; q < q1; q++) {
             let j = (plane * params.p + p) * params.q + q;
             let index = indices[j];
-            if (index >= lo + first && index < lo + last) { dinp[at + index - lo] += dout[j]; }
+            if (index >= lo && index < hi) { dinp[base + index] += dout[j]; }
         }
     }
 }
