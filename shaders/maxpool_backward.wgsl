@@ -2,7 +2,7 @@
 // and whose saved maximum indices[n,c,p,q] is h*W + w. Gathered per input element in (p,q)
 // order, so there are no atomics and the bits are fixed (the same in both work splits).
 // Shapes: dout and indices [N,C,P,Q], dinp [N,C,H,W]. Overwrites dinp.
-// Work split (`PER_ELEMENT`, `Gpu::per_element`): an invocation owns columns [first, last) of an
+// Work split (`PER_ELEMENT`, prelude row_walk): an invocation owns columns [first, last) of an
 // input row (n,c,h): it zeroes them, then walks the windows (p,q) that cover them and adds each
 // window's gradient to the column its maximum came from, if that is one of its own. On GPUs it
 // owns one column (one invocation per input element: neighbouring invocations touch neighbouring
@@ -21,7 +21,6 @@ struct Params { n: u32, c: u32, h: u32, w: u32, p: u32, q: u32, size: u32, strid
 @group(0) @binding(3) var<uniform> params: Params;
 
 override WG: u32 = 256;
-override PER_ELEMENT: bool = false;
 
 // The first window (p or q) that covers input row or column x:
 // p*stride - pad <= x < p*stride - pad + size.
@@ -32,26 +31,19 @@ fn first_window(x: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    // The invocation's input row (n,c,h) and its columns [first, last): one, or all W.
-    var row = i;
-    var first = 0u;
-    var last = params.w;
-    if (PER_ELEMENT) {
-        row = i / params.w;
-        first = i % params.w;
-        last = first + 1u;
-    }
+    // The invocation's input row (n,c,h) and its columns: one, or all W.
+    let span = row_span(gid.x + gid.y * nwg.x * WG, params.w);
+    let row = span.row;
     if (row >= params.n * params.c * params.h) { return; }
     let h = row % params.h;
     let plane = row / params.h;
     let at = row * params.w;
-    for (var w = first; w < last; w++) { dinp[at + w] = 0.0; }
+    for (var w = span.first; w < span.last; w++) { dinp[at + w] = 0.0; }
     // The windows q0 <= q < q1 cover these columns; their maxima have indices in [lo, hi).
-    let q0 = first_window(first);
-    let q1 = min(params.q, (last - 1u + params.pad) / params.stride + 1u);
-    let lo = h * params.w + first;
-    let hi = h * params.w + last;
+    let q0 = first_window(span.first);
+    let q1 = min(params.q, (span.last - 1u + params.pad) / params.stride + 1u);
+    let lo = h * params.w + span.first;
+    let hi = h * params.w + span.last;
     let base = plane * params.h * params.w;
     for (var p = first_window(h); p < params.p && p * params.stride <= h + params.pad; p++) {
         for (var q = q0; q < q1; q++) {

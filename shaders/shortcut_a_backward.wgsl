@@ -3,7 +3,7 @@
 // Shapes: dout [N,K,P,Q], dinp [N,C,H,W]. Accumulates into dinp (`+=`): the block input's
 // gradient, which the branch wrote. Each even input element takes one value, so no two
 // invocations write the same address.
-// Work split (`PER_ELEMENT`, `Gpu::per_element`): on GPUs one invocation per dout element that
+// Work split (`PER_ELEMENT`, prelude row_walk): on GPUs one invocation per dout element that
 // reaches dinp (n,c+lo,y,x), so that neighbouring invocations read neighbouring addresses and
 // write every other one; on CPU adapters one invocation per even input row (n,c,2y), walking its
 // even columns: four integer divisions a row, where one invocation per element paid six per
@@ -18,21 +18,12 @@ struct Params { n: u32, c: u32, h: u32, w: u32, k: u32, p: u32, q: u32, _unused:
 @group(0) @binding(2) var<uniform> params: Params;
 
 override WG: u32 = 256;
-override PER_ELEMENT: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    // The invocation's row (n,c,y) of the P x Q even positions and its columns [first, last):
-    // one, or all Q.
-    var row = i;
-    var first = 0u;
-    var last = params.q;
-    if (PER_ELEMENT) {
-        row = i / params.q;
-        first = i % params.q;
-        last = first + 1u;
-    }
+    // The invocation's row (n,c,y) of the P x Q even positions and its columns: one, or all Q.
+    let span = row_span(gid.x + gid.y * nwg.x * WG, params.q);
+    let row = span.row;
     if (row >= params.n * params.c * params.p) { return; }
     let y = row % params.p;
     let c = (row / params.p) % params.c;
@@ -40,5 +31,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let lo = (params.k - params.c) / 2u;
     let at = ((n * params.c + c) * params.h + 2u * y) * params.w;
     let src = ((n * params.k + c + lo) * params.p + y) * params.q;
-    for (var x = first; x < last; x++) { dinp[at + 2u * x] += dout[src + x]; }
+    for (var x = span.first; x < span.last; x++) { dinp[at + 2u * x] += dout[src + x]; }
 }

@@ -2,7 +2,7 @@
 // pad zero channels equally before and after. With lo = (K - C) / 2:
 //   out[n,k,p,q] = inp[n,k-lo,2p,2q] if lo <= k < lo + C, else 0.
 // Shapes: inp [N,C,H,W], out [N,K,P,Q] with P = ceil(H/2), Q = ceil(W/2). Overwrites out.
-// Work split (`PER_ELEMENT`, `Gpu::per_element`): on GPUs one invocation per output element, so
+// Work split (`PER_ELEMENT`, prelude row_walk): on GPUs one invocation per output element, so
 // that neighbouring invocations touch neighbouring addresses; on CPU adapters one invocation per
 // output row (n,k,p), walking its Q columns: the row's indices cost four integer divisions, which
 // CPU adapters run one lane at a time (one invocation per element paid six per element: 1.9 ms
@@ -17,20 +17,12 @@ struct Params { n: u32, c: u32, h: u32, w: u32, k: u32, p: u32, q: u32, _unused:
 @group(0) @binding(2) var<uniform> params: Params;
 
 override WG: u32 = 256;
-override PER_ELEMENT: bool = false;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    // The invocation's output row (n,k,p) and its columns [first, last): one, or all Q.
-    var row = i;
-    var first = 0u;
-    var last = params.q;
-    if (PER_ELEMENT) {
-        row = i / params.q;
-        first = i % params.q;
-        last = first + 1u;
-    }
+    // The invocation's output row (n,k,p) and its columns: one, or all Q.
+    let span = row_span(gid.x + gid.y * nwg.x * WG, params.q);
+    let row = span.row;
     if (row >= params.n * params.k * params.p) { return; }
     let p = row % params.p;
     let k = (row / params.p) % params.k;
@@ -38,9 +30,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let lo = (params.k - params.c) / 2u;
     let at = row * params.q;
     if (k < lo || k >= lo + params.c) {
-        for (var q = first; q < last; q++) { out[at + q] = 0.0; }
+        for (var q = span.first; q < span.last; q++) { out[at + q] = 0.0; }
         return;
     }
     let src = ((n * params.c + k - lo) * params.h + 2u * p) * params.w;
-    for (var q = first; q < last; q++) { out[at + q] = inp[src + 2u * q]; }
+    for (var q = span.first; q < span.last; q++) { out[at + q] = inp[src + 2u * q]; }
 }
