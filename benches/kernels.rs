@@ -335,32 +335,38 @@ fn main() -> Result<()> {
     b.run(Kernel::ReluBackward, &label, bytes(2 * len + len / 32), || elementwise::relu_backward(gpu, &y, &mask))?;
     b.run(Kernel::Add, &label, bytes(3 * len), || elementwise::add(gpu, &z, &x))?;
 
-    // Option-A shortcut of ResNet-20's first downsampling block: [32,16,32,32] -> [32,32,16,16].
-    // It reads only the even rows and columns of inp (N*C*P*Q values) and writes N*K*P*Q.
-    let half = [32, 32, 16, 16];
-    let (small, big) = (32 * 16 * 16 * 16, half.iter().product::<usize>());
-    let label = format!("ResNet-20: {act:?} -> {half:?}");
-    let (dhalf, dx) = (b.random(&half)?, b.zeros(&act)?);
-    let out = b.zeros(&half)?;
-    b.run(Kernel::ShortcutAForward, &label, bytes(small + big), || elementwise::shortcut_a_forward(gpu, &out, &x))?;
-    // Reads the dout channels that map to inp (N*C*P*Q values), writes all of dinp.
-    b.run(Kernel::ShortcutABackward, &label, bytes(small + len), || {
-        elementwise::shortcut_a_backward(gpu, &dx, &dhalf)
-    })?;
+    // The option-A shortcut and the max pool an element an invocation and a row (`Gpu::per_element`),
+    // the adapter's default first.
+    for split_gpu in [gpu.per_element, !gpu.per_element].map(|on| gpu.with_per_element(on)) {
+        let gpu = &split_gpu;
+        let split = if gpu.per_element { "an element an invocation" } else { "a row an invocation" };
+        // Option-A shortcut of ResNet-20's first downsampling block: [32,16,32,32] -> [32,32,16,16].
+        // It reads only the even rows and columns of inp (N*C*P*Q values) and writes N*K*P*Q.
+        let half = [32, 32, 16, 16];
+        let (small, big) = (32 * 16 * 16 * 16, half.iter().product::<usize>());
+        let label = format!("ResNet-20: {act:?} -> {half:?}, {split}");
+        let (dhalf, dx) = (b.random(&half)?, b.zeros(&act)?);
+        let out = b.zeros(&half)?;
+        b.run(Kernel::ShortcutAForward, &label, bytes(small + big), || elementwise::shortcut_a_forward(gpu, &out, &x))?;
+        // Reads the dout channels that map to inp (N*C*P*Q values), writes all of dinp.
+        b.run(Kernel::ShortcutABackward, &label, bytes(small + len), || {
+            elementwise::shortcut_a_backward(gpu, &dx, &dhalf)
+        })?;
 
-    // ImageNet stem max pool 3x3/2 pad 1: [8,64,112,112] -> [8,64,56,56].
-    let (stem, pooled) = ([8, 64, 112, 112], [8, 64, 56, 56]);
-    let (big, small): (usize, usize) = (stem.iter().product(), pooled.iter().product());
-    let label = format!("ResNet-50 stem: {stem:?} 3x3 s2 p1");
-    let (inp, dinp) = (b.random(&stem)?, b.zeros(&stem)?);
-    let (out, indices, dout) = (b.zeros(&pooled)?, b.zeros(&pooled)?, b.random(&pooled)?);
-    // Reads inp, writes out and indices. Runs before the backward, which needs its indices.
-    b.run(Kernel::MaxpoolForward, &label, bytes(big + 2 * small), || {
-        pool::maxpool_forward(gpu, &out, &indices, &inp, 3, 2, 1)
-    })?;
-    b.run(Kernel::MaxpoolBackward, &label, bytes(2 * small + big), || {
-        pool::maxpool_backward(gpu, &dinp, &dout, &indices, 3, 2, 1)
-    })?;
+        // ImageNet stem max pool 3x3/2 pad 1: [8,64,112,112] -> [8,64,56,56].
+        let (stem, pooled) = ([8, 64, 112, 112], [8, 64, 56, 56]);
+        let (big, small): (usize, usize) = (stem.iter().product(), pooled.iter().product());
+        let label = format!("ResNet-50 stem: {stem:?} 3x3 s2 p1, {split}");
+        let (inp, dinp) = (b.random(&stem)?, b.zeros(&stem)?);
+        let (out, indices, dout) = (b.zeros(&pooled)?, b.zeros(&pooled)?, b.random(&pooled)?);
+        // Reads inp, writes out and indices. Runs before the backward, which needs its indices.
+        b.run(Kernel::MaxpoolForward, &label, bytes(big + 2 * small), || {
+            pool::maxpool_forward(gpu, &out, &indices, &inp, 3, 2, 1)
+        })?;
+        b.run(Kernel::MaxpoolBackward, &label, bytes(2 * small + big), || {
+            pool::maxpool_backward(gpu, &dinp, &dout, &indices, 3, 2, 1)
+        })?;
+    }
 
     // ResNet-50 head: global average pool [8,2048,7,7] -> [8,2048].
     let (feat, pooled) = ([8, 2048, 7, 7], [8, 2048]);

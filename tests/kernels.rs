@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{assert_close, bn_variant, bn_variants, conv_variants, f64s, gpus};
+use common::{
+    assert_close, bn_variant, bn_variants, conv_variants, f64s, gpus, per_element_variant, per_element_variants,
+};
 use resnet_wgpu::gpu::{Gpu, Tensor};
 use resnet_wgpu::kernels::{self, Kernel};
 use resnet_wgpu::ops::batchnorm::{self, BatchnormParams};
@@ -712,21 +714,30 @@ fn relu_and_add_match_cpu() {
     }
 }
 
+// (input, output) of the option-A shortcut: CIFAR's 16 -> 32 at 32x32 (several workgroups either
+// way), odd sizes (ceil(H/2)) with an odd channel count, one image of odd rows and columns with Q
+// a prime, and no padded channels (K = C).
+const SHORTCUT_CASES: [([usize; 4], [usize; 4]); 4] = [
+    ([2, 16, 32, 32], [2, 32, 16, 16]),
+    ([3, 5, 7, 9], [3, 11, 4, 5]),
+    ([1, 7, 33, 25], [1, 13, 17, 13]),
+    ([2, 3, 5, 6], [2, 3, 3, 3]),
+];
+
 #[test]
 fn shortcut_a_matches_cpu() {
-    for gpu in gpus() {
-        // CIFAR's 16 -> 32 at 32x32, and odd sizes (ceil(H/2)) with an odd channel count.
-        for (case, (inp_shape, out_shape)) in
-            [([2, 16, 32, 32], [2, 32, 16, 16]), ([3, 5, 7, 9], [3, 11, 4, 5])].iter().enumerate()
-        {
+    for gpu in per_element_variants() {
+        let variant = per_element_variant(gpu);
+        for (case, (inp_shape, out_shape)) in SHORTCUT_CASES.iter().enumerate() {
             let mut rng = Rng::new(500 + case as u64);
             let params = ShortcutParams::new(inp_shape, out_shape).unwrap();
             let (in_len, out_len) = (inp_shape.iter().product(), out_shape.iter().product());
             let (inp_v, dout_v) = (rng.vec(in_len), rng.vec(out_len));
             let (inp, dout) = (upload(gpu, inp_shape, &inp_v), upload(gpu, out_shape, &dout_v));
-            // The backward adds to what dinp holds (the branch's gradient in a block).
-            let prior_v = rng.vec(in_len);
-            let (out, dinp) = (zeros(gpu, out_shape), upload(gpu, inp_shape, &prior_v));
+            // The backward adds to what dinp holds (the branch's gradient in a block); the forward
+            // overwrites what out holds.
+            let (prior_v, stale_v) = (rng.vec(in_len), rng.vec(out_len));
+            let (out, dinp) = (upload(gpu, out_shape, &stale_v), upload(gpu, inp_shape, &prior_v));
             let forward = elementwise::shortcut_a_forward(gpu, &out, &inp).unwrap();
             let backward = elementwise::shortcut_a_backward(gpu, &dinp, &dout).unwrap();
             gpu.run(&[&forward, &backward]).unwrap();
@@ -735,8 +746,9 @@ fn shortcut_a_matches_cpu() {
             cpu::shortcut_a_forward(&mut out_c, &inp_c, &params);
             cpu::shortcut_a_backward(&mut dinp_c, &dout_c, &params);
             let accumulated: Vec<f64> = dinp_c.iter().zip(&prior_v).map(|(d, p)| d + *p as f64).collect();
-            assert_close("shortcut_a_forward", &read(gpu, &out), &out_c, 0.0, 0.0);
-            assert_close("shortcut_a_backward", &read(gpu, &dinp), &accumulated, 1e-7, 0.0);
+            let what = format!("{inp_shape:?} -> {out_shape:?} {variant}");
+            assert_close(&format!("shortcut_a_forward {what}"), &read(gpu, &out), &out_c, 0.0, 0.0);
+            assert_close(&format!("shortcut_a_backward {what}"), &read(gpu, &dinp), &accumulated, 1e-7, 0.0);
             let forward_c = |x: &[f64]| {
                 let mut out = vec![0.0; out_len];
                 cpu::shortcut_a_forward(&mut out, x, &params);
@@ -747,20 +759,32 @@ fn shortcut_a_matches_cpu() {
     }
 }
 
+// (input, size, stride, pad) of the max pool: the ImageNet stem's 3x3/2 pad 1 on odd and even
+// sizes, and on one image of 37 channels (several workgroups either way); a 2x2/2 pool;
+// overlapping 3x3/1 windows (an input is the maximum of several, summed in order); 2x2/3, whose
+// windows skip rows and columns (gradient zero there).
+const MAXPOOL_CASES: [([usize; 4], usize, usize, usize); 6] = [
+    ([2, 3, 13, 11], 3, 2, 1),
+    ([1, 5, 16, 16], 3, 2, 1),
+    ([1, 37, 23, 17], 3, 2, 1),
+    ([3, 2, 9, 8], 2, 2, 0),
+    ([2, 3, 7, 10], 3, 1, 1),
+    ([2, 3, 11, 10], 2, 3, 0),
+];
+
 #[test]
 fn maxpool_matches_cpu() {
-    for gpu in gpus() {
-        // The ImageNet stem's 3x3/2 pad 1 on odd and even sizes, and a 2x2/2 pool.
-        for (case, &(shape, size, stride, pad)) in
-            [([2, 3, 13, 11], 3, 2, 1), ([1, 5, 16, 16], 3, 2, 1), ([3, 2, 9, 8], 2, 2, 0)].iter().enumerate()
-        {
+    for gpu in per_element_variants() {
+        let variant = per_element_variant(gpu);
+        for (case, &(shape, size, stride, pad)) in MAXPOOL_CASES.iter().enumerate() {
             let mut rng = Rng::new(600 + case as u64);
             let params = PoolParams::new(&shape, size, stride, pad).unwrap();
             let out_shape = params.out_shape();
             let (in_len, out_len): (usize, usize) = (shape.iter().product(), out_shape.iter().product());
             let (inp_v, dout_v) = (rng.vec(in_len), rng.vec(out_len));
             let (inp, dout) = (upload(gpu, &shape, &inp_v), upload(gpu, &out_shape, &dout_v));
-            let (out, indices, dinp) = (zeros(gpu, &out_shape), zeros(gpu, &out_shape), zeros(gpu, &shape));
+            // The backward overwrites what dinp holds.
+            let (out, indices, dinp) = (zeros(gpu, &out_shape), zeros(gpu, &out_shape), upload(gpu, &shape, &inp_v));
             let forward = pool::maxpool_forward(gpu, &out, &indices, &inp, size, stride, pad).unwrap();
             let backward = pool::maxpool_backward(gpu, &dinp, &dout, &indices, size, stride, pad).unwrap();
             gpu.run(&[&forward, &backward]).unwrap();
@@ -768,15 +792,77 @@ fn maxpool_matches_cpu() {
             let (mut out_c, mut indices_c, mut dinp_c) = (vec![0.0; out_len], vec![0u32; out_len], vec![0.0; in_len]);
             cpu::maxpool_forward(&mut out_c, &mut indices_c, &inp_c, &params);
             cpu::maxpool_backward(&mut dinp_c, &dout_c, &indices_c, &params);
-            assert_close("maxpool_forward", &read(gpu, &out), &out_c, 0.0, 0.0);
-            assert_eq!(gpu.read::<u32>(&indices).unwrap(), indices_c, "maxpool_forward indices");
-            assert_close("maxpool_backward", &read(gpu, &dinp), &dinp_c, 1e-6, 0.0);
+            let what = format!("{shape:?} {size}x{size}/{stride} pad {pad} {variant}");
+            assert_close(&format!("maxpool_forward {what}"), &read(gpu, &out), &out_c, 0.0, 0.0);
+            assert_eq!(gpu.read::<u32>(&indices).unwrap(), indices_c, "maxpool_forward indices {what}");
+            assert_close(&format!("maxpool_backward {what}"), &read(gpu, &dinp), &dinp_c, 1e-6, 0.0);
             let forward_c = |x: &[f64]| {
                 let (mut out, mut indices) = (vec![0.0; out_len], vec![0u32; out_len]);
                 cpu::maxpool_forward(&mut out, &mut indices, x, &params);
                 out
             };
             finite_differences("maxpool_backward", forward_c, &inp_c, &dout_c, &dinp_c);
+        }
+    }
+}
+
+/// The row-walking kernels on more than 65,535 workgroups, folded into y (`kernels::grid`), either
+/// way they split their work: 16,777,217 rows of one value, 256 a workgroup. The max pool is 1x1 (a
+/// copy), the shortcut pads one channel with 2^23 zero channels on either side.
+#[test]
+fn row_walks_fold_their_grid_past_65535_workgroups() {
+    let rows = 65535 * 256 + 1;
+    for gpu in per_element_variants() {
+        let variant = per_element_variant(gpu);
+        let mut rng = Rng::new(650);
+        let shape = [1, 1, rows, 1];
+        let params = PoolParams::new(&shape, 1, 1, 0).unwrap();
+        let (inp_v, dout_v) = (rng.vec(rows), rng.vec(rows));
+        let (inp, dout) = (upload(gpu, &shape, &inp_v), upload(gpu, &shape, &dout_v));
+        let indices = gpu.upload("stale indices", &shape, &vec![7u32; rows]).unwrap();
+        let (out, dinp) = (zeros(gpu, &shape), zeros(gpu, &shape));
+        let forward = pool::maxpool_forward(gpu, &out, &indices, &inp, 1, 1, 0).unwrap();
+        let backward = pool::maxpool_backward(gpu, &dinp, &dout, &indices, 1, 1, 0).unwrap();
+        assert_eq!([forward.workgroups, backward.workgroups], [[65535, 2, 1]; 2], "max pool grid {variant}");
+        gpu.run(&[&forward, &backward]).unwrap();
+        let (mut dinp_c, indices_c) = (vec![0.0; rows], (0..rows as u32).collect::<Vec<u32>>());
+        cpu::maxpool_backward(&mut dinp_c, &f64s(&dout_v), &indices_c, &params);
+        assert_close(&format!("maxpool_forward {variant}"), &read(gpu, &out), &f64s(&inp_v), 0.0, 0.0);
+        assert_eq!(gpu.read::<u32>(&indices).unwrap(), indices_c, "maxpool_forward indices {variant}");
+        assert_close(&format!("maxpool_backward {variant}"), &read(gpu, &dinp), &dinp_c, 0.0, 0.0);
+
+        let (inp_shape, out_shape) = ([1, 1, 1, 1], [1, rows, 1, 1]);
+        let params = ShortcutParams::new(&inp_shape, &out_shape).unwrap();
+        let (inp, dinp) = (upload(gpu, &inp_shape, &[0.5]), upload(gpu, &inp_shape, &[0.25]));
+        let (out, dout) = (upload(gpu, &out_shape, &vec![7.0; rows]), upload(gpu, &out_shape, &dout_v));
+        let forward = elementwise::shortcut_a_forward(gpu, &out, &inp).unwrap();
+        let backward = elementwise::shortcut_a_backward(gpu, &dinp, &dout).unwrap();
+        assert_eq!(forward.workgroups, [65535, 2, 1], "shortcut_a_forward grid {variant}");
+        gpu.run(&[&forward, &backward]).unwrap();
+        let (mut out_c, mut dinp_c) = (vec![0.0; rows], vec![0.25]);
+        cpu::shortcut_a_forward(&mut out_c, &[0.5], &params);
+        cpu::shortcut_a_backward(&mut dinp_c, &f64s(&dout_v), &params);
+        assert_close(&format!("shortcut_a_forward {variant}"), &read(gpu, &out), &out_c, 0.0, 0.0);
+        assert_close(&format!("shortcut_a_backward {variant}"), &read(gpu, &dinp), &dinp_c, 1e-7, 0.0);
+    }
+}
+
+/// The row-walking kernels take an element an invocation on GPUs and a row on CPU adapters.
+#[test]
+fn row_walks_take_elements_on_gpus_only() {
+    for gpu in gpus() {
+        let software = resnet_wgpu::gpu::is_software(&gpu.info);
+        assert_eq!(gpu.per_element, !software, "{}", gpu.describe());
+        let (inp, out) = (zeros(gpu, &[2, 4, 30, 30]), zeros(gpu, &[2, 8, 15, 15]));
+        let dispatches = [
+            elementwise::shortcut_a_forward(gpu, &out, &inp).unwrap(),
+            pool::maxpool_forward(gpu, &out, &zeros(gpu, &[2, 8, 15, 15]), &zeros(gpu, &[2, 8, 30, 30]), 2, 2, 0)
+                .unwrap(),
+        ];
+        // 2*8*15 rows of 15 values: one workgroup of rows, or 15 of elements.
+        for d in dispatches {
+            assert_eq!(d.flag("PER_ELEMENT"), !software, "{} on {}", d.describe(), gpu.describe());
+            assert_eq!(d.workgroups, [if software { 1 } else { 15 }, 1, 1], "{}", d.describe());
         }
     }
 }

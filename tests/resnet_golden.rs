@@ -77,9 +77,12 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
     let subset = |prefix: &str| -> HashMap<String, Vec<f32>> {
         golden.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone()))).collect()
     };
-    // Every conv path, with batch norm a channel a workgroup and in chunks (GPUs' way; small
-    // ones, so that every layer has several a channel).
-    for gpu in conv_variants().iter().flat_map(|g| [None, Some(44)].map(|chunk| g.with_bn_chunk(chunk))) {
+    // Every conv path, the other kernels the CPU adapters' way (batch norm a channel a workgroup,
+    // the max pool and the option-A shortcut a row an invocation) and the GPUs' way (batch norm in
+    // chunks, small ones so that every layer has several a channel; an element an invocation).
+    let settings = [(None, false), (Some(44), true)];
+    let variants = conv_variants().iter().flat_map(|g| settings.map(|(c, e)| g.with_bn_chunk(c).with_per_element(e)));
+    for gpu in variants {
         let gpu = &gpu;
         let model = ResNet::new(gpu, arch.clone()).unwrap();
         let names = arch.parameters();
@@ -93,8 +96,9 @@ fn training_step_matches_pytorch(arch: Arch, file: &str) {
         step.run(gpu, 0, 0.1).unwrap();
 
         let conv = resnet_wgpu::ops::conv::tune::choice(gpu).unwrap();
+        let split = if gpu.per_element { "an element" } else { "a row" };
         let on = format!(
-            "{} ({:?}) on {} ({:?}, {conv} convs, batch norm chunks {:?})",
+            "{} ({:?}) on {} ({:?}, {conv} convs, batch norm chunks {:?}, pools and shortcuts {split} an invocation)",
             arch.name, arch.shortcut, gpu.info.name, gpu.info.backend, gpu.bn_chunk
         );
         compare(&format!("logits {on}"), &gpu.read(&step.logits).unwrap(), &golden["logits"], 1e-5);

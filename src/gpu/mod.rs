@@ -67,6 +67,11 @@ pub struct Gpu {
     /// and ResNet-50 at batch 64 has thousands of chunks; `None` on CPU adapters, which run a
     /// channel per workgroup faster (no second pass over the data).
     pub bn_chunk: Option<u32>,
+    /// Whether the kernels that walk rows (max pool, option-A shortcut) take one element an
+    /// invocation rather than a row: true on GPUs, where neighbouring invocations then touch
+    /// neighbouring addresses (a row apart otherwise: uncoalesced); false on CPU adapters, which
+    /// run integer divisions one lane at a time and pay fewer of them a row (BENCHMARKS.md).
+    pub per_element: bool,
     /// Loop iterations one invocation may run before the driver silently cuts its loops short:
     /// Mesa's llvmpipe (lavapipe, and llvmpipe through GL) stops every loop once an invocation
     /// has run 65535 iterations, summed over all its loops, nested or one after the other
@@ -295,6 +300,7 @@ impl Gpu {
         };
         let bn_workgroup = if is_software(&info) { 8 } else { 256 };
         let bn_chunk = (!is_software(&info)).then_some(4096);
+        let per_element = !is_software(&info);
         let llvmpipe = [&info.name, &info.driver].iter().any(|s| s.to_lowercase().contains("llvmpipe"));
         let loop_limit = llvmpipe.then_some(65535);
         // On CPU adapters the ops' defaults won every ResNet layer shape measured (BENCHMARKS.md),
@@ -320,6 +326,7 @@ impl Gpu {
             tuning,
             bn_workgroup,
             bn_chunk,
+            per_element,
             loop_limit,
             allocated: Arc::default(),
         })
@@ -355,6 +362,12 @@ impl Gpu {
         Self { bn_chunk, ..self.sibling() }
     }
 
+    /// The same device with the row-walking kernels taking one element an invocation, or a row
+    /// (tests check both on every adapter).
+    pub fn with_per_element(&self, per_element: bool) -> Self {
+        Self { per_element, ..self.sibling() }
+    }
+
     /// The same device and settings.
     fn sibling(&self) -> Self {
         Self {
@@ -368,6 +381,7 @@ impl Gpu {
             tuning: self.tuning.clone(),
             bn_workgroup: self.bn_workgroup,
             bn_chunk: self.bn_chunk,
+            per_element: self.per_element,
             loop_limit: self.loop_limit,
             allocated: self.allocated.clone(),
         }

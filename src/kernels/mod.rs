@@ -66,6 +66,7 @@ macro_rules! kernels {
 //   chunks       how batch norm's two-level kernels cut a channel into chunks
 //   bn_statistics  storing a channel's batch statistics and updating the running ones
 //   bn_grad      the gradient reaching a batch norm's output (RELU) and its 1 / std (FROZEN)
+//   row_walk     an invocation's row and columns, all of one or one (PER_ELEMENT): max pool, option-A shortcut
 //   f32, vec4    the element width: a scalar kernel and its `_vec4` twin are one source (`from`)
 kernels! {
     Conv2dForward => "conv2d_forward" after ["conv_params", "direct", "gemm", "f32", "epilogue"],
@@ -104,10 +105,10 @@ kernels! {
     ReluMaskVec4 => "relu_mask_vec4" from "relu_mask" after ["vec4"],
     Add => "add" after ["f32"],
     AddVec4 => "add_vec4" from "add" after ["vec4"],
-    ShortcutAForward => "shortcut_a_forward",
-    ShortcutABackward => "shortcut_a_backward",
-    MaxpoolForward => "maxpool_forward",
-    MaxpoolBackward => "maxpool_backward",
+    ShortcutAForward => "shortcut_a_forward" after ["row_walk"],
+    ShortcutABackward => "shortcut_a_backward" after ["row_walk"],
+    MaxpoolForward => "maxpool_forward" after ["row_walk"],
+    MaxpoolBackward => "maxpool_backward" after ["row_walk"],
     AvgpoolForward => "avgpool_forward",
     AvgpoolBackward => "avgpool_backward",
     LinearForward => "linear_forward" after ["f32"],

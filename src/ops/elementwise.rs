@@ -3,7 +3,7 @@
 use anyhow::{Result, bail, ensure};
 use bytemuck::{Pod, Zeroable};
 
-use super::{WG, check};
+use super::{WG, check, row_walk};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::{Dispatch, Kernel, grid};
 
@@ -78,13 +78,13 @@ impl ShortcutParams {
 
 pub fn shortcut_a_forward(gpu: &Gpu, out: &Tensor, inp: &Tensor) -> Result<Dispatch> {
     let params = ShortcutParams::new(&inp.shape, &out.shape)?;
-    let rows = (params.n * params.k * params.p) as usize;
-    gpu.dispatch(Kernel::ShortcutAForward, &[], &[out, inp], &params, grid(rows.div_ceil(WG)))
+    let (overrides, workgroups) = row_walk(gpu, (params.n * params.k * params.p) as usize, params.q as usize);
+    gpu.dispatch(Kernel::ShortcutAForward, &overrides, &[out, inp], &params, workgroups)
 }
 
 /// dinp += the option-A shortcut's gradient.
 pub fn shortcut_a_backward(gpu: &Gpu, dinp: &Tensor, dout: &Tensor) -> Result<Dispatch> {
     let params = ShortcutParams::new(&dinp.shape, &dout.shape)?;
-    let rows = (params.n * params.c * params.p) as usize;
-    gpu.dispatch(Kernel::ShortcutABackward, &[], &[dinp, dout], &params, grid(rows.div_ceil(WG)))
+    let (overrides, workgroups) = row_walk(gpu, (params.n * params.c * params.p) as usize, params.q as usize);
+    gpu.dispatch(Kernel::ShortcutABackward, &overrides, &[dinp, dout], &params, workgroups)
 }

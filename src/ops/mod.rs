@@ -14,7 +14,7 @@ pub mod sgd;
 use anyhow::{Result, ensure};
 
 use crate::gpu::{Gpu, Tensor};
-use crate::kernels::Kernel;
+use crate::kernels::{Kernel, grid};
 
 /// Invocations per workgroup of the one-invocation-per-element kernels (their `WG` override).
 const WG: usize = 256;
@@ -22,6 +22,13 @@ const WG: usize = 256;
 /// The value of a bool `override` constant.
 fn flag(on: bool) -> f64 {
     if on { 1.0 } else { 0.0 }
+}
+
+/// How a kernel that walks `rows` rows of `columns` values splits them (`Gpu::per_element`): its
+/// `PER_ELEMENT` override and its workgroups, one invocation per value or per row.
+fn row_walk(gpu: &Gpu, rows: usize, columns: usize) -> ([(&'static str, f64); 1], [u32; 3]) {
+    let invocations = if gpu.per_element { rows * columns } else { rows };
+    ([("PER_ELEMENT", flag(gpu.per_element))], grid(invocations.div_ceil(WG)))
 }
 
 fn check(name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {

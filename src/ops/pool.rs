@@ -3,7 +3,7 @@
 use anyhow::{Result, bail, ensure};
 use bytemuck::{Pod, Zeroable};
 
-use super::{WG, check};
+use super::{WG, check, row_walk};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::{Dispatch, Kernel, grid};
 
@@ -62,8 +62,8 @@ pub fn maxpool_forward(
     let params = PoolParams::new(&inp.shape, size, stride, pad)?;
     check("max pool output", out, &params.out_shape())?;
     check("max pool indices", indices, &params.out_shape())?;
-    let rows = (params.n * params.c * params.p) as usize;
-    gpu.dispatch(Kernel::MaxpoolForward, &[], &[out, indices, inp], &params, grid(rows.div_ceil(WG)))
+    let (overrides, workgroups) = row_walk(gpu, (params.n * params.c * params.p) as usize, params.q as usize);
+    gpu.dispatch(Kernel::MaxpoolForward, &overrides, &[out, indices, inp], &params, workgroups)
 }
 
 pub fn maxpool_backward(
@@ -78,8 +78,8 @@ pub fn maxpool_backward(
     let params = PoolParams::new(&dinp.shape, size, stride, pad)?;
     check("max pool output gradient", dout, &params.out_shape())?;
     check("max pool indices", indices, &params.out_shape())?;
-    let rows = (params.n * params.c * params.h) as usize;
-    gpu.dispatch(Kernel::MaxpoolBackward, &[], &[dinp, dout, indices], &params, grid(rows.div_ceil(WG)))
+    let (overrides, workgroups) = row_walk(gpu, (params.n * params.c * params.h) as usize, params.w as usize);
+    gpu.dispatch(Kernel::MaxpoolBackward, &overrides, &[dinp, dout, indices], &params, workgroups)
 }
 
 #[repr(C)]

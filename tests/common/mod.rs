@@ -54,6 +54,20 @@ pub fn bn_variants() -> &'static [Gpu] {
     })
 }
 
+/// Every test adapter with the row-walking kernels (max pool, option-A shortcut) a row an
+/// invocation (CPU adapters' default) and an element an invocation (GPUs'), so that both are
+/// checked wherever the tests run.
+pub fn per_element_variants() -> &'static [Gpu] {
+    static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+    GPUS.get_or_init(|| gpus().iter().flat_map(|g| [false, true].map(|on| g.with_per_element(on))).collect())
+}
+
+/// The adapter and work split of a `per_element_variants` entry, for messages.
+pub fn per_element_variant(gpu: &Gpu) -> String {
+    let split = if gpu.per_element { "an element" } else { "a row" };
+    format!("on {} ({:?}; {split} an invocation)", gpu.info.name, gpu.info.backend)
+}
+
 /// The adapter and batch norm setting of a `bn_variants` entry, for messages.
 pub fn bn_variant(gpu: &Gpu) -> String {
     let cut = match gpu.bn_chunk {
