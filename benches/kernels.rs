@@ -103,7 +103,7 @@ impl Bench<'_> {
             (Work::Bytes(bytes), _) => ("-".to_string(), "-".to_string(), format!("{:.2}", bytes / ms / 1e6)),
             (Work::Flops(_), None) => unreachable!("compute-bound rows measure the peak"),
         };
-        println!("| {} | {shape} | {ms:.3} | {gflops} | {share} | {gbs} |", kernel.name());
+        println!("| {} | {shape}{} | {ms:.3} | {gflops} | {share} | {gbs} |", kernel.name(), tile(&dispatches[0]));
         Ok(())
     }
 
@@ -180,6 +180,17 @@ impl Bench<'_> {
         let ticks: &[u64] = bytemuck::cast_slice(&view);
         let ns_per_tick = gpu.queue.get_timestamp_period() as f64;
         Ok(ticks.chunks(2).map(|pair| pair[1].saturating_sub(pair[0]) as f64 * ns_per_tick / 1e6).collect())
+    }
+}
+
+/// `, conv2d_tiled 128x64x8 8x8` for a dispatch of the tiled path (its kernel and tile), else nothing.
+fn tile(dispatch: &Dispatch) -> String {
+    let value = |name: &str| dispatch.overrides.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    match ["BM", "BN", "BK", "TM", "TN"].map(value) {
+        [Some(bm), Some(bn), Some(bk), Some(tm), Some(tn)] => {
+            format!(", {} {bm}x{bn}x{bk} {tm}x{tn}", dispatch.kernel.name())
+        }
+        _ => String::new(),
     }
 }
 

@@ -33,7 +33,7 @@ pub fn conv2d_backward_weight(
 ) -> Result<Vec<Dispatch>> {
     let mut params = ConvParams::new(&inp.shape, &dweight.shape, stride, pad)?;
     check("conv2d output gradient", dout, &params.out_shape())?;
-    let (_, blocks) = weight_gradient_blocks(gpu, &mut params)?;
+    let (kernel, overrides, counts) = weight_gradient_blocks(gpu, &mut params)?;
     let own;
     let out = match weight_gradient_slices(&params, &dweight.shape) {
         None => dweight,
@@ -49,7 +49,6 @@ pub fn conv2d_backward_weight(
         },
     };
     let tensors = [out, dout, inp];
-    let (kernel, overrides, counts) = blocks;
     let dispatch = gpu.dispatch(kernel, &overrides, &tensors, &params, workgroups(gpu, kernel, counts)?)?;
     if params.splits == 1 {
         return Ok(vec![dispatch]);
@@ -76,13 +75,13 @@ fn weight_gradient_slices(params: &ConvParams, weight: &[usize]) -> Option<Vec<u
     (params.splits > 1).then(|| [&[params.splits as usize], weight].concat())
 }
 
-/// The path of a conv's weight gradient with `params.splits` set, and the kernel, overrides
-/// and workgroups that run it.
+/// The kernel, overrides and workgroups that run a conv's weight gradient on the path chosen
+/// for it, with `params.splits` set.
 #[allow(clippy::type_complexity)]
 fn weight_gradient_blocks(
     gpu: &Gpu,
     params: &mut ConvParams,
-) -> Result<(ConvPath, (Kernel, Vec<(&'static str, f64)>, [usize; 3]))> {
+) -> Result<(Kernel, Vec<(&'static str, f64)>, [usize; 3])> {
     let [n, c, k, r, s, p, q] =
         [params.n, params.c, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
     let path = tune::path(gpu, params, ConvPass::WeightGradient)?;
@@ -127,7 +126,7 @@ fn weight_gradient_blocks(
             (Kernel::Conv2dBackwardWeight, overrides, workgroups)
         }
     };
-    Ok((path, blocks))
+    Ok(blocks)
 }
 
 /// The direct path's weight-gradient blocks: the kernel's overrides and workgroup counts, with
