@@ -10,7 +10,8 @@
 # `run` writes to $OUT (the device tool's folder; /tmp/device-out elsewhere) 8 files: log.txt
 # (everything printed), ours50.json and ours20.json (`bench`: ResNet-50 and ResNet-20 (B) training
 # and inference), torch50.json and torch20.json (PyTorch on the same GPU, same configurations:
-# benches/pytorch/bench.py), layers.json (the per-layer times of a ResNet-50 training step),
+# benches/pytorch/bench.py), layers.json (the per-layer times of a ResNet-50 training step, each
+# pass with its kernels and tile constants; tuning_s in every result),
 # kernels.txt (`cargo bench --bench kernels`) and autotune.txt (the autotune's choices).
 # RESNET50_BATCH (64), CIFAR_BATCH (128), ITERS (20) and KERNELS_FILTER (the kernels bench's rows)
 # size it. Untimed on a GPU so far; on lavapipe with batches 1 and 8 it took 39 s.
