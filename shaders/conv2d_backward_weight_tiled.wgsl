@@ -66,9 +66,12 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     s = i32(tap % params.s);
     let total = params.n * params.p * params.q;
     let chunk = (total + params.splits - 1u) / params.splits;
-    e_begin = min(total, slice * chunk);
-    e_end = min(total, e_begin + chunk);
-    tiled(lid, (e_end - e_begin + BK - 1u) / BK);
+    // The step count from values uniform across the workgroup (its barriers need that).
+    let begin = min(total, slice * chunk);
+    let end = min(total, begin + chunk);
+    e_begin = begin;
+    e_end = end;
+    tiled(lid, (end - begin + BK - 1u) / BK);
     for (var i = 0u; i < TM; i++) {
         let k = m0 + lid.y + i * WG_M;
         for (var j = 0u; j < TN; j++) {

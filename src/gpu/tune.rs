@@ -57,8 +57,14 @@ pub struct TuneCache {
 /// The timing budget of a process, `RESNET_WGPU_TUNE_BUDGET` seconds or 60: tuning every shape of
 /// a ResNet-50 training step on a GPU fits in it.
 fn budget() -> Duration {
-    let seconds = std::env::var("RESNET_WGPU_TUNE_BUDGET").ok().and_then(|s| s.parse::<f64>().ok());
-    Duration::from_secs_f64(seconds.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(60.0))
+    let Ok(value) = std::env::var("RESNET_WGPU_TUNE_BUDGET") else { return Duration::from_secs(60) };
+    match value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Duration::from_secs_f64(seconds),
+        _ => {
+            eprintln!("warning: RESNET_WGPU_TUNE_BUDGET={value} is not a number of seconds; the budget is 60 s");
+            Duration::from_secs(60)
+        }
+    }
 }
 
 impl TuneCache {

@@ -32,9 +32,8 @@ impl ConvPass {
 /// (a long reduction spread over workgroups: split-K) and on adapters with a loop limit, where
 /// the kernels run at most 2 loop iterations per position of their slice (the tiled path one
 /// step per BK >= 8 positions): a slice stays within 32768 of llvmpipe's 65535
-/// (`Gpu::loop_limit`). Before this cap, lavapipe's tiled path added up only the first 32768
-/// positions of a [64,16,32,32] layer's gradient, and the lanes path the first part of
-/// ResNet-50's 56x56 3x3s at batch 128.
+/// (`Gpu::loop_limit`; without the cap, llvmpipe silently adds up only the first part of a long
+/// reduction: tests/kernels.rs `long_weight_gradients_match_cpu`).
 pub const SLICE_POSITIONS: usize = 4096;
 
 /// The conv kernels come in three paths that compute the same thing in different ways; which is
@@ -145,6 +144,14 @@ impl Tile {
         TILES.into_iter().filter(|t| t.fits(limits).is_ok())
     }
 
+    /// The tiles the adapter can run over an output of `rows` x `columns` within its workgroups
+    /// per dimension (the smallest tile first runs out at large batches).
+    pub fn dispatchable(limits: &wgpu::Limits, rows: usize, columns: usize) -> impl Iterator<Item = Tile> + '_ {
+        let limit = limits.max_compute_workgroups_per_dimension as usize;
+        Self::available(limits)
+            .filter(move |t| columns.div_ceil(t.bn as usize) <= limit && rows.div_ceil(t.bm as usize) <= limit)
+    }
+
     /// The tile for an output of `rows` x `columns` in `depth` independent GEMMs (taps or slices
     /// of a weight gradient) where nothing was timed: the largest whose tiles reach into the
     /// rows and columns and that gives at least 264 workgroups (two for each of a large GPU's
@@ -153,8 +160,8 @@ impl Tile {
         let count = |t: &Tile| rows.div_ceil(t.bm as usize) * columns.div_ceil(t.bn as usize) * depth;
         let reach =
             |t: &Tile| t.bm as usize <= rows.next_power_of_two() && t.bn as usize <= columns.next_power_of_two();
-        let tiles: Vec<Tile> = Self::available(limits).collect();
-        let fallback = || *tiles.iter().max_by_key(|t| count(t)).expect("the smallest tile fits every adapter");
+        let tiles: Vec<Tile> = Self::dispatchable(limits, rows, columns).collect();
+        let fallback = || *tiles.iter().max_by_key(|t| count(t)).unwrap_or(&TILES[0]);
         tiles.iter().copied().find(|t| reach(t) && count(t) >= 264).unwrap_or_else(fallback)
     }
 }
@@ -200,7 +207,9 @@ impl ConvPath {
     pub fn candidates(gpu: &Gpu, rows: usize, columns: usize, depth: usize) -> Vec<ConvPath> {
         let default = Self::family_path(gpu, Self::families(gpu)[0], rows, columns, depth);
         let mut paths = vec![default];
-        let others = Tile::available(&gpu.limits).map(ConvPath::Tiled).chain([ConvPath::Direct, ConvPath::Lanes]);
+        let others = Tile::dispatchable(&gpu.limits, rows, columns)
+            .map(ConvPath::Tiled)
+            .chain([ConvPath::Direct, ConvPath::Lanes]);
         for path in others {
             if !paths.contains(&path) && (path != ConvPath::Lanes || has_lanes(gpu)) {
                 paths.push(path);

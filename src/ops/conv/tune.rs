@@ -24,7 +24,7 @@ fn pinned_by_env() -> Option<String> {
 
 /// The output rows, columns and independent GEMMs of `pass` of the conv `params` (a weight
 /// gradient's taps and about as many slices as `weight_grad` splits it into).
-pub fn gemm_shape(params: &ConvParams, pass: ConvPass) -> [usize; 3] {
+fn gemm_shape(params: &ConvParams, pass: ConvPass) -> [usize; 3] {
     let [n, c, h, w, k, r, s, p, q] =
         [params.n, params.c, params.h, params.w, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
     match pass {
