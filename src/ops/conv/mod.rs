@@ -105,10 +105,11 @@ fn conv_dispatch(
             let workgroups = fits(kernel, columns.div_ceil(tile.bn as usize), rows.div_ceil(tile.bm as usize))?;
             let pointwise = [params.r, params.s, params.stride, params.pad] == [1, 1, 1, 0]
                 && (params.h * params.w).is_multiple_of(4);
+            // The input twice, as f32s and as vec4s; the vec4 view only where POINTWISE reads it.
+            let inp4 = if pointwise { tensors[1] } else { &gpu.placeholder };
+            let tensors = [&tensors[..2], &[inp4], &tensors[2..]].concat();
             let pointwise = [("POINTWISE", flag(pointwise))];
             let overrides = [&tile.overrides()[..], &pointwise, overrides].concat();
-            // The input twice: as f32s, and as vec4s for POINTWISE.
-            let tensors = [&tensors[..2], &tensors[1..]].concat();
             gpu.dispatch(kernel, &overrides, &tensors, params, workgroups)
         }
         ConvPath::Lanes => {

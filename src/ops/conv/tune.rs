@@ -82,10 +82,14 @@ fn key(params: &ConvParams, pass: ConvPass) -> String {
 fn fastest(gpu: &Gpu, params: &ConvParams, pass: ConvPass, candidates: &[ConvPath]) -> ConvPath {
     let mut best: Option<(f64, ConvPath)> = None;
     let mut default: Option<Vec<f32>> = None;
+    // The operands, made once for every candidate (each pass writes only its result, which it
+    // does not read).
+    let operands = operands(&gpu.detached(Tuning::Defaults), params);
     for &path in candidates {
         let timed = (|| -> Result<Option<f64>> {
             let gpu = gpu.detached(Tuning::Pinned(path.name()));
-            let (dispatches, result) = prepare(&gpu, params, pass)?;
+            let operands = operands.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let (dispatches, result) = prepare(&gpu, params, pass, operands)?;
             seconds(&gpu, &dispatches, 1)?;
             let values = gpu.read::<f32>(&result)?;
             match &default {
@@ -121,15 +125,25 @@ fn agree(want: &[f32], got: &[f32]) -> Result<()> {
     }
 }
 
-/// The dispatches of `pass` of the conv `params` on random operands, with the panel layout
-/// where the kernel reads one (a training step lays it out before every use), and the tensor
-/// they write.
-fn prepare(gpu: &Gpu, params: &ConvParams, pass: ConvPass) -> Result<(Vec<Dispatch>, Tensor)> {
+/// Random operands of the conv `params`: its input, weight and output.
+fn operands(gpu: &Gpu, params: &ConvParams) -> Result<[Tensor; 3]> {
     let [n, c, h, w, k, r, s, p, q] =
         [params.n, params.c, params.h, params.w, params.k, params.r, params.s, params.p, params.q].map(|x| x as usize);
     let mut rng = Rng::new(1);
     let mut random = |shape: &[usize]| gpu.upload("autotune operand", shape, &rng.vec(shape.iter().product()));
-    let (inp, weight, out) = (random(&[n, c, h, w])?, random(&[k, c, r, s])?, random(&[n, k, p, q])?);
+    Ok([random(&[n, c, h, w])?, random(&[k, c, r, s])?, random(&[n, k, p, q])?])
+}
+
+/// The dispatches of `pass` of the conv `params` on the `operands`, with the panel layout
+/// where the kernel reads one (a training step lays it out before every use), and the tensor
+/// they write.
+fn prepare(
+    gpu: &Gpu,
+    params: &ConvParams,
+    pass: ConvPass,
+    [inp, weight, out]: &[Tensor; 3],
+) -> Result<(Vec<Dispatch>, Tensor)> {
+    let (inp, weight, out) = (inp.clone(), weight.clone(), out.clone());
     let (stride, pad) = (params.stride as usize, params.pad as usize);
     let transposed = pass == ConvPass::InputGradient;
     let (panel, layout) = match pass {
